@@ -1,0 +1,612 @@
+"""Readers: any supported source → the canonical pairs table (see :mod:`raydetox.data`).
+
+Sources: a TSV/CSV/JSONL/parquet file, a directory of per-language files (``LANG-….parquet``,
+``LANG.tsv``, …), a dataset saved with ``datasets`` ``save_to_disk`` (Dataset or DatasetDict), or a
+Hugging Face hub id (``owner/name``). Every source goes through the same column mapping and validation,
+and every problem is a :class:`DataError` whose message names the file, the row (1-based data row,
+header excluded; the line for JSONL) and the column.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import regex as re
+
+from raydetox.config import DataConfig
+
+FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "dir", "saved", "hub")
+FILE_SUFFIXES: dict[str, str] = {
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+# Split names that look like 2–3 letter language codes but are not languages.
+_SPLIT_NAMES = frozenset({"train", "dev", "val", "valid", "validation", "test", "eval", "all"})
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_ID_COLUMNS = ("id", "idx")
+_LANG_COLUMNS = ("lang", "language")
+_SCORE_COLUMN = "toxicity_score"
+
+
+class DataError(ValueError):
+    """Bad data source or content; the message names the file (and the row and column when relevant)."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which source columns feed the pairs table (``None``: the source has no such column)."""
+
+    toxic: str
+    neutrals: tuple[str, ...]
+    lang: str | None = None
+    id: str | None = None
+    score: str | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """A known column naming: a toxic column and its reference columns.
+
+    ``toxic`` may capture a prefix ``p`` (e.g. ``en_`` in s-nlp/paradetox's ``en_toxic_comment``) that
+    the reference column names must share; ``n`` captures a reference number for natural ordering.
+    """
+
+    name: str
+    toxic: str
+    neutrals: tuple[str, ...]
+
+
+_SCHEMES: tuple[_Scheme, ...] = (
+    _Scheme("toxic_sentence", r"(?P<p>)toxic_sentence", (r"{p}neutral_sentence(?P<n>\d*)",)),
+    _Scheme(
+        "toxic_comment",
+        r"(?P<p>(?:[a-z]{2,3}_)?)toxic_comment",
+        (r"{p}neutral_comment(?P<n>\d*)", r"{p}civil_comment(?P<n>\d*)"),
+    ),
+    _Scheme("toxic", r"(?P<p>)toxic", (r"{p}neutral(?P<n>\d*)",)),
+    _Scheme("source", r"(?P<p>)source", (r"{p}target(?P<n>\d*)",)),
+)
+
+
+@dataclass
+class _Part:
+    """One table read from a source, with what its location implies (language, split, id prefix)."""
+
+    frame: pd.DataFrame
+    origin: str
+    id_prefix: str
+    lang: str | None = None
+    split: str | None = None
+    id_start: int = 0
+    lines: list[int] | None = None  # JSONL: the file line of each row
+
+    def where(self, i: int, column: str | None = None) -> str:
+        """``origin: row N, column 'c'`` for the 0-based position ``i``."""
+        loc = f"line {self.lines[i]}" if self.lines is not None else f"row {i + 1}"
+        return f"{self.origin}: {loc}" + (f", column '{column}'" if column else "")
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+def detect_format(source: str) -> str:
+    """The format of ``source``: 'tsv', 'csv', 'jsonl', 'parquet', 'dir', 'saved' or 'hub'.
+
+    An existing directory is 'saved' when it holds a ``save_to_disk`` layout, else 'dir'; a file goes by its
+    suffix; a non-existent ``owner/name`` without a data-file suffix is a hub id.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "saved" if _is_saved_dataset(path) else "dir"
+    if path.is_file():
+        fmt = FILE_SUFFIXES.get(path.suffix.lower())
+        if fmt is None:
+            raise DataError(
+                f"{source}: unknown format (suffix {path.suffix!r}); expected one of "
+                f"{sorted(FILE_SUFFIXES)} or set data.format to one of {list(FORMATS)}"
+            )
+        return fmt
+    if path.exists():
+        raise DataError(f"{source}: not a regular file or directory")
+    if _HUB_ID.fullmatch(source) and path.suffix.lower() not in FILE_SUFFIXES:
+        return "hub"
+    raise DataError(f"{source}: file or directory not found (and not a hub id 'owner/name')")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- columns
+
+
+def detect_columns(columns: list[str], cfg: DataConfig, origin: str) -> ColumnMap:
+    """Map source ``columns`` to the pairs table: explicit ``cfg`` names first, else auto-detection.
+
+    Auto-detection tries the schemes (toxic_sentence; neutral_sentence), ([xx_]toxic_comment;
+    neutral_comment*, civil_comment), (toxic; neutral, neutral1..N), (source; target); a scheme matches
+    when its toxic column and at least one reference column exist, and exactly one scheme may match.
+    """
+    columns = [str(c) for c in columns]
+
+    def explicit(name: str | None, key: str) -> str | None:
+        if name is not None and name not in columns:
+            raise DataError(f"{origin}: column '{name}' (data.{key}) not found; columns: {columns}")
+        return name
+
+    toxic = explicit(cfg.toxic_column, "toxic_column")
+    neutrals: tuple[str, ...] | None = None
+    if cfg.neutral_columns is not None:
+        if not cfg.neutral_columns:
+            raise DataError(f"{origin}: data.neutral_columns is empty; name at least one reference column")
+        neutrals = tuple(explicit(c, "neutral_columns") for c in cfg.neutral_columns)  # type: ignore[misc]
+
+    if toxic is None or neutrals is None:
+        toxic, neutrals = _auto_text_columns(columns, toxic, neutrals, origin)
+    if toxic in neutrals:
+        raise DataError(f"{origin}: column '{toxic}' is both the toxic column and a reference column")
+
+    def auto(name: str | None, key: str, candidates: tuple[str, ...]) -> str | None:
+        if name is not None:
+            return explicit(name, key)
+        return next((c for c in candidates if c in columns), None)
+
+    return ColumnMap(
+        toxic=toxic,
+        neutrals=neutrals,
+        lang=auto(cfg.lang_column, "lang_column", _LANG_COLUMNS),
+        id=auto(cfg.id_column, "id_column", _ID_COLUMNS),
+        score=auto(cfg.score_column, "score_column", (_SCORE_COLUMN,)),
+        split=explicit(cfg.split_column, "split_column"),
+    )
+
+
+def _scheme_neutrals(scheme: _Scheme, prefix: str, columns: list[str], exclude: str | None) -> list[str]:
+    """Reference columns of ``scheme`` present in ``columns``, in pattern then numeric order."""
+    found: list[tuple[int, int, str]] = []
+    for rank, template in enumerate(scheme.neutrals):
+        pattern = re.compile(template.replace("{p}", re.escape(prefix)))
+        for col in columns:
+            m = pattern.fullmatch(col)
+            if m and col != exclude:
+                found.append((rank, int(m.group("n") or 0), col))
+    return [col for *_, col in sorted(found)]
+
+
+def _auto_text_columns(
+    columns: list[str], toxic: str | None, neutrals: tuple[str, ...] | None, origin: str
+) -> tuple[str, tuple[str, ...]]:
+    """Fill in whichever of the toxic column / reference columns the config left unset."""
+    found: list[tuple[str, str, list[str]]] = []  # (scheme, toxic column, its reference columns present)
+    for scheme in _SCHEMES:
+        if toxic is not None:
+            m = re.fullmatch(scheme.toxic, toxic)
+            candidates = [(toxic, m.group("p") if m else "")]
+        else:
+            candidates = [
+                (c, m.group("p"))
+                for c in columns
+                if (m := re.fullmatch(scheme.toxic, c)) and c not in (neutrals or ())
+            ]
+        found += [(scheme.name, c, _scheme_neutrals(scheme, p, columns, exclude=c)) for c, p in candidates]
+    if neutrals is None:
+        matches = [(s, c, r) for s, c, r in found if r]
+    else:  # references given: any toxic candidate, preferably one whose scheme names those references
+        given = list(neutrals)
+        matches = [(s, c, given) for s, c, r in found if set(r) & set(given)]
+        matches = matches or [(s, c, given) for s, c, _ in found]
+    hint = "set data.toxic_column and data.neutral_columns"
+    if not matches:
+        what = "reference" if toxic is not None else "toxic" if neutrals is not None else "toxic/neutral"
+        raise DataError(f"{origin}: no {what} columns recognised among {columns}; {hint}")
+    if len({(c, tuple(r)) for _, c, r in matches}) > 1:
+        listed = "; ".join(f"scheme {s}: toxic='{c}', neutral={r}" for s, c, r in matches)
+        raise DataError(f"{origin}: ambiguous columns ({listed}); {hint}")
+    _, col, refs = matches[0]
+    return col, tuple(refs)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text of ``raw`` without a BOM; an undecodable byte is reported by offset and line."""
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skip + err.start
+        line = raw.count(b"\n", 0, offset) + 1
+        bad = raw[offset : skip + err.end]
+        raise DataError(
+            f"{path}: line {line}: undecodable bytes {bad!r} at byte offset {offset} "
+            f"(not UTF-8: {err.reason})"
+        ) from err
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if not raw:
+        raise DataError(f"{path}: empty file (0 bytes): no rows")
+    return raw
+
+
+def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
+    """A TSV/CSV file as a table of strings (quoted fields may span lines; empty cells are "")."""
+    sep = "\t" if fmt == "tsv" else ","
+    text = _decode(path, _read_bytes(path))
+    if not text.strip():
+        raise DataError(f"{path}: empty file (no header): no rows")
+    header = next(csv.reader(io.StringIO(text), delimiter=sep))
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}: line 1: duplicate column names {dupes}")
+    try:
+        with warnings.catch_warnings():
+            # pandas only warns when a data row has more fields than the header: that loses data.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError, csv.Error) as err:
+        raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from err
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """A JSON Lines file (one object per line, blank lines skipped) and the line of each row."""
+    text = _decode(path, _read_bytes(path))
+    records: list[dict[str, Any]] = []
+    lines: list[int] = []
+    # Split on "\n" only: JSON strings may hold U+2028 and friends that str.splitlines() would cut.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"{path}: line {lineno}: expected a JSON object per line, got {type(obj).__name__}"
+            )
+        records.append(obj)
+        lines.append(lineno)
+    return pd.DataFrame.from_records(records), lines
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    _read_bytes(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read as parquet: {type(err).__name__}: {err}") from err
+
+
+def _lang_from_name(name: str, whole: bool) -> str | None:
+    """The language code that a split name is (``whole``) or that a file name starts with (``en-0000…``)."""
+    m = re.fullmatch(r"[A-Za-z]{2,3}", name) if whole else re.match(r"[A-Za-z]{2,3}(?=$|[-_.])", name)
+    if not m or m.group(0).lower() in _SPLIT_NAMES:
+        return None
+    return m.group(0).lower()
+
+
+def _read_file(path: Path, fmt: str, **part: Any) -> _Part:
+    if not path.is_file():
+        raise DataError(f"{path}: " + ("is a directory, not a file" if path.is_dir() else "file not found"))
+    if fmt in ("tsv", "csv"):
+        return _Part(_read_delimited(path, fmt), str(path), **part)
+    if fmt == "jsonl":
+        frame, lines = _read_jsonl(path)
+        return _Part(frame, str(path), lines=lines, **part)
+    return _Part(_read_parquet(path), str(path), **part)
+
+
+def _read_dir(path: Path, cfg: DataConfig) -> list[_Part]:
+    """Per-language files in sorted language order; the language comes from the file-name prefix."""
+    files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
+    data = [(f, FILE_SUFFIXES[f.suffix.lower()]) for f in files if f.suffix.lower() in FILE_SUFFIXES]
+    if not data:
+        raise DataError(f"{path}: no data files ({', '.join(sorted(FILE_SUFFIXES))}) in directory")
+    keyed = sorted(((_lang_from_name(f.name, whole=False), f.name, f, fmt) for f, fmt in data),
+                   key=lambda k: (k[0] or "", k[1]))
+    parts: list[_Part] = []
+    counts: dict[str, int] = {}
+    for lang, _, f, fmt in keyed:
+        if lang is not None and cfg.languages is not None and lang not in cfg.languages:
+            continue
+        prefix = lang or f.stem
+        part = _read_file(f, fmt, id_prefix=prefix, lang=lang, id_start=counts.get(prefix, 0))
+        counts[prefix] = part.id_start + len(part.frame)
+        parts.append(part)
+    return parts
+
+
+def _dataset_parts(
+    obj: Any, cfg: DataConfig, name: str, origin: Callable[[str | None], str], lang_hint: str | None = None
+) -> list[_Part]:
+    """Tables of a ``datasets`` Dataset or DatasetDict; its keys are languages when all look like codes,
+    else splits."""
+    if isinstance(obj, Mapping):
+        keys = [str(k) for k in obj.keys()]
+        by_lang = bool(keys) and all(_lang_from_name(k, whole=True) for k in keys)
+        parts = []
+        for key in sorted(keys) if by_lang else keys:
+            lang = key.lower() if by_lang else None
+            if lang is not None and cfg.languages is not None and lang not in cfg.languages:
+                continue
+            frame = _to_pandas(obj[key], origin(key))
+            parts.append(_Part(frame, origin(key), id_prefix=key, lang=lang, split=None if by_lang else key))
+        return parts
+    return [_Part(_to_pandas(obj, origin(None)), origin(None), id_prefix=name, lang=lang_hint)]
+
+
+def _to_pandas(ds: Any, origin: str) -> pd.DataFrame:
+    try:
+        return ds.to_pandas()
+    except Exception as err:
+        raise DataError(f"{origin}: cannot convert dataset to a table: {type(err).__name__}: {err}") from err
+
+
+def _read_saved(path: Path, cfg: DataConfig) -> list[_Part]:
+    import datasets  # slow import: only when needed
+
+    if not _is_saved_dataset(path):
+        raise DataError(f"{path}: not a dataset saved with save_to_disk (no dataset_dict.json or state.json)")
+    try:
+        obj = datasets.load_from_disk(str(path))
+    except Exception as err:
+        raise DataError(f"{path}: cannot load saved dataset: {type(err).__name__}: {err}") from err
+    return _dataset_parts(obj, cfg, path.name, lambda key: str(path / key) if key else str(path))
+
+
+def _read_hub(source: str, cfg: DataConfig) -> list[_Part]:
+    import datasets  # slow import: only when needed
+
+    try:
+        obj = datasets.load_dataset(source, split=cfg.hub_split)
+    except Exception as err:
+        raise DataError(
+            f"hub dataset '{source}' (split {cfg.hub_split!r}): cannot load: {type(err).__name__}: {err}"
+        ) from err
+
+    def origin(key: str | None) -> str:
+        split = key or cfg.hub_split
+        return f"hub dataset '{source}'" + (f" split '{split}'" if split else "")
+
+    hint = _lang_from_name(cfg.hub_split, whole=True) if cfg.hub_split else None
+    return _dataset_parts(obj, cfg, cfg.hub_split or source.rsplit("/", 1)[-1], origin, lang_hint=hint)
+
+
+def _read_parts(source: str, fmt: str, cfg: DataConfig) -> list[_Part]:
+    if fmt == "hub":
+        return _read_hub(source, cfg)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{source}: file or directory not found")
+    if fmt in ("dir", "saved"):
+        if not path.is_dir():
+            raise DataError(f"{source}: format '{fmt}' needs a directory, got a file")
+        return _read_dir(path, cfg) if fmt == "dir" else _read_saved(path, cfg)
+    if fmt not in FORMATS:
+        raise DataError(f"{source}: unknown format {fmt!r}; expected one of {list(FORMATS)}")
+    return [_read_file(path, fmt, id_prefix=path.stem)]
+
+
+# ---------------------------------------------------------------------------------------------- cells
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def _text(part: _Part, col: str) -> list[str]:
+    """Text cells of ``col``: missing → "", anything but a string is an error naming row and column."""
+    values = part.frame[col].tolist()
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            out.append(v)
+        elif _is_missing(v):
+            out.append("")
+        else:
+            raise DataError(f"{part.where(i, col)}: expected text, got {type(v).__name__} {_short(v)}")
+    return out
+
+
+def _labels(part: _Part, col: str, what: str) -> list[str]:
+    """Non-empty string labels (language, split) of ``col``."""
+    out = []
+    for i, v in enumerate(part.frame[col].tolist()):
+        if not isinstance(v, str) or not v.strip():
+            empty = _is_missing(v) or isinstance(v, str)
+            got = "an empty value" if empty else f"{type(v).__name__} {_short(v)}"
+            raise DataError(f"{part.where(i, col)}: expected a {what}, got {got}")
+        out.append(v.strip())
+    return out
+
+
+def _ids(part: _Part, col: str) -> list[str]:
+    """Ids from ``col``; repeated ids (one row per reference, like ``idx``) get ``-k`` occurrence suffixes."""
+    ids = []
+    for i, v in enumerate(part.frame[col].tolist()):
+        if _is_missing(v) or isinstance(v, (bool, np.bool_, list, dict, np.ndarray)) or str(v).strip() == "":
+            raise DataError(f"{part.where(i, col)}: expected an id, got {_short(v)}")
+        ids.append(str(v).strip())
+    if len(set(ids)) < len(ids):
+        seen: dict[str, int] = {}
+        for i, v in enumerate(ids):
+            seen[v] = seen.get(v, 0) + 1
+            ids[i] = f"{v}-{seen[v]}"
+    return ids
+
+
+def _scores(part: _Part, col: str) -> list[float]:
+    """Numeric toxicity scores (missing → NaN); anything else is an error naming row and column."""
+    out = []
+    for i, v in enumerate(part.frame[col].tolist()):
+        if _is_missing(v) or (isinstance(v, str) and not v.strip()):
+            out.append(math.nan)
+            continue
+        value = None
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+            value = float(v)
+        elif isinstance(v, str):
+            try:
+                value = float(v)
+            except ValueError:
+                pass
+        if value is None or not math.isfinite(value):
+            raise DataError(f"{part.where(i, col)}: toxicity score is not a number: {_short(v)}")
+        out.append(value)
+    return out
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
+    """One part → pairs rows (with each row's own references in ``_own``)."""
+    if len(part.frame) == 0:
+        raise DataError(f"{part.origin}: no rows" + (" (header only)" if len(part.frame.columns) else ""))
+    part.frame = part.frame.reset_index(drop=True)
+    cols = detect_columns(list(part.frame.columns), cfg, part.origin)
+    n = len(part.frame)
+
+    if cols.lang is not None:
+        langs = _labels(part, cols.lang, "language code")
+    else:
+        m = re.fullmatch(r"([a-z]{2,3})_toxic_comment", cols.toxic)  # s-nlp/paradetox: en_toxic_comment
+        lang = part.lang or (m.group(1) if m else None) or cfg.default_lang
+        if lang is None:
+            raise DataError(
+                f"{part.origin}: no language column (looked for {list(_LANG_COLUMNS)}); "
+                "set data.lang_column or data.default_lang"
+            )
+        langs = [lang] * n
+
+    if cols.id is not None:
+        ids = _ids(part, cols.id)
+        if prefix_ids:  # several files/splits may reuse the same ids
+            ids = [f"{part.id_prefix}-{i}" for i in ids]
+    else:
+        ids = [f"{part.id_prefix}-{part.id_start + i + 1}" for i in range(n)]
+
+    toxic = _text(part, cols.toxic)
+    neutral_cells = [_text(part, c) for c in cols.neutrals]
+    own = [[r for r in row if r.strip()] for row in zip(*neutral_cells)]
+    table = pd.DataFrame(
+        {
+            "id": ids,
+            "lang": langs,
+            "toxic": toxic,
+            "neutral": [refs[0] if refs else "" for refs in own],
+            "refs": own,
+            "_own": own,
+            "_multi": len(cols.neutrals) > 1,
+        }
+    )
+    if cols.score is not None:
+        table["toxicity_score"] = np.asarray(_scores(part, cols.score), dtype=float)
+    if cols.split is not None:
+        table["split"] = _labels(part, cols.split, "split name")
+    elif part.split is not None:
+        table["split"] = part.split
+    return table
+
+
+def _merge_refs(table: pd.DataFrame) -> pd.Series:
+    """``refs`` = every distinct reference of the same toxic sentence (same language), in source order."""
+    own = table["_own"]
+    key = table["lang"] + "\x00" + table["toxic"]
+    keyed = table["toxic"].str.strip() != ""
+    merged = own[keyed].groupby(key[keyed], sort=False).agg(lambda s: _distinct(chain.from_iterable(s)))
+    refs = own.map(_distinct)
+    refs[keyed] = key[keyed].map(merged)
+    return refs
+
+
+def _distinct(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _expand(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (toxic, reference); ids of multi-reference sources get ``-k`` (k = reference number)."""
+    table = table.assign(neutral=table["_own"].map(lambda r: r or [""]))
+    counts = table["neutral"].map(len)
+    out = table.explode("neutral", ignore_index=True)
+    k = out.groupby(np.repeat(np.arange(len(table)), counts)).cumcount() + 1
+    out["id"] = out["id"].where(~out["_multi"].astype(bool), out["id"] + "-" + k.astype(str))
+    return out
+
+
+def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
+    """Read ``source`` (default ``cfg.source``) into the canonical pairs table.
+
+    Resolves the format (``cfg.format`` or :func:`detect_format`), maps and validates columns, optionally
+    expands references (``cfg.expand_refs``), then keeps ``cfg.languages`` and the first
+    ``cfg.max_rows_per_lang`` rows per language. Empty text cells become "" (cleaning drops them).
+    """
+    src = str(source if source is not None else cfg.source)
+    if cfg.languages is not None and not cfg.languages:
+        raise DataError(f"{src}: data.languages is empty; use null for all languages")
+    if cfg.max_rows_per_lang is not None and cfg.max_rows_per_lang <= 0:
+        raise DataError(f"{src}: data.max_rows_per_lang must be > 0, got {cfg.max_rows_per_lang}")
+    fmt = cfg.format or detect_format(src)
+    parts = _read_parts(src, fmt, cfg)
+    if not parts:
+        raise DataError(f"{src}: no files or splits for languages {cfg.languages}")
+
+    tables = [_part_table(p, cfg, prefix_ids=len(parts) > 1) for p in parts]
+    table = pd.concat(tables, ignore_index=True)
+    table["refs"] = _merge_refs(table)
+    if cfg.expand_refs:
+        table = _expand(table)
+
+    dup = table["id"].duplicated(keep=False)
+    if dup.any():
+        shown = table.loc[dup, "id"].unique()[:5].tolist()
+        raise DataError(f"{src}: duplicate ids {shown}; set data.id_column to a unique column")
+    if cfg.languages is not None:
+        missing = sorted(set(cfg.languages) - set(table["lang"]))
+        if missing:
+            raise DataError(
+                f"{src}: languages {missing} (data.languages) not found; found {sorted(set(table['lang']))}"
+            )
+        table = table[table["lang"].isin(cfg.languages)]
+    if cfg.max_rows_per_lang is not None:
+        table = table.groupby("lang", sort=False).head(cfg.max_rows_per_lang)
+
+    columns = ["id", "lang", "toxic", "neutral", "refs"]
+    columns += [c for c in ("toxicity_score", "split") if c in table.columns]
+    table = table[columns].reset_index(drop=True)
+    for c in ("id", "lang", "toxic", "neutral") + (("split",) if "split" in table.columns else ()):
+        table[c] = table[c].astype(str)
+    return table
