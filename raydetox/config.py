@@ -51,7 +51,7 @@ class CleaningConfig:
     drop_duplicates: bool = True
     drop_identical: bool = True
     drop_already_neutral: bool = True
-    already_neutral_overlap: float = 0.95
+    already_neutral_overlap: float = 0.97
     drop_still_toxic: bool = True
     drop_noisy: bool = True
     min_chrf: float = 10.0
