@@ -1,0 +1,279 @@
+"""Cleaning of the pairs table: drop unusable pairs, and report every dropped row with its reason.
+
+Each row gets the FIRST matching reason in the fixed order of :data:`REASONS`; later rules only look at
+rows the earlier ones kept. Nothing is lost silently: ``len(kept) + len(dropped) == len(pairs)`` and
+every input id is in exactly one of them.
+
+Tokens (shared with the curriculum): casefolded runs of letters, marks and digits (``regex``
+``\\p{L}\\p{M}\\p{N}``), except that Han, Hiragana and Katakana characters are one token each, since
+Chinese and Japanese do not separate words by spaces. Token overlap is the size of the multiset
+intersection divided by the longer token list (1.0 = same bag of words; it falls as words are deleted,
+added or replaced; two empty lists overlap 1.0).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import regex
+from sacrebleu.metrics import CHRF
+
+from raydetox.config import CleaningConfig
+
+if TYPE_CHECKING:
+    from raydetox.data.lexicon import Lexicon
+
+REASONS: tuple[str, ...] = (
+    "empty_toxic",
+    "empty_neutral",
+    "duplicate",
+    "identical",
+    "already_neutral",
+    "still_toxic",
+    "noisy",
+)
+"""Drop reasons, in the order the rules are applied (a row gets the first that matches)."""
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+"""Split names, in the order a duplicate is kept (a train copy wins over an evaluation copy)."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral")
+
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}"
+_TOKEN = regex.compile(rf"[{_CJK}]|[[\p{{L}}\p{{M}}\p{{N}}]--[{_CJK}]]+", regex.V1)
+
+
+def tokenize(text: str) -> list[str]:
+    """Casefolded word tokens of ``text``; CJK characters are tokens on their own (see module doc)."""
+    return _TOKEN.findall(text.casefold())
+
+
+def token_overlap(a: Sequence[str], b: Sequence[str]) -> float:
+    """|multiset intersection of tokens| / max(len(a), len(b)), in [0, 1]; 1.0 when both are empty."""
+    longest = max(len(a), len(b))
+    if longest == 0:
+        return 1.0
+    common = Counter(a) & Counter(b)
+    return sum(common.values()) / longest
+
+
+def _normalise(text: str) -> str:
+    """Whitespace-collapsed, casefolded text: the view under which two sides count as identical."""
+    return " ".join(text.split()).casefold()
+
+
+def _texts(table: pd.DataFrame, column: str) -> list[str]:
+    """The column as Python strings, missing cells as ""; any other non-string cell is an error."""
+    out: list[str] = []
+    for row_id, value in zip(table["id"], table[column]):
+        if isinstance(value, str):
+            out.append(value)
+        elif value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            out.append("")
+        else:
+            raise ValueError(
+                f"pairs table: row id {row_id!r}, column {column!r}: expected text, got {value!r}"
+            )
+    return out
+
+
+def check_pairs(pairs: pd.DataFrame) -> None:
+    """Raise a ValueError naming the column/row when ``pairs`` is not a valid pairs table."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"pairs table: missing column(s) {missing}; has {list(pairs.columns)}")
+    for column in ("id", "lang"):
+        null = pairs[column].isna()
+        if null.any():
+            where = int(np.flatnonzero(null.to_numpy())[0])
+            raise ValueError(f"pairs table: column {column!r} is empty at row {where}")
+    dup = pairs["id"].duplicated(keep=False)
+    if dup.any():
+        ids = pairs.loc[dup, "id"].unique()[:5].tolist()
+        raise ValueError(f"pairs table: column 'id' must be unique; repeated ids: {ids}")
+
+
+@dataclass
+class CleanResult:
+    """Kept rows (input columns unchanged), dropped rows with reason and detail, counts per language."""
+
+    kept: pd.DataFrame
+    dropped: pd.DataFrame
+    counts: pd.DataFrame
+
+    def summary(self) -> str:
+        """One line: kept/total and the number of rows per drop reason (reasons with 0 rows omitted)."""
+        totals = self.counts.sum()
+        parts = [f"{r} {int(totals[r])}" for r in REASONS if totals.get(r, 0)]
+        return f"kept {int(totals['kept'])}/{int(totals['total'])}; dropped: {', '.join(parts) or 'none'}"
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write ``dropped.parquet``, ``dropped.csv`` and ``counts.csv`` under ``out_dir``; return paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "dropped_parquet": out / "dropped.parquet",
+            "dropped_csv": out / "dropped.csv",
+            "counts": out / "counts.csv",
+        }
+        self.dropped.to_parquet(paths["dropped_parquet"], index=False)
+        self.dropped.to_csv(paths["dropped_csv"], index=False)
+        self.counts.to_csv(paths["counts"])
+        return paths
+
+
+class _Marks:
+    """Per-row first reason and detail; rules only see rows that no earlier rule dropped."""
+
+    def __init__(self, n: int) -> None:
+        self.reason = np.full(n, None, dtype=object)
+        self.detail = np.full(n, None, dtype=object)
+
+    def alive(self) -> np.ndarray:
+        return np.flatnonzero(pd.isna(self.reason))
+
+    def drop(self, rows: np.ndarray | list[int], reason: str, details: Sequence[str] | str) -> None:
+        rows = np.asarray(rows, dtype=int)
+        self.reason[rows] = reason
+        self.detail[rows] = details if isinstance(details, str) else np.asarray(details, dtype=object)
+
+
+def _split_rank(table: pd.DataFrame) -> np.ndarray:
+    """0/1/2 for train/validation/test (all 0 when there is no ``split`` column)."""
+    if "split" not in table.columns:
+        return np.zeros(len(table), dtype=int)
+    rank = table["split"].map({s: i for i, s in enumerate(SPLITS)})
+    bad = rank.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"pairs table: row id {table['id'].iloc[i]!r}, column 'split': {table['split'].iloc[i]!r} "
+            f"is not one of {list(SPLITS)} (normalise it with curriculum.split_pairs first)"
+        )
+    return rank.to_numpy(dtype=int)
+
+
+def _drop_duplicates(table: pd.DataFrame, marks: _Marks, toxic: list[str], neutral: list[str]) -> None:
+    alive = marks.alive()
+    frame = pd.DataFrame(
+        {
+            "row": alive,
+            "id": table["id"].to_numpy()[alive],
+            "lang": table["lang"].to_numpy()[alive],
+            "toxic": np.asarray(toxic, dtype=object)[alive],
+            "neutral": np.asarray(neutral, dtype=object)[alive],
+            "rank": _split_rank(table)[alive],
+        }
+    ).sort_values(["rank", "row"], kind="stable")
+    keys = ["lang", "toxic", "neutral"]
+    first = frame.groupby(keys, sort=False)["id"].transform("first")
+    dup = frame.duplicated(keys, keep="first").to_numpy()
+    if dup.any():
+        details = [f"same (lang, toxic, neutral) as id {f}" for f in first.to_numpy()[dup]]
+        marks.drop(frame["row"].to_numpy()[dup], "duplicate", details)
+
+
+def clean_pairs(pairs: pd.DataFrame, cfg: CleaningConfig, lexicon: Lexicon | None = None) -> CleanResult:
+    """Apply the cleaning rules of ``cfg`` (see :data:`REASONS` for their order) to a pairs table.
+
+    ``already_neutral`` and ``still_toxic`` need ``lexicon``; without one they are skipped with a warning.
+    ``noisy`` compares the neutral side with the toxic side: sentence chrF (sacrebleu, neutral as the
+    hypothesis), token overlap, and the character length ratio len(neutral) / len(toxic).
+    """
+    check_pairs(pairs)
+    table = pairs.reset_index(drop=True)
+    n = len(table)
+    toxic = _texts(table, "toxic")
+    neutral = _texts(table, "neutral")
+    langs = table["lang"].astype(str).tolist()
+    marks = _Marks(n)
+
+    marks.drop([i for i in range(n) if not toxic[i].strip()], "empty_toxic", "toxic text is empty")
+    alive = marks.alive()
+    marks.drop([i for i in alive if not neutral[i].strip()], "empty_neutral", "neutral text is empty")
+
+    if cfg.drop_duplicates:
+        _drop_duplicates(table, marks, toxic, neutral)
+
+    if cfg.drop_identical:
+        same = [i for i in marks.alive() if _normalise(toxic[i]) == _normalise(neutral[i])]
+        marks.drop(same, "identical", "neutral == toxic after whitespace/case normalisation")
+
+    tokens_t = {i: tokenize(toxic[i]) for i in marks.alive()}
+    tokens_n = {i: tokenize(neutral[i]) for i in marks.alive()}
+    overlap = {i: token_overlap(tokens_t[i], tokens_n[i]) for i in marks.alive()}
+
+    lexicon_rules = [r for r, on in (("already_neutral", cfg.drop_already_neutral),
+                                     ("still_toxic", cfg.drop_still_toxic)) if on]
+    if lexicon is None and lexicon_rules:
+        warnings.warn(f"clean_pairs: no lexicon given, rule(s) {lexicon_rules} skipped", stacklevel=2)
+    elif lexicon is not None:
+        if cfg.drop_already_neutral:
+            threshold = cfg.already_neutral_overlap
+            rows = [
+                i for i in marks.alive()
+                if overlap[i] >= threshold and not lexicon.is_toxic(toxic[i], langs[i])
+            ]
+            marks.drop(
+                rows, "already_neutral",
+                [f"no lexicon term in toxic; token overlap {overlap[i]:.2f} >= {threshold:g}" for i in rows],
+            )
+        if cfg.drop_still_toxic:
+            rows, details = [], []
+            for i in marks.alive():
+                had = {t.casefold() for t in lexicon.find(toxic[i], langs[i])}
+                if not had:
+                    continue
+                kept_terms = sorted(had & {t.casefold() for t in lexicon.find(neutral[i], langs[i])})
+                if kept_terms:
+                    rows.append(i)
+                    details.append(f"neutral keeps lexicon term(s): {', '.join(kept_terms)}")
+            marks.drop(rows, "still_toxic", details)
+
+    if cfg.drop_noisy:
+        chrf = CHRF()  # one metric object: its setup is the costly part, scoring reuses it
+        rows, details = [], []
+        for i in marks.alive():
+            score = chrf.sentence_score(neutral[i], [toxic[i]]).score
+            ratio = len(neutral[i].strip()) / len(toxic[i].strip())
+            if score < cfg.min_chrf:
+                detail = f"chrF {score:.1f} < {cfg.min_chrf:g}"
+            elif overlap[i] < cfg.min_token_overlap:
+                detail = f"token overlap {overlap[i]:.2f} < {cfg.min_token_overlap:g}"
+            elif not cfg.min_length_ratio <= ratio <= cfg.max_length_ratio:
+                bounds = f"[{cfg.min_length_ratio:g}, {cfg.max_length_ratio:g}]"
+                detail = f"length ratio {ratio:.2f} outside {bounds}"
+            else:
+                continue
+            rows.append(i)
+            details.append(detail)
+        marks.drop(rows, "noisy", details)
+
+    dropped_mask = ~pd.isna(marks.reason)
+    kept = table.loc[~dropped_mask].reset_index(drop=True)
+    report_cols = ["id", "lang"] + (["split"] if "split" in table.columns else [])
+    dropped = table.loc[dropped_mask, report_cols].copy()
+    dropped["reason"] = marks.reason[dropped_mask].astype(str)
+    dropped["toxic"] = table.loc[dropped_mask, "toxic"]
+    dropped["neutral"] = table.loc[dropped_mask, "neutral"]
+    dropped["detail"] = marks.detail[dropped_mask].astype(str)
+    dropped = dropped.reset_index(drop=True)
+    return CleanResult(kept=kept, dropped=dropped, counts=_counts(table, marks.reason))
+
+
+def _counts(table: pd.DataFrame, reason: np.ndarray) -> pd.DataFrame:
+    """Rows = language, columns = every reason (in rule order) + kept + total."""
+    status = pd.Series(reason, dtype=object).fillna("kept")
+    counts = pd.crosstab(table["lang"].astype(str).to_numpy(), status.to_numpy())
+    counts = counts.reindex(columns=[*REASONS, "kept"], fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    counts.index.name = "lang"
+    counts.columns.name = None
+    return counts.astype(int)

@@ -1,0 +1,242 @@
+"""Splits, difficulty, buckets and stages on the real multilingual ParaDetox pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raydetox.config import CleaningConfig, CurriculumConfig, LexiconConfig, SplitConfig
+from raydetox.data.clean import clean_pairs
+from raydetox.data.curriculum import (
+    BUCKETS,
+    assign_buckets,
+    score_difficulty,
+    split_pairs,
+    stage_subsets,
+    word_edit_distance,
+)
+from raydetox.data.lexicon import Lexicon
+
+LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
+
+
+@pytest.fixture(scope="module")
+def mpd_pairs(mpd_dir: Path) -> pd.DataFrame:
+    frames = []
+    for f in sorted(mpd_dir.glob("*.parquet")):
+        lang = f.name.split("-")[0]
+        raw = pd.read_parquet(f)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": [f"{lang}-{i}" for i in range(len(raw))],
+                    "lang": lang,
+                    "toxic": raw["toxic_sentence"].tolist(),
+                    "neutral": raw["neutral_sentence"].tolist(),
+                    "refs": [[n] for n in raw["neutral_sentence"]],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def bucketed(mpd_pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pipeline as prepare runs it: split → lexicon from train → clean → score → buckets."""
+    split = split_pairs(mpd_pairs, SplitConfig())
+    lexicon = Lexicon.learn(split[split["split"] == "train"], LexiconConfig())
+    kept = clean_pairs(split, CleaningConfig(), lexicon).kept
+    return assign_buckets(score_difficulty(kept, CurriculumConfig(), lexicon), CurriculumConfig())
+
+
+# ----------------------------------------------------------------------------------------------- splits
+
+
+def test_split_is_seeded_stratified_and_order_independent(mpd_pairs: pd.DataFrame) -> None:
+    cfg = SplitConfig(train=0.7, validation=0.2, test=0.1, seed=3)
+    first = split_pairs(mpd_pairs, cfg)
+    assert first["id"].tolist() == mpd_pairs["id"].tolist()  # row order kept
+    assert first["split"].equals(split_pairs(mpd_pairs, cfg)["split"])
+    other = split_pairs(mpd_pairs, SplitConfig(train=0.7, validation=0.2, test=0.1, seed=4))
+    assert (first["split"] != other["split"]).sum() > 100
+    sizes = first.groupby(["lang", "split"]).size().unstack()
+    assert list(sizes.index) == list(LANGS)
+    for name, fraction in (("train", 0.7), ("validation", 0.2), ("test", 0.1)):
+        assert (abs(sizes[name] - fraction * 400) <= 1).all(), sizes
+    shuffled = split_pairs(mpd_pairs.sample(frac=1.0, random_state=1), cfg)
+    assert shuffled.set_index("id")["split"].sort_index().equals(first.set_index("id")["split"].sort_index())
+    assert "split" not in mpd_pairs.columns  # input not modified
+
+
+def test_rows_sharing_a_toxic_text_stay_in_one_split() -> None:
+    rows = [
+        (f"t{i}-{j}", "en", f"toxic sentence number {i}", f"neutral {i}.{j}")
+        for i in range(60)
+        for j in range(3)
+    ]
+    table = pd.DataFrame(rows, columns=["id", "lang", "toxic", "neutral"])
+    out = split_pairs(table, SplitConfig(train=0.6, validation=0.2, test=0.2))
+    assert (out.groupby("toxic")["split"].nunique() == 1).all()
+    assert set(out["split"]) == {"train", "validation", "test"}
+    assert abs((out["split"] == "train").sum() - 0.6 * len(out)) <= 3  # whole groups of 3 move together
+
+
+def test_existing_split_column_is_validated_and_kept(mpd_pairs: pd.DataFrame) -> None:
+    names = np.array(["train", "Dev", " val ", "valid", "TEST", "validation"])
+    table = mpd_pairs.assign(split=names[np.arange(len(mpd_pairs)) % len(names)])
+    out = split_pairs(table, SplitConfig(seed=9))
+    expected = np.array(["train", "validation", "validation", "validation", "test", "validation"])
+    assert out["split"].tolist() == expected[np.arange(len(out)) % 6].tolist()
+    renamed = split_pairs(table.rename(columns={"split": "fold"}), SplitConfig(), split_column="fold")
+    assert renamed["split"].equals(out["split"])
+    table.loc[5, "split"] = "holdout"
+    with pytest.raises(ValueError, match=r"row id 'am-5': split 'holdout'"):
+        split_pairs(table, SplitConfig())
+    with pytest.raises(ValueError, match="split column 'nope' not found"):
+        split_pairs(mpd_pairs, SplitConfig(), split_column="nope")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_split_file_is_honoured_and_bad_rows_are_named(
+    mpd_pairs: pd.DataFrame, tmp_path: Path, suffix: str
+) -> None:
+    sep = "\t" if suffix == ".tsv" else ","
+    names = np.array(["train", "dev", "test"])
+    assignment = pd.DataFrame({"id": mpd_pairs["id"], "split": names[np.arange(len(mpd_pairs)) % 3]})
+    path = tmp_path / f"splits{suffix}"
+    assignment.iloc[::-1].to_csv(path, sep=sep, index=False)  # order in the file does not matter
+    out = split_pairs(mpd_pairs, SplitConfig(split_file=str(path)))
+    assert out["split"].tolist() == assignment["split"].replace("dev", "validation").tolist()
+
+    bad = assignment.copy()
+    bad.loc[7, "id"] = "xx-1"
+    bad.to_csv(path, sep=sep, index=False)
+    with pytest.raises(ValueError, match=rf"split file {path}, row 9: id 'xx-1' is not in the pairs table"):
+        split_pairs(mpd_pairs, SplitConfig(split_file=str(path)))
+    assignment.iloc[:-2].to_csv(path, sep=sep, index=False)
+    missing = r"2 id\(s\) of the pairs table are missing, e.g. \['zh-398', 'zh-399'\]"
+    with pytest.raises(ValueError, match=missing):
+        split_pairs(mpd_pairs, SplitConfig(split_file=str(path)))
+    bad = assignment.copy()
+    bad.loc[0, "split"] = "eval"
+    bad.to_csv(path, sep=sep, index=False)
+    with pytest.raises(ValueError, match=rf"split file {path}, row 2: split 'eval'"):
+        split_pairs(mpd_pairs, SplitConfig(split_file=str(path)))
+    with pytest.raises(ValueError, match="both split.split_file"):
+        split_pairs(mpd_pairs, SplitConfig(split_file=str(path)), split_column="split")
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        split_pairs(mpd_pairs, SplitConfig(split_file=str(tmp_path / "missing.csv")))
+
+
+# ------------------------------------------------------------------------------------------- difficulty
+
+
+def test_word_edit_distance() -> None:
+    assert word_edit_distance([], []) == 0
+    assert word_edit_distance(list("abc"), list("abc")) == 0
+    assert word_edit_distance(list("abc"), list("axc")) == 1
+    assert word_edit_distance(list("abcd"), list("ad")) == 2
+    assert word_edit_distance(list("kitten"), list("sitting")) == 3
+    assert word_edit_distance([], list("xyz")) == 3
+
+
+def test_score_columns_and_direction(bucketed: pd.DataFrame) -> None:
+    for column in ("overlap", "edit_distance", "difficulty"):
+        assert bucketed[column].between(0, 1).all(), column
+    assert (bucketed["length"] >= 1).all()
+    assert bucketed["toxicity"].notna().all() and (bucketed["toxicity"] >= 0).all()
+    row = bucketed.set_index("id").loc["en-1"]  # "worthless scum" → "unpleasant people": 2 of 17 words
+    assert row["edit_distance"] == pytest.approx(2 / 17) and row["overlap"] == pytest.approx(15 / 17)
+    # Easy = local edits, hard = rewrites: overlap falls and edit distance grows with the bucket.
+    means = bucketed.groupby(["lang", "bucket"])[["overlap", "edit_distance"]].mean()
+    for lang in LANGS:
+        ov = means.loc[lang, "overlap"]
+        ed = means.loc[lang, "edit_distance"]
+        assert ov["easy"] > ov["medium"] > ov["hard"], lang
+        assert ed["easy"] < ed["medium"] < ed["hard"], lang
+
+
+def test_toxicity_score_column_is_used_and_explicit_toxicity_is_easier(mpd_pairs: pd.DataFrame) -> None:
+    table = mpd_pairs[mpd_pairs["lang"] == "de"].head(50).copy()
+    table["toxicity_score"] = np.linspace(0.0, 1.0, len(table))
+    cfg = CurriculumConfig(overlap_weight=0.0, toxicity_weight=1.0, length_weight=0.0)
+    scored = score_difficulty(table, cfg)
+    assert scored["toxicity"].tolist() == table["toxicity_score"].tolist()
+    assert scored["difficulty"].is_monotonic_decreasing and scored["difficulty"].is_unique
+    table.loc[table.index[3], "toxicity_score"] = np.nan
+    with pytest.raises(ValueError, match=r"row id 'de-3', column 'toxicity_score'"):
+        score_difficulty(table, cfg)
+
+
+def test_without_toxicity_source_the_term_is_left_out(mpd_pairs: pd.DataFrame) -> None:
+    table = mpd_pairs.head(40)
+    with pytest.warns(UserWarning, match="toxicity left out"):
+        scored = score_difficulty(table, CurriculumConfig())
+    assert scored["toxicity"].isna().all() and scored["difficulty"].notna().all()
+    with pytest.raises(ValueError, match="weights sum to 0"):
+        score_difficulty(table, CurriculumConfig(overlap_weight=0, length_weight=0))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        score_difficulty(table, CurriculumConfig(length_weight=-1))
+
+
+# ---------------------------------------------------------------------------------------------- buckets
+
+
+def test_buckets_ordered_and_balanced_on_train(bucketed: pd.DataFrame) -> None:
+    means = bucketed.groupby(["lang", "bucket"])["difficulty"].mean().unstack()
+    for lang in LANGS:
+        assert means.loc[lang, "easy"] < means.loc[lang, "medium"] < means.loc[lang, "hard"], lang
+    train = bucketed[bucketed["split"] == "train"]
+    sizes = train.groupby(["lang", "bucket"]).size().unstack()
+    n = train.groupby("lang").size()
+    assert (abs(sizes["easy"] - n / 3) <= 1).all() and (abs(sizes["hard"] - n / 3) <= 1).all()
+    # Evaluation rows are cut at the train thresholds: no eval row is easier than a train row it outranks.
+    for lang in LANGS:
+        rows = bucketed[bucketed["lang"] == lang]
+        tr = rows[rows["split"] == "train"]
+        ev = rows[rows["split"] != "train"]
+        easiest_non_easy = tr.loc[tr["bucket"] != "easy", "difficulty"].min()
+        hardest_non_hard = tr.loc[tr["bucket"] != "hard", "difficulty"].max()
+        assert (ev.loc[ev["bucket"] == "easy", "difficulty"] <= easiest_non_easy).all()
+        assert (ev.loc[ev["bucket"] == "hard", "difficulty"] >= hardest_non_hard).all()
+
+
+def test_ties_are_broken_by_seeded_id(mpd_pairs: pd.DataFrame) -> None:
+    flat = mpd_pairs[mpd_pairs["lang"] == "es"].assign(difficulty=0.5)
+    first = assign_buckets(flat, CurriculumConfig(seed=1))
+    assert first["bucket"].value_counts().to_dict() == {"easy": 133, "medium": 134, "hard": 133}
+    assert first["bucket"].equals(assign_buckets(flat, CurriculumConfig(seed=1))["bucket"])
+    reordered = assign_buckets(flat.iloc[::-1], CurriculumConfig(seed=1))
+    by_id = first.set_index("id")["bucket"].sort_index()
+    assert reordered.set_index("id")["bucket"].sort_index().equals(by_id)
+    assert not first["bucket"].equals(assign_buckets(flat, CurriculumConfig(seed=2))["bucket"])
+
+
+def test_fixed_cut_points(bucketed: pd.DataFrame) -> None:
+    out = assign_buckets(bucketed.drop(columns="bucket"), CurriculumConfig(cut_points=[0.3, 0.6]))
+    d = out["difficulty"]
+    expected = np.select([d < 0.3, d < 0.6], ["easy", "medium"], "hard")
+    assert out["bucket"].tolist() == expected.tolist()
+    assert set(out["bucket"]) == set(BUCKETS)
+    with pytest.raises(ValueError, match="run score_difficulty first"):
+        assign_buckets(bucketed.drop(columns="difficulty"), CurriculumConfig())
+
+
+def test_stages_non_empty_for_every_language(bucketed: pd.DataFrame) -> None:
+    stages = stage_subsets(bucketed)
+    assert list(stages) == ["easy", "medium", "hard", "full"]
+    train = bucketed[bucketed["split"] == "train"]
+    assert len(stages["full"]) == len(train)
+    assert sorted(pd.concat([stages[b] for b in BUCKETS])["id"]) == sorted(train["id"])
+    for name, frame in stages.items():
+        assert (frame["split"] == "train").all()
+        assert sorted(frame["lang"].unique()) == list(LANGS), name
+        if name != "full":
+            assert (frame["bucket"] == name).all()
+    with pytest.warns(UserWarning, match=r"\['easy'\] have no training rows"):
+        stage_subsets(assign_buckets(bucketed, CurriculumConfig(cut_points=[0.0, 0.5])))
+    with pytest.raises(ValueError, match="run assign_buckets first"):
+        stage_subsets(bucketed.drop(columns="bucket"))
