@@ -70,6 +70,8 @@ class LexiconConfig:
     min_log_odds: float = 1.0
     max_terms_per_lang: int | None = 2000
     wordlists: list[str] = dataclasses.field(default_factory=list)
+    # Drop word-list terms that the references keep (e.g. "i", "us" in the en list) when learning.
+    veto_wordlists: bool = True
 
 
 @dataclass(config=_STRICT)
@@ -145,7 +147,7 @@ class EmbeddedBaseConfig:
     num_layers: int = 2
     num_decoder_layers: int = 2
     num_heads: int = 4
-    max_length: int = 32
+    max_length: int = 64
     batch_size: int = 32
     lr: float = 3e-3
     build_seconds: float = 600.0
@@ -203,6 +205,9 @@ class DecodingConfig:
     toxic_penalty: float = 0.0
     copy_penalty: float = 0.0
     copy_ngram: int = 3
+    # Penalise only terms the tokenizer spells in at most this many pieces: the first piece of a
+    # long, rare word is often a common prefix ("▁s"), which a ban would remove everywhere.
+    toxic_max_pieces: int | None = 1
     repetition_penalty: float | None = None
     encoder_repetition_penalty: float | None = None
     encoder_no_repeat_ngram_size: int | None = None

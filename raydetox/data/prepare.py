@@ -1,0 +1,181 @@
+"""The data pipeline as one step: load → split → lexicon → clean → difficulty → buckets → stage datasets.
+
+``prepare`` writes everything a training run needs into one directory, and ``load_prepared`` reads it
+back, so trainers and Ray workers never repeat the cleaning or the scoring.
+
+Order matters: the split comes first so the lexicon is learned from training pairs only (the
+toxicity metric must not have seen the test set), and bucket thresholds come from the train split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from raydetox.config import STAGES, ExperimentConfig, dump_config
+from raydetox.data.clean import CleanResult, clean_pairs
+from raydetox.data.curriculum import assign_buckets, score_difficulty, split_pairs, stage_subsets
+from raydetox.data.io import load_pairs
+from raydetox.data.lexicon import Lexicon
+
+EVAL_SPLITS: tuple[str, ...] = ("validation", "test")
+
+
+@dataclass
+class PreparedData:
+    """Stage subsets of the train split, the evaluation splits, the lexicon, and where they live."""
+
+    out_dir: Path
+    stages: dict[str, pd.DataFrame]
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    lexicon: Lexicon
+    dropped: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.stages["full"]["lang"].unique())
+
+
+def _stage_path(out_dir: Path, name: str) -> Path:
+    return out_dir / "stages" / f"{name}.parquet"
+
+
+def prepare(cfg: ExperimentConfig, out_dir: str | Path, source: str | None = None) -> PreparedData:
+    """Run the whole data pipeline for ``cfg`` and write its outputs under ``out_dir``.
+
+    Writes ``stages/{easy,medium,hard,full,validation,test}.parquet``, ``pairs.parquet`` (every kept row
+    with its split, scores and bucket), ``dropped.parquet``/``dropped.csv`` (every dropped row with its
+    reason), ``counts.csv``, ``lexicon.json``, ``config.yaml``, ``report.md`` and ``difficulty.png``.
+    """
+    out = Path(out_dir)
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    pairs = load_pairs(cfg.data, source)
+    pairs = split_pairs(pairs, cfg.split, split_column=cfg.data.split_column)
+    lexicon = Lexicon.learn(pairs[pairs["split"] == "train"], cfg.lexicon, base_dir=Path.cwd())
+    cleaned: CleanResult = clean_pairs(pairs, cfg.cleaning, lexicon)
+    scored = score_difficulty(cleaned.kept, cfg.curriculum, lexicon)
+    table = assign_buckets(scored, cfg.curriculum)
+    stages = stage_subsets(table)
+
+    table.to_parquet(out / "pairs.parquet", index=False)
+    for name, frame in stages.items():
+        frame.to_parquet(_stage_path(out, name), index=False)
+    evals = {s: table[table["split"] == s].reset_index(drop=True) for s in EVAL_SPLITS}
+    for name, frame in evals.items():
+        frame.to_parquet(_stage_path(out, name), index=False)
+    cleaned.write(out)
+    lexicon.save(out / "lexicon.json")
+    dump_config(cfg, out / "config.yaml")
+
+    prepared = PreparedData(out, stages, evals["validation"], evals["test"], lexicon, cleaned.dropped)
+    write_report(prepared, table, cleaned, n_input=len(pairs), seconds=time.perf_counter() - t0)
+    return prepared
+
+
+def load_prepared(out_dir: str | Path) -> PreparedData:
+    """Read back what :func:`prepare` wrote (no recomputation)."""
+    out = Path(out_dir)
+    missing = [p for p in (_stage_path(out, n) for n in (*STAGES, *EVAL_SPLITS)) if not p.is_file()]
+    if missing or not (out / "lexicon.json").is_file():
+        raise FileNotFoundError(
+            f"{out}: not a prepared data directory (missing {missing or ['lexicon.json']}); "
+            "run `raydetox prepare` first"
+        )
+    stages = {n: pd.read_parquet(_stage_path(out, n)) for n in STAGES}
+    validation, test = (pd.read_parquet(_stage_path(out, n)) for n in EVAL_SPLITS)
+    dropped_path = out / "dropped.parquet"
+    dropped = pd.read_parquet(dropped_path) if dropped_path.is_file() else pd.DataFrame()
+    return PreparedData(out, stages, validation, test, Lexicon.load(out / "lexicon.json"), dropped)
+
+
+def _plot_difficulty(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = table[table["split"] == "train"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for bucket in ("easy", "medium", "hard"):
+        values = train.loc[train["bucket"] == bucket, "difficulty"]
+        ax.hist(values, bins=30, alpha=0.6, label=f"{bucket} (n={len(values)})")
+    ax.set_xlabel("difficulty (per-language rank-weighted)")
+    ax.set_ylabel("training pairs")
+    ax.set_title("Curriculum difficulty of training pairs by bucket")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    prepared: PreparedData, table: pd.DataFrame, cleaned: CleanResult, n_input: int, seconds: float
+) -> Path:
+    """Markdown report: counts per language, per drop reason, per split and stage; difficulty histogram."""
+    out = prepared.out_dir
+    _plot_difficulty(table, out / "difficulty.png")
+    per_stage = pd.DataFrame(
+        {name: frame.groupby("lang").size() for name, frame in prepared.stages.items()}
+    ).fillna(0).astype(int)
+    per_split = table.groupby(["lang", "split"]).size().unstack(fill_value=0)
+    reasons = cleaned.dropped.groupby("reason").size().rename("rows").to_frame()
+    lex = pd.Series(prepared.lexicon.summary(), name="terms").to_frame()
+    lex.index.name = "lang"
+    lines = [
+        "# raydetox prepare report",
+        "",
+        f"- input pairs: {n_input}; kept: {len(cleaned.kept)}; dropped: {len(cleaned.dropped)} "
+        f"(kept + dropped = {len(cleaned.kept) + len(cleaned.dropped)})",
+        f"- languages: {', '.join(prepared.languages)}",
+        f"- time: {seconds:.1f} s",
+        "- dropped rows with their reasons: `dropped.csv` / `dropped.parquet`",
+        "",
+        "## Cleaning: counts per language and reason",
+        "",
+        cleaned.counts.to_markdown(),
+        "",
+        "## Dropped rows per reason",
+        "",
+        reasons.to_markdown() if len(reasons) else "(none)",
+        "",
+        "## Kept pairs per language and split",
+        "",
+        per_split.to_markdown(),
+        "",
+        "## Curriculum stages (train split) per language",
+        "",
+        per_stage.to_markdown(),
+        "",
+        "## Lexicon terms per language",
+        "",
+        lex.to_markdown(),
+        "",
+        "## Difficulty",
+        "",
+        "![difficulty histogram](difficulty.png)",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "input": n_input,
+                "kept": len(cleaned.kept),
+                "dropped": len(cleaned.dropped),
+                "stages": {n: len(f) for n, f in prepared.stages.items()},
+                "validation": len(prepared.validation),
+                "test": len(prepared.test),
+                "languages": prepared.languages,
+            },
+            indent=2,
+        )
+    )
+    return path
