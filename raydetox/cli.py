@@ -1,0 +1,309 @@
+"""``raydetox`` command line: thin subcommands over the library (each maps to one module's entry point)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from raydetox.config import ConfigError, ExperimentConfig, StageConfig, load_config
+
+DATA_ENV = "RAYDETOX_DATA"
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set key.path=value`` pairs; values are parsed as YAML scalars/lists."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. cleaning.min_chrf=5)")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    overrides = _parse_set(args.set or [])
+    data = getattr(args, "data", None) or os.environ.get(DATA_ENV)
+    if data:
+        if not Path(data).exists() and not _looks_like_hub_id(data):
+            raise ConfigError(f"--data {data}: no such file or directory")
+        overrides["data.source"] = data
+    return load_config(args.config, overrides)
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "/"))
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from raydetox.data.prepare import prepare
+
+    cfg = _load(args)
+    out = Path(args.out or Path(cfg.output_dir) / cfg.name / "data")
+    prepared = prepare(cfg, out)
+    stages = ", ".join(f"{n}={len(f)}" for n, f in prepared.stages.items())
+    print(
+        f"prepared {len(prepared.stages['full']) + len(prepared.validation) + len(prepared.test)} kept pairs "
+        f"({len(prepared.dropped)} dropped, see {out / 'dropped.csv'}) in {len(prepared.languages)} languages; "
+        f"train stages: {stages}; validation={len(prepared.validation)} test={len(prepared.test)}"
+    )
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _parse_schedule(text: str) -> list[StageConfig]:
+    """``easy:1:1e-3,medium:1:5e-4`` → stages (epochs and lr optional: ``easy,full:2``)."""
+    stages = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, *rest = item.split(":")
+        try:
+            fields: dict[str, Any] = {"stage": name}
+            if rest:
+                fields["epochs"] = float(rest[0])
+            if len(rest) > 1:
+                fields["lr"] = float(rest[1])
+            stages.append(StageConfig(**fields))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"--schedule {item!r}: {err}") from None
+    if not stages:
+        raise ConfigError("--schedule: no stages given")
+    return stages
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raydetox.data.prepare import prepare
+    from raydetox.experiment import run_training, score_reference_systems, write_run_report
+    from raydetox.trainer import baseline_schedule
+
+    cfg = _load(args)
+    out = Path(args.out or Path(cfg.output_dir) / cfg.name)
+    prepared = prepare(cfg, out / "data")
+    schedule = _parse_schedule(args.schedule) if args.schedule else list(cfg.schedule)
+    runs = {"curriculum": run_training(cfg, prepared, out / "curriculum", schedule, resume=not args.no_resume)}
+    if args.baseline:
+        runs["baseline"] = run_training(
+            cfg, prepared, out / "baseline", baseline_schedule(schedule), resume=not args.no_resume
+        )
+    report = write_run_report(out, runs, score_reference_systems(cfg, prepared))
+    for name, run in runs.items():
+        m = run.test_metrics
+        print(f"{name}: test copy_rate {m['test_copy_rate']:.3f} chrF {m['test_chrf']:.2f} "
+              f"BERTScore {m['test_bertscore_f1']:.4f} J {m['test_j']:.4f}")
+    print(f"report: {report}")
+    return 0
+
+
+def _find_lexicon(explicit: str | None, model_dir: Path | None):
+    from raydetox.data.lexicon import Lexicon
+
+    if explicit:
+        return Lexicon.load(explicit)
+    for parent in [model_dir, *model_dir.parents][:4] if model_dir else []:
+        for candidate in (parent / "lexicon.json", parent / "data" / "lexicon.json"):
+            if candidate.is_file():
+                return Lexicon.load(candidate)
+    return None
+
+
+def _eval_pairs(args: argparse.Namespace):
+    """Pairs for evaluate/baselines, and the lexicon (given, found beside the model, or learned)."""
+    from raydetox.data.clean import clean_pairs
+    from raydetox.data.io import load_pairs
+    from raydetox.data.lexicon import Lexicon
+
+    cfg = load_config(args.config, _parse_set(args.set or [])) if args.config else ExperimentConfig()
+    pairs = load_pairs(cfg.data, args.data)
+    model_dir = Path(args.model) if getattr(args, "model", None) else None
+    lexicon = _find_lexicon(args.lexicon, model_dir) or Lexicon.learn(pairs, cfg.lexicon, base_dir=Path.cwd())
+    # Empty texts can't be scored; they are reported, not silently skipped.
+    cleaned = clean_pairs(pairs, dataclasses.replace(cfg.cleaning, drop_duplicates=False, drop_identical=False,
+                                                      drop_already_neutral=False, drop_still_toxic=False,
+                                                      drop_noisy=False), lexicon)
+    if len(cleaned.dropped):
+        print(f"skipping {len(cleaned.dropped)} rows with empty text: {cleaned.dropped['id'].tolist()[:10]}...")
+    return cfg, cleaned.kept, lexicon
+
+
+def _print_scores(name: str, scores: dict[str, float], out: str | None) -> None:
+    import json
+
+    from raydetox.experiment import SUMMARY_METRICS
+
+    print(name + ": " + " ".join(f"{m}={scores.get(m, float('nan')):.4f}" for m in SUMMARY_METRICS))
+    if out:
+        Path(out).write_text(json.dumps(scores, indent=1, allow_nan=True))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from raydetox.decoding import generate
+    from raydetox.experiment import toxic_token_ids
+    from raydetox.metrics import get_scorer
+    from raydetox.modeling import load_trained
+
+    cfg, pairs, lexicon = _eval_pairs(args)
+    model, tokenizer = load_trained(args.model)
+    outputs = generate(model, tokenizer, list(pairs["toxic"]), cfg.decoding,
+                       toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding), max_source_length=cfg.model.max_source_length,
+                       progress=True)
+    scores = get_scorer(cfg.metrics, lexicon).score(
+        list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"])
+    )
+    _print_scores(args.model, scores, args.out)
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from raydetox.metrics import get_scorer, reference_systems
+
+    cfg, pairs, lexicon = _eval_pairs(args)
+    refs = [list(r) for r in pairs["refs"]]
+    scorer = get_scorer(cfg.metrics, lexicon)
+    systems = reference_systems(list(pairs["toxic"]), refs, list(pairs["lang"]), lexicon)
+    all_scores = {}
+    for name, outputs in systems.items():
+        all_scores[name] = scorer.score(list(pairs["toxic"]), outputs, refs, list(pairs["lang"]))
+        _print_scores(name, all_scores[name], None)
+    if args.out:
+        import json
+
+        Path(args.out).write_text(json.dumps(all_scores, indent=1, allow_nan=True))
+    return 0
+
+
+def cmd_detox(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from raydetox.data.lexicon import Lexicon
+    from raydetox.decoding import generate
+    from raydetox.experiment import toxic_token_ids
+    from raydetox.modeling import load_trained
+
+    cfg = load_config(args.config, _parse_set(args.set or [])) if args.config else ExperimentConfig()
+    path = Path(args.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input file not found")
+    if args.column:
+        sep = "\t" if path.suffix in (".tsv", ".txt") else ","
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        if args.column not in frame:
+            raise ValueError(f"{path}: no column {args.column!r}; columns are {list(frame.columns)}")
+        texts = frame[args.column].tolist()
+    else:
+        texts = path.read_text(encoding="utf-8").splitlines()
+    model, tokenizer = load_trained(args.model)
+    lexicon = _find_lexicon(args.lexicon, Path(args.model)) or Lexicon.from_terms({})
+    outputs = generate(model, tokenizer, texts, cfg.decoding,
+                       toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding),
+                       max_source_length=cfg.model.max_source_length)
+    text = "\n".join(outputs) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from raydetox.sweep import run_sweep, sweep_paths
+
+    cfg = _load(args)
+    results = run_sweep(cfg, resume=args.resume, storage_path=args.storage, address=args.address)
+    storage, name, _ = sweep_paths(cfg, args.storage)
+    errors = [r for r in results if r.error]
+    print(f"sweep finished: {len(results)} trials ({len(errors)} errored); results in {storage}/{name}")
+    print(f"analyse with: raydetox analyze {storage}/{name}")
+    return 1 if errors else 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from raydetox.analysis import analyze
+
+    report = analyze(args.results_dir, args.out)
+    print(report.summary())
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("config", help="experiment YAML (see experiments/)")
+    if data:
+        p.add_argument("--data", help=f"data source path or hub id (overrides data.source; env {DATA_ENV})")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raydetox", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="load, clean, score and split the data; write stage datasets + report")
+    _add_common(p)
+    p.add_argument("--out", help="output directory (default: OUTPUT_DIR/NAME/data)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="run one schedule in-process (optionally beside the baseline)")
+    _add_common(p)
+    p.add_argument("--out", help="run directory (default: OUTPUT_DIR/NAME)")
+    p.add_argument("--schedule", help="override the schedule, e.g. easy:1:1e-3,medium:1:1e-3,full:1:2e-4")
+    p.add_argument("--baseline", action="store_true", help="also train the baseline (one full stage)")
+    p.add_argument("--no-resume", action="store_true", help="ignore finished stages in the run directory")
+    p.set_defaults(func=cmd_train)
+
+    for name, func, helptext in (
+        ("evaluate", cmd_evaluate, "score a trained model on a pairs file"),
+        ("baselines", cmd_baselines, "score the copy and delete reference systems on a pairs file"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "evaluate":
+            p.add_argument("--model", required=True, help="trained model or adapter dir")
+        p.add_argument("--data", required=True, help="pairs file/dir or hub id")
+        p.add_argument("--config", help="experiment YAML for data/decoding/metrics settings")
+        p.add_argument("--lexicon", help="lexicon.json (default: found beside the model, else learned)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+        p.add_argument("--out", help="write the scores as JSON")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("detox", help="rewrite sentences with a trained model")
+    p.add_argument("--model", required=True, help="trained model or adapter dir")
+    p.add_argument("input", help="text file (one sentence a line) or CSV/TSV with --column")
+    p.add_argument("--column", help="column holding the sentences (CSV/TSV input)")
+    p.add_argument("--config", help="experiment YAML for decoding settings")
+    p.add_argument("--lexicon", help="lexicon.json for the toxic-token penalty")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_detox)
+
+    p = sub.add_parser("sweep", help="Ray Tune sweep over schedules and decoding penalties")
+    _add_common(p)
+    p.add_argument("--address", help="Ray cluster address (default: local in-process Ray; env RAY_ADDRESS)")
+    p.add_argument("--storage", help="results storage path or URI (default: ray.storage_path or OUTPUT_DIR/sweeps)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("analyze", help="sweep results → DataFrame, best schedule, plots, report")
+    p.add_argument("results_dir", help="the sweep's results directory (STORAGE/NAME)")
+    p.add_argument("--out", help="where to write the analysis (default: RESULTS_DIR/analysis)")
+    p.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``raydetox`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        # Input problems get one clear line, not a traceback (the messages name the file/row/key).
+        print(f"raydetox {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
