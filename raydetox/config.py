@@ -147,7 +147,7 @@ class EmbeddedBaseConfig:
     num_layers: int = 2
     num_decoder_layers: int = 2
     num_heads: int = 4
-    max_length: int = 64
+    max_length: int = 32
     batch_size: int = 32
     lr: float = 3e-3
     build_seconds: float = 600.0

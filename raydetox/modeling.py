@@ -1,0 +1,552 @@
+"""Base model loading, the offline embedded base, LoRA wrapping, and saving/loading trained models.
+
+``model.name_or_path`` is either any Hugging Face seq2seq checkpoint (hub id or local dir, loaded with
+``AutoModelForSeq2SeqLM``/``AutoTokenizer``) or ``embedded``: a small T5 with a SentencePiece unigram
+tokenizer trained on the corpus itself and pretrained to copy (target = input), built once and cached
+in a directory keyed by a hash of its config and texts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sacrebleu
+import torch
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from raydetox.config import EmbeddedBaseConfig, LoraConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+BUILD_REPORT = "build_report.json"
+EMBEDDED_META = "raydetox_embedded.json"
+TRAINED_META = "raydetox_model.json"
+# Bump when the build recipe changes in a way the config does not capture: old caches are not reused.
+_BUILD_VERSION = 2
+# T5 convention: the decoder starts from <pad>; SentencePiece is trained with these ids.
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+_MIN_VOCAB = 100  # a tokenizer smaller than this was loaded the wrong way (transformers 5 trap)
+
+
+# ----------------------------------------------------------------------------------------------- corpus
+
+
+def corpus_texts(pairs: pd.DataFrame) -> list[str]:
+    """Every distinct text of a pairs table (toxic, neutral and ``refs`` sides), in first-seen order."""
+    missing = [c for c in ("toxic", "neutral") if c not in pairs.columns]
+    if missing:
+        raise KeyError(f"pairs table lacks column(s) {missing}; has {list(pairs.columns)}")
+    texts: dict[str, None] = {}
+
+    def add(value: Any, row: Any, column: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"pairs row {row!r}, column {column!r}: expected str, got {type(value).__name__}")
+        if value.strip():
+            texts.setdefault(value, None)
+
+    has_refs = "refs" in pairs.columns
+    for row, toxic, neutral, refs in zip(
+        pairs.index, pairs["toxic"], pairs["neutral"], pairs["refs"] if has_refs else [None] * len(pairs)
+    ):
+        add(toxic, row, "toxic")
+        add(neutral, row, "neutral")
+        if refs is not None and not (isinstance(refs, float) and math.isnan(refs)):
+            for ref in refs:
+                add(ref, row, "refs")
+    return list(texts)
+
+
+# ------------------------------------------------------------------------------------------- cache keys
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _config_hash(cfg: EmbeddedBaseConfig) -> str:
+    return _sha({"version": _BUILD_VERSION, "config": dataclasses.asdict(cfg)})[:12]
+
+
+def _data_hash(texts: Sequence[str], eval_texts: Sequence[str] | None) -> str:
+    # Order-free: the same corpus read in another order reuses the cache.
+    return _sha({"texts": sorted(set(texts)), "eval": None if eval_texts is None else sorted(set(eval_texts))})[:12]
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser() / EMBEDDED
+    return Path.home() / ".cache" / "raydetox" / EMBEDDED
+
+
+def embedded_cache_path(
+    texts: Sequence[str],
+    cfg: EmbeddedBaseConfig,
+    cache_dir: str | Path | None = None,
+    eval_texts: Sequence[str] | None = None,
+) -> Path:
+    """Directory where :func:`build_embedded_base` keeps (or will keep) the base for these inputs."""
+    return _cache_root(cache_dir) / f"{_config_hash(cfg)}-{_data_hash(texts, eval_texts)}"
+
+
+def find_cached_base(cfg: EmbeddedBaseConfig, cache_dir: str | Path | None = None) -> Path | None:
+    """Newest complete embedded base built with this config (any texts), or ``None``."""
+    root = _cache_root(cache_dir)
+    if not root.is_dir():
+        return None
+    found = [p for p in root.glob(f"{_config_hash(cfg)}-*") if (p / BUILD_REPORT).is_file()]
+    return max(found, key=lambda p: (p / BUILD_REPORT).stat().st_mtime) if found else None
+
+
+# -------------------------------------------------------------------------------------------- tokenizer
+
+
+def _train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Path) -> PreTrainedTokenizerBase:
+    """Train a SentencePiece unigram model on ``texts`` and save it as a transformers tokenizer."""
+    import sentencepiece as spm
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers.utils.import_utils import is_protobuf_available
+
+    if not is_protobuf_available():
+        raise ImportError("the embedded base needs protobuf to read the SentencePiece model")
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type="unigram",
+            # identity + keep whitespace: a token-level copy must decode to the exact input text
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            # rare characters (Amharic, Chinese) fall back to bytes instead of <unk>
+            byte_fallback=True,
+            character_coverage=_char_coverage(texts, vocab_size),
+            pad_id=PAD_ID,
+            eos_id=EOS_ID,
+            unk_id=UNK_ID,
+            bos_id=-1,
+            hard_vocab_limit=False,  # tiny corpora (tests) cannot always fill the requested vocab
+            num_threads=_cores(),
+            minloglevel=2,
+        )
+    except RuntimeError as err:
+        raise ValueError(f"embedded.vocab_size={vocab_size} is too small for this corpus: {err}") from err
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString(model.getvalue())
+    backend = Tokenizer(
+        Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=UNK_ID, byte_fallback=True)
+    )
+    # Mirror SentencePiece's own pipeline (identity rule, dummy prefix, extra whitespace kept) so that the
+    # fast tokenizer encodes like SentencePiece and decodes every text back exactly.
+    backend.normalizer = normalizers.Sequence(
+        # SentencePiece adds the dummy "▁" even before a leading space; Metaspace alone would not
+        [normalizers.Replace(" ", "▁"), normalizers.Replace(Regex(r"\A▁"), "▁▁")]
+    )
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(content=" ", left=1)]
+    )
+    backend.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", EOS_ID)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0
+    )  # extra_ids=0 is saved so T5Tokenizer.from_pretrained adds no sentinels either
+    tok.save_pretrained(out_dir)
+    (out_dir / "spiece.model").write_bytes(model.getvalue())
+    return load_tokenizer(out_dir, expected_vocab=len(proto.pieces))
+
+
+def _char_coverage(texts: Sequence[str], vocab_size: int, default: float = 0.9995) -> float:
+    """SentencePiece character coverage leaving >= 1/4 of a small vocab to multi-character pieces.
+
+    SentencePiece refuses to train when the covered characters do not fit the vocab; with byte fallback
+    the uncovered (rarest) characters are still encoded exactly, as bytes.
+    """
+    counts = Counter(ch for t in texts for ch in t)
+    budget = vocab_size - 3 - 256 - vocab_size // 4  # specials, byte pieces, room for subwords
+    if len(counts) <= budget:
+        return default
+    total = sum(counts.values())
+    covered = sum(n for _, n in counts.most_common(max(1, budget)))
+    return max(0.98, min(default, covered / total))  # SentencePiece accepts no less than 0.98
+
+
+def load_tokenizer(path: str | Path, expected_vocab: int | None = None) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(path)`` with a vocabulary-size check (catches the 4-token trap)."""
+    tok = AutoTokenizer.from_pretrained(str(path))
+    n = len(tok)
+    if expected_vocab is not None and n != expected_vocab:
+        raise ValueError(f"tokenizer at {path}: vocab size {n}, expected {expected_vocab}")
+    if n < _MIN_VOCAB:
+        raise ValueError(f"tokenizer at {path}: vocab size {n} < {_MIN_VOCAB}; it was not loaded correctly")
+    return tok
+
+
+# ------------------------------------------------------------------------------------------ copy training
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _t5_config(cfg: EmbeddedBaseConfig, vocab_size: int) -> T5Config:
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_layers=cfg.num_layers,
+        num_decoder_layers=cfg.num_decoder_layers,
+        num_heads=cfg.num_heads,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=True,
+        dropout_rate=0.0,  # copying is memorisation-free: dropout only slows convergence
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        decoder_start_token_id=PAD_ID,
+    )
+
+
+def _lr_factor(progress: float, rounds: int) -> float:
+    """Warm restarts: ``rounds`` equal segments, each a 10 % linear warm-up then cosine decay to 0."""
+    rounds = max(1, rounds)
+    pos = min(progress, 1.0 - 1e-9) * rounds
+    q = pos - math.floor(pos)
+    return min(1.0, q / 0.1) * 0.5 * (1.0 + math.cos(math.pi * q))
+
+
+def _batches(
+    seqs: list[list[int]], batch_size: int, max_length: int, rng: random.Random
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless length-bucketed batches; a long text contributes a random window of ``max_length`` tokens."""
+    body = max_length - 1  # room for </s>
+    while True:
+        # sort by length with a little noise so buckets differ between epochs, then shuffle the buckets
+        order = sorted(range(len(seqs)), key=lambda i: min(len(seqs[i]), body) + rng.random() * 2)
+        buckets = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        rng.shuffle(buckets)
+        for bucket in buckets:
+            rows = []
+            for i in bucket:
+                s = seqs[i]
+                start = rng.randrange(len(s) - body + 1) if len(s) > body else 0
+                rows.append(s[start : start + body] + [EOS_ID])
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, : len(row)] = torch.tensor(row)
+            yield ids, ids != PAD_ID
+
+
+def copy_fidelity(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int = 64
+) -> dict[str, float]:
+    """Greedy-decode ``texts`` and compare with the inputs: exact-copy rate and corpus chrF(output, input)."""
+    model.eval()
+    outputs: dict[int, str] = {}
+    enc = tokenizer(list(texts))["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+            gen = model.generate(
+                **batch,
+                max_new_tokens=batch["input_ids"].shape[1] + 8,
+                num_beams=1,
+                do_sample=False,
+            )
+            for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)):
+                outputs[i] = text
+    outs = [outputs[i] for i in range(len(texts))]
+    exact = sum(o == t for o, t in zip(outs, texts)) / max(1, len(texts))
+    chrf = sacrebleu.corpus_chrf(outs, [list(texts)]).score
+    return {"exact_copy_rate": exact, "chrf": chrf}
+
+
+def _train_copy(
+    model: T5ForConditionalGeneration,
+    seqs: list[list[int]],
+    cfg: EmbeddedBaseConfig,
+    progress: bool,
+) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    batches = _batches(seqs, cfg.batch_size, cfg.max_length, rng)
+    model.train()
+    losses: list[float] = []
+    step, start = 0, time.monotonic()
+    bar = tqdm(total=100, unit="%", desc="embedded base (copy)", disable=not progress, leave=True)
+    while True:
+        elapsed = time.monotonic() - start
+        frac = elapsed / cfg.build_seconds if cfg.build_seconds > 0 else 1.0
+        if cfg.max_steps is not None:
+            frac = max(frac, step / cfg.max_steps) if cfg.max_steps > 0 else 1.0
+        if frac >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(frac, cfg.rounds)
+        ids, mask = next(batches)
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(~mask, -100)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        bar.n = min(100, int(frac * 100))
+        bar.set_postfix(step=step, loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", refresh=False)
+        bar.refresh()
+    bar.n = 100
+    bar.close()
+    model.eval()
+    tail = losses[-50:]
+    return {
+        "steps": step,
+        "train_seconds": round(time.monotonic() - start, 2),
+        "steps_per_second": round(step / max(1e-9, time.monotonic() - start), 3),
+        "final_loss": round(sum(tail) / len(tail), 4) if tail else float("nan"),
+    }
+
+
+def build_embedded_base(
+    texts: Sequence[str],
+    cfg: EmbeddedBaseConfig,
+    cache_dir: str | Path | None = None,
+    eval_texts: Sequence[str] | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+) -> Path:
+    """Build (or reuse) the embedded copy-pretrained T5 base; returns its directory.
+
+    The directory holds the model, the tokenizer and ``build_report.json`` (copy fidelity on held-out
+    texts). Without ``eval_texts``, up to 200 texts (10 %) are held out of training for that evaluation.
+    Built in a temporary directory and renamed, so a crash never leaves a half-built cache.
+    """
+    texts = list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
+    if len(texts) < 10:
+        raise ValueError(f"embedded base needs at least 10 non-empty texts, got {len(texts)}")
+    final = embedded_cache_path(texts, cfg, cache_dir, eval_texts)
+    if (final / BUILD_REPORT).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        report = _build(texts, cfg, eval_texts, tmp, progress, threads or 1)
+        (tmp / EMBEDDED_META).write_text(
+            json.dumps(
+                {"config": dataclasses.asdict(cfg), "config_hash": _config_hash(cfg), "n_texts": len(texts)},
+                indent=2,
+            )
+        )
+        (tmp / BUILD_REPORT).write_text(json.dumps(report, indent=2))
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / BUILD_REPORT).is_file():  # not a concurrent builder winning the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        print(f"embedded base → {final}\n{json.dumps(report)}")
+    return final
+
+
+def _build(
+    texts: list[str],
+    cfg: EmbeddedBaseConfig,
+    eval_texts: Sequence[str] | None,
+    out: Path,
+    progress: bool,
+    threads: int,
+) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    if eval_texts is None:
+        pool = sorted(texts)  # selection depends on the set of texts, not on their order
+        random.Random(cfg.seed).shuffle(pool)
+        held = pool[: min(200, len(pool) // 10)]
+        held_set = set(held)
+        train_texts = [t for t in texts if t not in held_set]
+    else:
+        held, train_texts = list(eval_texts), texts
+    with _torch_threads(threads):
+        # the tokenizer sees the held-out texts too: they are part of the corpus the base will serve
+        tok = _train_tokenizer(texts, cfg.vocab_size, out)
+        model = T5ForConditionalGeneration(_t5_config(cfg, len(tok)))
+        seqs = [ids[:-1] for ids in tok(train_texts)["input_ids"]]  # drop </s>: windows re-add it
+        stats = _train_copy(model, seqs, cfg, progress)
+        t0 = time.monotonic()
+        fidelity = copy_fidelity(model, tok, held)
+        eval_seconds = time.monotonic() - t0
+    model.generation_config.max_length = None
+    model.save_pretrained(out)
+    held_lens = [len(ids) for ids in tok(held)["input_ids"]]
+    return {
+        "exact_copy_rate": round(fidelity["exact_copy_rate"], 4),
+        "chrf": round(fidelity["chrf"], 2),
+        "n_eval": len(held),
+        "eval_longer_than_max_length": round(sum(n > cfg.max_length for n in held_lens) / max(1, len(held)), 4),
+        "eval_seconds": round(eval_seconds, 2),
+        **stats,
+        "params": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tok),
+        "n_train_texts": len(train_texts),
+        "threads": threads,
+    }
+
+
+# --------------------------------------------------------------------------------------- load / LoRA / io
+
+
+def load_base(cfg: ModelConfig, texts: Sequence[str] | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Base seq2seq model + tokenizer: the embedded base (built from ``texts`` if needed) or ``from_pretrained``."""
+    if cfg.name_or_path == EMBEDDED:
+        if texts is not None:
+            path = build_embedded_base(texts, cfg.embedded, cfg.cache_dir)
+        else:
+            path = find_cached_base(cfg.embedded, cfg.cache_dir)
+            if path is None:
+                raise FileNotFoundError(
+                    f"model.name_or_path=embedded: no cached base for this model.embedded config under "
+                    f"{_cache_root(cfg.cache_dir)}; pass the corpus texts to build it"
+                )
+        return _load_pretrained(path)
+    return _load_pretrained(cfg.name_or_path, cache_dir=cfg.cache_dir)
+
+
+def _load_pretrained(
+    name_or_path: str | Path, cache_dir: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(name_or_path), cache_dir=cache_dir)
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), cache_dir=cache_dir)
+    except OSError as err:
+        raise OSError(f"model.name_or_path={str(name_or_path)!r}: cannot load a seq2seq model: {err}") from err
+    n_emb = model.get_input_embeddings().num_embeddings
+    if not _MIN_VOCAB <= len(tok) <= n_emb:
+        raise ValueError(
+            f"model.name_or_path={str(name_or_path)!r}: tokenizer vocab {len(tok)} does not fit the model's "
+            f"{n_emb} embeddings (tokenizer loaded the wrong way?)"
+        )
+    return model, tok
+
+
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig | None) -> PreTrainedModel:
+    """Wrap ``model`` with a peft LoRA adapter (only adapter weights trainable); ``None`` = full fine-tuning."""
+    if cfg is None:
+        return model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in names]
+    if missing:
+        raise ValueError(f"lora.target_modules {missing} not found in {type(model).__name__}")
+    peft_cfg = PeftLoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        modules_to_save=list(cfg.modules_to_save) if cfg.modules_to_save else None,
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def _is_peft(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def save_trained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
+    """Save a trained model: adapter only (safetensors) for a peft model, the full model otherwise."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if _is_peft(model):
+        peft_cfg = model.peft_config[model.active_adapter]
+        base = str(peft_cfg.base_model_name_or_path or "")
+        if base and Path(base).is_dir():
+            base = str(Path(base).resolve())
+            peft_cfg.base_model_name_or_path = base
+        if not base:
+            raise ValueError("cannot save adapter: the peft model does not name its base model")
+        model.save_pretrained(out, safe_serialization=True)
+        meta = {"format": "adapter", "base": base}
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+        meta = {"format": "full"}
+    tokenizer.save_pretrained(out)
+    (out / TRAINED_META).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_trained(
+    model_dir: str | Path, merge: bool = False, trainable: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load what :func:`save_trained` wrote: a full model dir, or an adapter dir on top of its base.
+
+    An adapter is returned as a ``PeftModel`` (``trainable`` to continue training), or merged into its
+    base with ``merge=True``.
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"trained model dir not found: {path}")
+    if not (path / "adapter_config.json").is_file():
+        return _load_pretrained(path)
+    from peft import PeftModel
+
+    meta_file = path / TRAINED_META
+    base = json.loads(meta_file.read_text()).get("base") if meta_file.is_file() else None
+    base = base or json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path}/adapter_config.json: base_model_name_or_path is empty")
+    base_model, base_tok = _load_pretrained(base)
+    model = PeftModel.from_pretrained(base_model, str(path), is_trainable=trainable)
+    tok = load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else base_tok
+    if merge:
+        model = model.merge_and_unload()
+    model.eval()
+    return model, tok
