@@ -29,3 +29,9 @@ def shared_data() -> Path:
 def mpd_dir(shared_data: Path) -> Path:
     """Multilingual ParaDetox: one parquet per language (9 × 400 pairs)."""
     return shared_data / "multilingual_paradetox"
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache dir for the tiny embedded bases of the whole session (each config is built once)."""
+    return tmp_path_factory.mktemp("embedded-cache")

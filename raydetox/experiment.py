@@ -1,0 +1,238 @@
+"""One training run from a config: prepared data → base model (+LoRA) → curriculum trainer → test report.
+
+This is what ``raydetox train`` runs in-process and what each Ray Train worker runs inside a trial;
+both go through :func:`build_trainer` so that the two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback
+
+from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
+from raydetox.data.lexicon import Lexicon
+from raydetox.data.prepare import PreparedData
+from raydetox.metrics import get_scorer, reference_systems
+from raydetox.modeling import apply_lora, corpus_texts, load_base
+from raydetox.trainer import (
+    CurriculumSeq2SeqTrainer,
+    CurriculumTrainingArguments,
+    StageResult,
+    results_frame,
+)
+
+
+def tokenize_pairs(
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_source_length: int, max_target_length: int
+) -> Dataset:
+    """Tokenize toxic → neutral pairs once (batched); keeps ``id`` so stage subsets can be selected."""
+    enc = tokenizer(list(frame["toxic"]), max_length=max_source_length, truncation=True)
+    tgt = tokenizer(text_target=list(frame["neutral"]), max_length=max_target_length, truncation=True)
+    return Dataset.from_dict(
+        {
+            "id": list(frame["id"]),
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": tgt["input_ids"],
+        }
+    )
+
+
+def build_stage_datasets(
+    prepared: PreparedData, tokenizer: PreTrainedTokenizerBase, cfg: ExperimentConfig
+) -> dict[str, Dataset]:
+    """Tokenize the full train split once and select each stage's rows from it by id."""
+    full = tokenize_pairs(
+        prepared.stages["full"], tokenizer, cfg.model.max_source_length, cfg.model.max_target_length
+    )
+    position = {id_: i for i, id_ in enumerate(full["id"])}
+    return {
+        name: full.select([position[i] for i in frame["id"]]) if name != "full" else full
+        for name, frame in prepared.stages.items()
+    }
+
+
+def base_corpus(prepared: PreparedData) -> list[str]:
+    """Texts the embedded base learns to copy: every train-split text, cleaned or not.
+
+    Using the pre-cleaning train split keeps the (expensive, cached) base independent of cleaning
+    ablations, and never shows it validation or test text.
+    """
+    frames = [prepared.stages["full"]]
+    if len(prepared.dropped) and "split" in prepared.dropped:
+        dropped = prepared.dropped[prepared.dropped["split"] == "train"].copy()
+        dropped["refs"] = [[n] for n in dropped["neutral"]]
+        frames.append(dropped)
+    return corpus_texts(pd.concat(frames, ignore_index=True))
+
+
+def training_arguments(cfg: ExperimentConfig, output_dir: str | Path, **overrides: Any) -> CurriculumTrainingArguments:
+    """HF arguments shared by every stage; per-stage epochs and lr are set by the trainer."""
+    t = cfg.training
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the stage's steps
+        lr_scheduler_type=t.lr_scheduler,
+        seed=t.seed,
+        data_seed=t.seed,
+        extra_loss=t.extra_loss,
+        extra_loss_weight=t.extra_loss_weight,
+        stage_max_steps=t.max_steps_per_stage or -1,
+        keep_stage_checkpoints=t.keep_checkpoints,
+        save_strategy="no",  # stage checkpoints are written by the curriculum trainer (adapter only)
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # LoRA/T5 use every trainable parameter; the check costs a graph walk
+        train_sampling_strategy="group_by_length",  # less padding per batch
+    )
+    kwargs.update(overrides)
+    return CurriculumTrainingArguments(**kwargs)
+
+
+def build_trainer(
+    cfg: ExperimentConfig,
+    prepared: PreparedData,
+    output_dir: str | Path,
+    callbacks: Sequence[TrainerCallback] = (),
+    **arg_overrides: Any,
+) -> CurriculumSeq2SeqTrainer:
+    """Model, tokenizer, datasets, scorer and trainer for one run of ``cfg`` on ``prepared``."""
+    if cfg.training.torch_threads:
+        torch.set_num_threads(cfg.training.torch_threads)
+    model, tokenizer = load_base(cfg.model, texts=base_corpus(prepared))
+    model = apply_lora(model, cfg.lora)
+    stage_data = build_stage_datasets(prepared, tokenizer, cfg)
+    eval_data = tokenize_pairs(
+        prepared.validation, tokenizer, cfg.model.max_source_length, cfg.model.max_target_length
+    )
+    return CurriculumSeq2SeqTrainer(
+        model=model,
+        args=training_arguments(cfg, output_dir, **arg_overrides),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        train_dataset=stage_data["full"],
+        eval_dataset=eval_data if len(eval_data) else None,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        stage_datasets=stage_data,
+        eval_pairs=prepared.validation,
+        scorer=get_scorer(cfg.metrics, prepared.lexicon),
+        decoding=cfg.decoding,
+        toxic_token_ids=toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding),
+        max_source_length=cfg.model.max_source_length,
+    )
+
+
+def toxic_token_ids(lexicon: Lexicon, tokenizer: PreTrainedTokenizerBase, decoding: DecodingConfig) -> list[int]:
+    """Token ids the toxic-token penalty pushes down (terms spelled in ≤ ``toxic_max_pieces`` pieces)."""
+    return lexicon.token_ids(tokenizer, max_pieces=decoding.toxic_max_pieces)
+
+
+@dataclass
+class RunResult:
+    """A finished run: per-stage rows, test metrics, samples and where everything was written."""
+
+    output_dir: Path
+    stages: pd.DataFrame
+    test_metrics: dict[str, float]
+    samples: pd.DataFrame
+    stage_results: list[StageResult]
+
+
+def _samples(pairs: pd.DataFrame, outputs: Sequence[str], per_lang: int) -> pd.DataFrame:
+    frame = pairs[["id", "lang", "toxic", "neutral"]].copy()
+    frame["output"] = list(outputs)
+    return frame.groupby("lang", group_keys=False).head(per_lang).reset_index(drop=True)
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    prepared: PreparedData,
+    output_dir: str | Path,
+    schedule: Sequence[StageConfig] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    resume: bool = True,
+    **arg_overrides: Any,
+) -> RunResult:
+    """Train ``schedule`` (default ``cfg.schedule``), then score the test split and write the run's files."""
+    out = Path(output_dir)
+    trainer = build_trainer(cfg, prepared, out, callbacks, **arg_overrides)
+    results = trainer.run_schedule(list(schedule or cfg.schedule), resume=resume)
+    test_metrics, outputs = trainer.generate_and_score(prepared.test, prefix="test_")
+    samples = _samples(prepared.test, outputs, cfg.metrics.samples_per_lang)
+    stages = results_frame(results)
+    stages.to_csv(out / "stages.csv", index=False)
+    prepared.lexicon.save(out / "lexicon.json")  # so `raydetox evaluate/detox` find it beside the checkpoints
+    samples.to_csv(out / "samples.csv", index=False)
+    (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1, allow_nan=True))
+    return RunResult(out, stages, test_metrics, samples, results)
+
+
+def score_reference_systems(cfg: ExperimentConfig, prepared: PreparedData, split: str = "test") -> dict[str, dict[str, float]]:
+    """``copy`` and ``delete`` systems scored by the same code on the same split."""
+    pairs = prepared.test if split == "test" else prepared.validation
+    refs = [list(r) for r in pairs["refs"]]
+    systems = reference_systems(list(pairs["toxic"]), refs, list(pairs["lang"]), prepared.lexicon)
+    scorer = get_scorer(cfg.metrics, prepared.lexicon)
+    return {
+        name: scorer.score(list(pairs["toxic"]), outs, refs, list(pairs["lang"]), prefix=f"{split}_")
+        for name, outs in systems.items()
+    }
+
+
+SUMMARY_METRICS: tuple[str, ...] = (
+    "copy_rate", "exact_match", "bleu", "chrf", "bertscore_f1", "bertscore_src_f1", "toxicity", "j",
+)
+
+
+def comparison_table(systems: dict[str, dict[str, float]], prefix: str = "test_") -> pd.DataFrame:
+    """Systems × summary metrics (overall), e.g. curriculum vs baseline vs copy vs delete."""
+    return pd.DataFrame(
+        {name: {m: scores.get(f"{prefix}{m}", float("nan")) for m in SUMMARY_METRICS} for name, scores in systems.items()}
+    ).T
+
+
+def per_language_table(scores: dict[str, float], metric: str, prefix: str = "test_") -> pd.Series:
+    """One metric per language from a flat score dict (``{prefix}{metric}/{lang}`` keys)."""
+    head = f"{prefix}{metric}/"
+    return pd.Series({k[len(head):]: v for k, v in scores.items() if k.startswith(head)}, name=metric)
+
+
+def write_run_report(
+    out_dir: Path, runs: dict[str, RunResult], references: dict[str, dict[str, float]]
+) -> Path:
+    """Markdown report: per-stage rows of each run, test comparison with copy/delete, samples."""
+    systems = {name: run.test_metrics for name, run in runs.items()} | references
+    table = comparison_table(systems)
+    table.to_csv(out_dir / "comparison.csv")
+    lines = ["# raydetox train report", "", "## Test split: runs beside the reference systems", ""]
+    lines.append(table.round(4).to_markdown())
+    for name, run in runs.items():
+        cols = [c for c in ("index", "stage", "epochs", "lr", "steps", "train_loss", "seconds", "eval_loss",
+                            "eval_copy_rate", "eval_chrf", "eval_bertscore_f1", "eval_toxicity", "eval_j")
+                if c in run.stages]
+        lines += ["", f"## {name}: per-stage validation", ""]
+        lines.append(run.stages[cols].round(4).to_markdown(index=False))
+        per_lang = pd.DataFrame({m: per_language_table(run.test_metrics, m) for m in ("copy_rate", "chrf", "j")})
+        lines += ["", f"### {name}: test metrics per language", ""]
+        lines.append(per_lang.round(4).to_markdown())
+        lines += ["", f"### {name}: samples (toxic / reference / output)", ""]
+        for row in run.samples.itertuples(index=False):
+            lines.append(f"- [{row.lang}] {row.toxic} → ref: {row.neutral} → out: {row.output}")
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

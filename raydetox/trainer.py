@@ -1,0 +1,313 @@
+"""``CurriculumSeq2SeqTrainer``: HF ``Seq2SeqTrainer`` run stage by stage over curriculum subsets.
+
+The trainer keeps one model, tokenizer, collator and metric scorer for the whole schedule and calls
+HF's own ``train()`` once per stage after swapping the train subset, the epochs and the learning rate
+(optimizer and scheduler are rebuilt per stage, so each stage gets its own warm-up/decay). After each
+stage it evaluates (loss + generation metrics), saves a checkpoint tagged by the stage (adapter only
+for LoRA), appends a metrics row and fires ``on_stage_end`` on every callback that defines it — that
+is where the Ray layer reports. A finished stage is never re-run: ``run_schedule`` resumes after the
+last stage recorded in ``curriculum_state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import torch
+from datasets import Dataset
+from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+from raydetox.config import DecodingConfig, StageConfig
+from raydetox.decoding import generate
+from raydetox.metrics import Scorer, perplexity
+
+STATE_FILE = "curriculum_state.json"
+
+ExtraLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
+
+
+def copy_unlikelihood_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    """Unlikelihood penalty on copying input tokens that the reference removed.
+
+    For each example the candidates are the source tokens absent from its target (for detoxification
+    pairs these are, overwhelmingly, the toxic words); the term is ``-log(1 - p(candidate))`` summed over
+    candidates and averaged over target positions (Welleck et al., 2019), pushing probability mass away
+    from verbatim copies of what had to go.
+    """
+    labels = inputs["labels"]
+    source = inputs["input_ids"]
+    special = set(getattr(getattr(model, "config", None), "all_special_ids", []) or [])
+    special.update({0, 1})  # T5 pad/eos: copying them is never the problem
+    batch, _ = labels.shape
+    cand_lists = []
+    for b in range(batch):
+        tgt = set(labels[b][labels[b] >= 0].tolist())
+        cand = sorted(set(source[b].tolist()) - tgt - special)
+        cand_lists.append(cand)
+    width = max((len(c) for c in cand_lists), default=0)
+    if width == 0:
+        return outputs.logits.new_zeros(())
+    cand = torch.zeros(batch, width, dtype=torch.long, device=labels.device)
+    cand_mask = torch.zeros(batch, width, dtype=torch.bool, device=labels.device)
+    for b, c in enumerate(cand_lists):
+        cand[b, : len(c)] = torch.tensor(c, dtype=torch.long)
+        cand_mask[b, : len(c)] = True
+    log_probs = outputs.logits.float().log_softmax(-1)  # (B, T, V)
+    steps = log_probs.size(1)
+    p = log_probs.gather(2, cand[:, None, :].expand(batch, steps, width)).exp()  # (B, T, C)
+    ul = -torch.log1p(-p.clamp(max=1 - 1e-6))
+    ul = (ul * cand_mask[:, None, :]).sum(-1)  # (B, T)
+    positions = labels >= 0
+    return (ul * positions).sum() / positions.sum().clamp(min=1)
+
+
+EXTRA_LOSSES: dict[str, ExtraLoss] = {"copy_unlikelihood": copy_unlikelihood_loss}
+
+
+@dataclass
+class CurriculumTrainingArguments(Seq2SeqTrainingArguments):
+    """``Seq2SeqTrainingArguments`` plus what a curriculum needs (per-stage epochs/lr come from the schedule)."""
+
+    extra_loss: str | None = field(default=None, metadata={"help": f"one of {sorted(EXTRA_LOSSES)}"})
+    extra_loss_weight: float = field(default=0.0, metadata={"help": "weight of the extra loss term"})
+    stage_max_steps: int = field(default=-1, metadata={"help": "cap optimizer steps per stage (-1: epochs)"})
+    keep_stage_checkpoints: int = field(default=2, metadata={"help": "stage checkpoints kept on disk"})
+
+
+@dataclass
+class StageResult:
+    """What one finished stage produced: its settings, training figures, metrics and checkpoint."""
+
+    index: int
+    stage: str
+    epochs: float
+    lr: float
+    lr_applied: float
+    steps: int
+    train_loss: float
+    seconds: float
+    n_examples: int
+    metrics: dict[str, float]
+    checkpoint: str  # relative to the trainer's output_dir, so a copied run dir still resumes
+    example_ids: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        """Flat metrics row (no id list) for tables and reporting."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "example_ids")}
+        row.update(self.metrics)
+        return row
+
+
+class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
+    """A ``Seq2SeqTrainer`` that runs a curriculum schedule; extension points are HF callbacks.
+
+    ``stage_datasets`` maps stage names to tokenized datasets (with an ``id`` column); ``eval_pairs`` is
+    the validation pairs table used for generation metrics after every stage. Callbacks that define
+    ``on_stage_end(args, state, control, result=StageResult, trainer=self)`` are called after each stage.
+    """
+
+    args: CurriculumTrainingArguments
+
+    def __init__(
+        self,
+        *args: Any,
+        stage_datasets: dict[str, Dataset],
+        eval_pairs: pd.DataFrame | None = None,
+        scorer: Scorer | None = None,
+        decoding: DecodingConfig | None = None,
+        toxic_token_ids: Sequence[int] | None = None,
+        max_source_length: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        # One concise line per stage comes from on_stage_end hooks; HF's per-call metric dicts are noise.
+        self.remove_callback(PrinterCallback)
+        self.stage_datasets = stage_datasets
+        self.eval_pairs = eval_pairs
+        self.scorer = scorer
+        self.decoding = decoding or DecodingConfig()
+        self.toxic_token_ids = list(toxic_token_ids or [])
+        self.max_source_length = max_source_length
+        self.stage_results: list[StageResult] = []
+        name = self.args.extra_loss
+        if name is not None and name not in EXTRA_LOSSES:
+            raise ValueError(f"training.extra_loss: unknown {name!r}; expected one of {sorted(EXTRA_LOSSES)}")
+        self._extra_loss = EXTRA_LOSSES[name] if name and self.args.extra_loss_weight > 0 else None
+
+    # --- loss hook ---------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        """HF's loss, plus ``extra_loss_weight × extra_loss(model, inputs, outputs)`` when configured."""
+        if self._extra_loss is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels, source = inputs["labels"], inputs["input_ids"]
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        extra = self._extra_loss(model, {"labels": labels, "input_ids": source}, outputs)
+        loss = loss + self.args.extra_loss_weight * extra
+        return (loss, outputs) if return_outputs else loss
+
+    # --- curriculum ---------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return Path(self.args.output_dir) / STATE_FILE
+
+    def _load_state(self) -> list[StageResult]:
+        if not self.state_path.is_file():
+            return []
+        raw = json.loads(self.state_path.read_text())
+        return [StageResult(**r) for r in raw["stages"]]
+
+    def _save_state(self, schedule: Sequence[StageConfig]) -> None:
+        payload = {
+            "schedule": [asdict(s) for s in schedule],
+            "stages": [asdict(r) for r in self.stage_results],
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
+        tmp.replace(self.state_path)  # atomic: a crash never leaves a half-written state
+
+    def _restore_weights(self, checkpoint: str) -> None:
+        """Load a stage checkpoint's weights (adapter or full model) into the live model, in place."""
+        from peft import PeftModel, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(checkpoint)
+        model = self.accelerator.unwrap_model(self.model)
+        if isinstance(model, PeftModel):
+            result = set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+            if result.unexpected_keys:
+                raise ValueError(f"{path}: adapter does not match the model: {result.unexpected_keys[:5]}")
+            return
+        missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+        model.tie_weights()
+        # Tied embeddings are stored once; any other gap means the checkpoint is not this model's.
+        loaded = {p.data_ptr() for n, p in model.named_parameters() if n not in missing}
+        untied = [n for n in missing if model.get_parameter(n).data_ptr() not in loaded]
+        if unexpected or untied:
+            raise ValueError(f"{path}: checkpoint does not match the model (missing {untied[:5]}, unexpected {unexpected[:5]})")
+
+    def run_schedule(self, schedule: Sequence[StageConfig], resume: bool = True) -> list[StageResult]:
+        """Train every stage of ``schedule`` in order; skip stages already finished in ``output_dir``."""
+        Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+        done = self._load_state() if resume else []
+        planned = [(s.stage, s.epochs, s.lr) for s in schedule]
+        finished = [(r.stage, r.epochs, r.lr) for r in done]
+        if finished and finished != planned[: len(finished)]:
+            raise ValueError(
+                f"{self.state_path}: finished stages {finished} are not a prefix of the schedule {planned}; "
+                "use a fresh output_dir or resume=False"
+            )
+        self.stage_results = list(done)
+        if done and done[-1].checkpoint:
+            self._restore_weights(str(Path(self.args.output_dir) / done[-1].checkpoint))
+        for index in range(len(done), len(schedule)):
+            self._run_stage(index, schedule)
+        return self.stage_results
+
+    def _run_stage(self, index: int, schedule: Sequence[StageConfig]) -> StageResult:
+        stage = schedule[index]
+        if stage.stage not in self.stage_datasets:
+            raise KeyError(f"stage {stage.stage!r} has no dataset; have {sorted(self.stage_datasets)}")
+        data = self.stage_datasets[stage.stage]
+        if len(data) == 0:
+            raise ValueError(f"stage {stage.stage!r} has no training examples")
+        # A stage is a fresh HF training run over the same model: new subset, epochs, lr, optimizer, scheduler.
+        self.train_dataset = data
+        self.args.learning_rate = stage.lr
+        self.args.num_train_epochs = stage.epochs
+        self.args.max_steps = self.args.stage_max_steps
+        self.optimizer, self.lr_scheduler = None, None
+        t0 = time.perf_counter()
+        out = self.train()
+        lr_applied = float(self.optimizer.param_groups[0].get("initial_lr", self.optimizer.param_groups[0]["lr"]))
+        seconds = time.perf_counter() - t0
+        metrics = self.evaluate_stage()
+        ckpt = self._save_stage_checkpoint(index, stage.stage)
+        result = StageResult(
+            index=index,
+            stage=stage.stage,
+            epochs=stage.epochs,
+            lr=stage.lr,
+            lr_applied=lr_applied,
+            steps=int(out.global_step),
+            train_loss=float(out.training_loss),
+            seconds=seconds,
+            n_examples=len(data),
+            metrics=metrics,
+            checkpoint=str(ckpt.relative_to(self.args.output_dir)),
+            example_ids=list(data["id"]) if "id" in data.column_names else [],
+        )
+        self.stage_results.append(result)
+        self._save_state(schedule)  # before the hooks, so a checkpoint taken there includes this stage
+        for cb in self.callback_handler.callbacks:
+            hook = getattr(cb, "on_stage_end", None)
+            if hook is not None:
+                hook(self.args, self.state, self.control, result=result, trainer=self)
+        return result
+
+    def evaluate_stage(self) -> dict[str, float]:
+        """Validation loss/perplexity (HF ``evaluate``) plus generation metrics on ``eval_pairs``."""
+        metrics: dict[str, float] = {}
+        if self.eval_dataset is not None:
+            ev = self.evaluate()
+            loss = float(ev.get("eval_loss", math.nan))
+            metrics["eval_loss"] = loss
+            metrics["eval_perplexity"] = perplexity(loss)
+        # Generation metrics once, on the main process: every DDP replica holds the same weights.
+        if (
+            self.eval_pairs is not None
+            and self.scorer is not None
+            and len(self.eval_pairs)
+            and self.is_world_process_zero()
+        ):
+            scores, _ = self.generate_and_score(self.eval_pairs, prefix="eval_")
+            metrics.update(scores)
+        return metrics
+
+    def generate_and_score(
+        self, pairs: pd.DataFrame, decoding: DecodingConfig | None = None, prefix: str = ""
+    ) -> tuple[dict[str, float], list[str]]:
+        """Generate rewrites of ``pairs.toxic`` with the decoding controls and score them."""
+        if self.scorer is None:
+            raise ValueError("generate_and_score needs a scorer")
+        outputs = generate(
+            self.model,
+            self.processing_class,
+            list(pairs["toxic"]),
+            decoding or self.decoding,
+            toxic_token_ids=self.toxic_token_ids,
+            max_source_length=self.max_source_length,
+        )
+        scores = self.scorer.score(
+            list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
+        )
+        return scores, outputs
+
+    def _save_stage_checkpoint(self, index: int, stage: str) -> Path:
+        from raydetox.modeling import save_trained
+
+        root = Path(self.args.output_dir) / "checkpoints"
+        path = root / f"stage-{index:02d}-{stage}"
+        save_trained(self.model, self.processing_class, path)
+        keep = self.args.keep_stage_checkpoints
+        if keep > 0:
+            for old in sorted(root.glob("stage-*"))[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+
+def baseline_schedule(schedule: Sequence[StageConfig]) -> list[StageConfig]:
+    """The reference point: one ``full`` stage with the schedule's total epochs and its first lr."""
+    total = sum(s.epochs for s in schedule)
+    return [StageConfig(stage="full", epochs=total, lr=schedule[0].lr)]
+
+
+def results_frame(results: Sequence[StageResult]) -> pd.DataFrame:
+    """One row per stage: settings, training figures and every metric."""
+    return pd.DataFrame([r.row() for r in results])
