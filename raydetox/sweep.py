@@ -1,0 +1,280 @@
+"""Ray Tune sweep over curriculum schedules; decoding penalties are swept inside each trial.
+
+A trial is a function trainable that builds and fits a Ray Train ``TorchTrainer`` (Train V2 refuses
+``Tuner(TorchTrainer)``), with ``TuneReportCallback`` forwarding every per-stage and per-penalty report
+to Tune, and the inner run named after the trial id so that a restarted trial finds its own checkpoints.
+Resources: the trial itself holds ~0 CPU and each Ray Train worker the CPUs it computes with, so nested
+trials never deadlock on a small machine; concurrency is capped by the cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from raydetox.config import STAGES, ExperimentConfig, dump_config
+from raydetox.data.prepare import prepare
+from raydetox.experiment import base_corpus
+
+LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (or join) Ray. Local by default: in-process, every listener on 127.0.0.1, no dashboard.
+
+    The loopback binding only takes effect when the variable is set before Ray is first imported, so
+    callers must not import ``ray`` before this function.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.setdefault(LOCAL_RAY_ENV, "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+
+
+def orderings(cfg: ExperimentConfig) -> list[list[str]]:
+    """Stage orderings to search: explicit ones, or every permutation of ``permute_stages`` (+ final full)."""
+    sweep = cfg.sweep
+    if sweep.orderings:
+        return [list(o) for o in sweep.orderings]
+    if sweep.permute_stages:
+        bad = [s for s in sweep.permute_stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"sweep.permute_stages: unknown stage(s) {bad}; expected {list(STAGES)}")
+        tail = ["full"] if sweep.final_full and "full" not in sweep.permute_stages else []
+        return [list(p) + tail for p in itertools.permutations(sweep.permute_stages)]
+    return [[s.stage for s in cfg.schedule]]
+
+
+def ordering_name(stages: Sequence[str]) -> str:
+    return ">".join(stages)
+
+
+def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """Every schedule a grid search visits: orderings × epochs × (shared) lr, plus the baseline."""
+    out: list[dict[str, Any]] = []
+    lrs: list[float | None] = list(cfg.sweep.lr) if cfg.sweep.lr_search == "grid" else [None]
+    for order, epochs, lr in itertools.product(orderings(cfg), cfg.sweep.epochs, lrs):
+        schedule = [{"stage": s, "epochs": float(epochs), "lr": float(lr or cfg.sweep.lr[0])} for s in order]
+        out.append({"schedule": schedule, "ordering": ordering_name(order), "is_baseline": False})
+    if cfg.sweep.include_baseline:
+        for epochs, lr in itertools.product(cfg.sweep.epochs, lrs):
+            n = max(len(o) for o in orderings(cfg))
+            schedule = [{"stage": "full", "epochs": float(epochs) * n, "lr": float(lr or cfg.sweep.lr[0])}]
+            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True})
+    return out
+
+
+def decode_grid(cfg: ExperimentConfig) -> list[list[float]]:
+    """Every (toxic_penalty, copy_penalty) pair evaluated on each trial's final weights."""
+    return [[float(t), float(c)] for t, c in itertools.product(cfg.sweep.toxic_penalty, cfg.sweep.copy_penalty)]
+
+
+def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Tune search space: the schedule variant (+ per-stage lr when searched, + LoRA rank)."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    all_variants = variants(cfg)
+    if cfg.sweep.search_alg == "grid":
+        space["variant"] = tune.grid_search(all_variants)
+    else:
+        space["variant"] = tune.choice(all_variants)
+    if cfg.sweep.lr_search != "grid":
+        n = max(len(v["schedule"]) for v in all_variants)
+        lo, hi = min(cfg.sweep.lr), max(cfg.sweep.lr)
+        sampler = (lambda: tune.loguniform(lo, hi)) if cfg.sweep.lr_search == "loguniform" else (
+            lambda: tune.choice(list(cfg.sweep.lr))
+        )
+        for i in range(n):
+            space[f"lr_{i}"] = sampler()
+    if cfg.sweep.lora_r and cfg.lora is not None:
+        space["lora_r"] = tune.grid_search(list(cfg.sweep.lora_r)) if cfg.sweep.search_alg == "grid" else tune.choice(
+            list(cfg.sweep.lora_r)
+        )
+    return space
+
+
+def trial_schedule(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trial's schedule with any sampled per-stage learning rates applied."""
+    schedule = [dict(s) for s in config["variant"]["schedule"]]
+    for i, stage in enumerate(schedule):
+        if f"lr_{i}" in config:
+            stage["lr"] = float(config[f"lr_{i}"])
+    return schedule
+
+
+def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
+    """Function trainable: one schedule = one Ray Train run named by the trial id.
+
+    ``setup`` (bound with ``tune.with_parameters``) holds what every trial shares: the experiment,
+    the prepared data dir, the decoding grid and the storage layout.
+    """
+    from ray import train, tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raydetox.train_ray import train_loop_per_worker
+
+    trial_id = tune.get_context().get_trial_id()
+    experiment = dict(setup["experiment"])
+    if "lora_r" in config and experiment.get("lora"):
+        experiment["lora"] = {**experiment["lora"], "r": int(config["lora_r"])}
+    ray_cfg = experiment["ray"]
+    per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
+    if ray_cfg["use_gpu"]:
+        per_worker["GPU"] = 1.0
+    loop_config = {
+        "experiment": experiment,
+        "prepared_dir": setup["prepared_dir"],
+        "schedule": trial_schedule(config),
+        "decode_grid": setup["decode_grid"],
+        "meta": {
+            "trial": trial_id,
+            "ordering": config["variant"]["ordering"],
+            "is_baseline": config["variant"]["is_baseline"],
+        },
+    }
+    if setup.get("fail_once_at_stage") is not None:
+        loop_config["fail_once_at_stage"] = setup["fail_once_at_stage"]
+        loop_config["fail_marker"] = str(Path(setup["fail_marker_dir"]) / f"{trial_id}.failed")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=train.ScalingConfig(
+            num_workers=int(ray_cfg["num_workers"]), use_gpu=bool(ray_cfg["use_gpu"]), resources_per_worker=per_worker
+        ),
+        run_config=train.RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=setup["train_storage"],
+            failure_config=train.FailureConfig(max_failures=int(setup["max_failures"])),
+            checkpoint_config=train.CheckpointConfig(num_to_keep=int(setup["keep_checkpoints"])),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+def _scheduler(cfg: ExperimentConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.sweep.scheduler == "asha":
+        max_stages = max(len(v["schedule"]) for v in variants(cfg))
+        # max_t one past the last stage: ASHA stops a trial whose time reaches max_t, and the
+        # decoding-sweep rows are reported at the last stage's index after training ends.
+        return ASHAScheduler(time_attr="stage_index", max_t=max_stages + 1, grace_period=1, reduction_factor=2)
+    return FIFOScheduler()
+
+
+def _search_alg(cfg: ExperimentConfig):
+    if cfg.sweep.search_alg == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError as err:  # pragma: no cover - depends on the optional extra
+            raise ValueError("sweep.search_alg: optuna needs `pip install raydetox[tune]`") from err
+        return OptunaSearch()
+    return None
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def sweep_paths(cfg: ExperimentConfig, storage_path: str | None = None) -> tuple[str, str, Path]:
+    """(storage root, experiment name, local working dir) of a sweep; Tune results land in storage/name.
+
+    The storage root may be a URI (``s3://...``, needed for multi-node clusters); the prepared data then
+    lives in the local working dir ``output_dir/name`` (every node re-creates it deterministically).
+    """
+    storage = storage_path or cfg.ray.storage_path or str(Path(cfg.output_dir).resolve() / "sweeps")
+    name = cfg.ray.name or cfg.name
+    if _is_uri(storage):
+        return storage.rstrip("/"), name, Path(cfg.output_dir).resolve() / name
+    root = Path(storage).resolve()
+    return str(root), name, root / name
+
+
+def _write_experiment_yaml(cfg: ExperimentConfig, storage: str, name: str, local_dir: Path) -> None:
+    dump_config(cfg, local_dir / "experiment.yaml")
+    if _is_uri(storage):
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(f"{storage}/{name}")
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(f"{root}/experiment.yaml") as f:
+            f.write((local_dir / "experiment.yaml").read_bytes())
+
+
+def run_sweep(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    storage_path: str | None = None,
+    address: str | None = None,
+    fail_once_at_stage: int | None = None,
+):
+    """Prepare data once, build the embedded base once, then run (or resume) the Tune sweep.
+
+    Returns Ray's ``ResultGrid``. ``fail_once_at_stage`` injects one failure per trial (fault tests).
+    """
+    storage, name, local_dir = sweep_paths(cfg, storage_path)
+    exp_uri = f"{storage}/{name}"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    prepared_dir = local_dir / "data"
+    prepared = prepare(cfg, prepared_dir) if not (prepared_dir / "manifest.json").is_file() else None
+    if prepared is not None and cfg.model.name_or_path == "embedded":
+        from raydetox.modeling import load_base
+
+        load_base(cfg.model, texts=base_corpus(prepared))  # build the cached base once, before trials race for it
+    _write_experiment_yaml(cfg, storage, name, local_dir)
+
+    n_cpus = os.cpu_count() or 1
+    init_ray(address, num_cpus=None if address else n_cpus)
+    from ray import tune
+
+    setup = {
+        "experiment": dataclasses.asdict(cfg),
+        "prepared_dir": str(prepared_dir.resolve()),
+        "decode_grid": decode_grid(cfg),
+        "train_storage": f"{exp_uri}/train",
+        "max_failures": cfg.sweep.max_failures,
+        "keep_checkpoints": cfg.training.keep_checkpoints,
+        "fail_once_at_stage": fail_once_at_stage,
+        "fail_marker_dir": str(local_dir),
+    }
+    trainable = tune.with_parameters(tune.with_resources(_trial, {"CPU": cfg.ray.trial_cpus}), setup=setup)
+    # Local: each worker takes cpus_per_worker; cap concurrency so workers never wait on each other.
+    concurrency = cfg.sweep.max_concurrent_trials or max(
+        1, int(n_cpus // (cfg.ray.cpus_per_worker * cfg.ray.num_workers))
+    )
+    if resume:
+        if not tune.Tuner.can_restore(exp_uri):
+            raise FileNotFoundError(f"{exp_uri}: no sweep to resume (run without --resume first)")
+        tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg),
+            tune_config=tune.TuneConfig(
+                metric="objective",
+                mode="max",
+                scheduler=_scheduler(cfg),
+                search_alg=_search_alg(cfg),
+                num_samples=cfg.sweep.num_samples,
+                max_concurrent_trials=concurrency,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+            ),
+        )
+    return tuner.fit()

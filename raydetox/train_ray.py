@@ -1,0 +1,197 @@
+"""Ray Train side of a trial: the per-worker loop that runs one schedule and reports after every stage.
+
+Each Ray Train worker builds the same ``CurriculumSeq2SeqTrainer`` as ``raydetox train`` (through
+:func:`raydetox.experiment.build_trainer`), wrapped by Ray's ``prepare_trainer`` for DDP. After every
+stage the main worker reports the stage's metrics with a checkpoint holding the curriculum state and the
+stage's weights (the adapter only for LoRA); a restarted worker restores that checkpoint and continues
+with the next stage. After the last stage the worker evaluates every decoding-penalty combination on
+the final weights — no retraining — and reports one row per combination.
+
+This module imports Ray at the top: import it only after :func:`raydetox.sweep.init_ray` has run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+from ray.train import Checkpoint
+from transformers import TrainerCallback
+
+from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
+from raydetox.data.prepare import load_prepared, prepare
+from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
+
+CHECKPOINT_STATE = STATE_FILE
+
+
+def _objective(metrics: dict[str, float], cfg: ExperimentConfig) -> float:
+    from raydetox.analysis import objective_value
+
+    return objective_value(metrics, cfg.sweep)
+
+
+class RayStageReporter(TrainerCallback):
+    """Reports each finished stage to Ray Train (and so to Tune) with a resumable checkpoint."""
+
+    def __init__(self, cfg: ExperimentConfig, meta: dict[str, Any], n_stages: int) -> None:
+        self.cfg = cfg
+        self.meta = meta
+        self.n_stages = n_stages
+
+    def on_stage_end(self, args, state, control, result: StageResult, trainer: CurriculumSeq2SeqTrainer, **_: Any):
+        row = stage_row(result, self.cfg, self.meta)
+        rank = ray.train.get_context().get_world_rank()
+        print(
+            f"[{self.meta.get('trial', 'trial')}] stage {result.index + 1}/{self.n_stages} {result.stage}: "
+            f"loss {result.train_loss:.3f} copy {row.get('eval_copy_rate', float('nan')):.3f} "
+            f"bertscore {row.get('eval_bertscore_f1', float('nan')):.3f} ({result.seconds:.1f} s)",
+            flush=True,
+        )
+        if rank != 0:
+            ray.train.report({"stage_index": result.index + 1})
+            return
+        out = Path(args.output_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy2(out / CHECKPOINT_STATE, Path(tmp) / CHECKPOINT_STATE)
+            shutil.copytree(out / result.checkpoint, Path(tmp) / result.checkpoint)
+            ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def stage_row(result: StageResult, cfg: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """The Tune row of a stage (results contract: phase, stage_index, ordering, penalties, objective, metrics)."""
+    row: dict[str, Any] = {
+        "phase": "stage",
+        "stage_index": result.index + 1,
+        "stage": result.stage,
+        "toxic_penalty": cfg.decoding.toxic_penalty,
+        "copy_penalty": cfg.decoding.copy_penalty,
+        "train_loss": result.train_loss,
+        "stage_seconds": result.seconds,
+        "stage_steps": result.steps,
+        "lr_applied": result.lr_applied,
+        **meta,
+        **result.metrics,
+    }
+    row["objective"] = _objective(result.metrics, cfg)
+    return row
+
+
+def _restore(checkpoint: Checkpoint | None, output_dir: Path) -> None:
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as d:
+        shutil.copytree(d, output_dir, dirs_exist_ok=True)
+
+
+def _threads() -> int:
+    # Ray sets OMP_NUM_THREADS to the worker's CPU share; torch must follow it or workers oversubscribe.
+    return max(1, int(float(os.environ.get("OMP_NUM_THREADS") or 1)))
+
+
+def _quiet_worker_logs() -> None:
+    """One progress line per trial and stage is ours to print; silence per-report and per-load chatter."""
+    import logging
+
+    import transformers
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry: run ``config['schedule']`` then the decoding sweep; report rows per the contract."""
+    from ray.train.huggingface.transformers import prepare_trainer
+
+    from raydetox.experiment import build_trainer
+
+    torch.set_num_threads(_threads())
+    _quiet_worker_logs()
+    cfg = config_from_dict(config["experiment"], origin="trial config")
+    prepared_dir = Path(config["prepared_dir"])
+    prepared = load_prepared(prepared_dir) if prepared_dir.is_dir() else prepare(cfg, prepared_dir)
+    schedule = [StageConfig(**s) for s in config["schedule"]]
+    meta = dict(config.get("meta", {}))
+    ctx = ray.train.get_context()
+    output_dir = Path(tempfile.mkdtemp(prefix=f"raydetox-{meta.get('trial', 'run')}-r{ctx.get_world_rank()}-"))
+    try:
+        _restore(ray.train.get_checkpoint(), output_dir)
+        fail_at = config.get("fail_once_at_stage")
+        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule))]
+        if fail_at is not None:
+            callbacks.append(FailOnceCallback(int(fail_at), Path(config["fail_marker"])))
+        trainer = build_trainer(cfg, prepared, output_dir, callbacks=callbacks)
+        trainer = prepare_trainer(trainer)
+        trainer.run_schedule(schedule, resume=True)
+        _decode_sweep(trainer, cfg, prepared, meta, len(schedule), schedule[-1].stage, config["decode_grid"])
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _decode_sweep(
+    trainer: CurriculumSeq2SeqTrainer,
+    cfg: ExperimentConfig,
+    prepared,
+    meta: dict[str, Any],
+    n_stages: int,
+    last_stage: str,
+    grid: list[list[float]],
+) -> None:
+    """Score every (toxic_penalty, copy_penalty) on the final weights; one report per combination."""
+    rank = ray.train.get_context().get_world_rank()
+    for toxic, copy in grid:
+        if rank != 0:
+            ray.train.report({"stage_index": n_stages})
+            continue
+        decoding = dataclasses.replace(cfg.decoding, toxic_penalty=float(toxic), copy_penalty=float(copy))
+        t0 = time.perf_counter()
+        metrics, _ = trainer.generate_and_score(prepared.validation, decoding=decoding, prefix="eval_")
+        row = {
+            "phase": "decode",
+            "stage_index": n_stages,
+            "stage": last_stage,
+            "toxic_penalty": float(toxic),
+            "copy_penalty": float(copy),
+            "decode_seconds": time.perf_counter() - t0,
+            **meta,
+            **metrics,
+        }
+        row["objective"] = _objective(metrics, cfg)
+        ray.train.report(row)
+
+
+class FailOnceCallback(TrainerCallback):
+    """Fault injection for tests: raise once in the middle of stage ``stage_index`` (0-based).
+
+    The marker file makes the failure happen once per trial even though the worker process restarts.
+    """
+
+    def __init__(self, stage_index: int, marker: Path) -> None:
+        self.stage_index = stage_index
+        self.marker = marker
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._current_stage(args) == self.stage_index and not self.marker.exists():
+            self.marker.write_text("failed once\n")
+            raise RuntimeError(f"injected failure in stage {self.stage_index}")
+
+    @staticmethod
+    def _current_stage(args) -> int:
+        state_file = Path(args.output_dir) / STATE_FILE
+        if not state_file.is_file():
+            return 0
+        return len(json.loads(state_file.read_text())["stages"])
+
+
+def experiment_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain data for a trial (Ray pickles it; workers re-validate it)."""
+    return dataclasses.asdict(cfg)

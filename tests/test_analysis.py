@@ -1,0 +1,290 @@
+"""Sweep analysis on a real (tiny) Ray Tune experiment written to disk exactly as Tune 2.60 writes it.
+
+The Tune trials run a clearly-fake test trainable: it reports rows that follow the results contract, in
+the sweep's real search-space layout (``raydetox.sweep.param_space``), with metric values that are a
+deterministic function of its config, designed so that the highest-BERTScore row copies too much, the
+best curriculum row under the copy bound is a decoding-penalty row, and under chrF a middle stage wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback-only Ray; before `import ray`
+
+from raydetox.analysis import (  # noqa: E402
+    analyze,
+    best_config,
+    best_row,
+    disk_usage,
+    load_results,
+    objective_value,
+    pareto_front,
+    per_language_table,
+)
+from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config  # noqa: E402
+
+INF = math.inf
+LANGS = ("de", "en")
+ORDER_A, ORDER_B, BASELINE = "easy>full", "hard>medium>full", "baseline:full"
+
+
+def _experiment() -> ExperimentConfig:
+    return config_from_dict(
+        {
+            "name": "analysis-test",
+            "sweep": {
+                "orderings": [["easy", "full"], ["hard", "medium", "full"]],
+                "epochs": [1.0],
+                "lr": [1e-3],
+                "toxic_penalty": [0.0, INF],
+                "copy_penalty": [0.0, 2.0],
+                "copy_rate_bound": 0.25,
+                "include_baseline": True,
+            },
+        }
+    )
+
+
+def fake_metrics(ordering: str, stage_index: int, n_stages: int, toxic: float, copy: float) -> dict[str, float]:
+    """TEST trainable metrics: copy falls with stages and penalties; BERTScore rises with copying;
+    chrF peaks at the second stage. Per language: en = overall + 0.05, de = overall - 0.05."""
+    copy_rate = 0.70 if ordering == BASELINE else 0.75 - 0.15 * stage_index
+    copy_rate = max(0.0, copy_rate - 0.12 * copy - (0.03 if math.isinf(toxic) else 0.0))
+    bonus = 0.01 if ordering == ORDER_B else 0.0
+    bertscore = 0.80 + 0.2 * copy_rate + (0.01 if math.isinf(toxic) else 0.0) + bonus
+    if ordering == BASELINE:
+        chrf = 55.0
+    else:
+        chrf = 60.0 - 8.0 * (stage_index - 2) ** 2 + 100 * bonus
+    chrf -= 3.0 * copy + (1.0 if math.isinf(toxic) else 0.0)
+    overall = {"copy_rate": copy_rate, "bertscore_f1": bertscore, "chrf": chrf, "j": 0.3 - 0.2 * copy_rate}
+    row = {f"eval_{k}": v for k, v in overall.items()}
+    for lang, shift in zip(LANGS, (-0.05, 0.05)):
+        row.update({f"eval_{k}/{lang}": v + shift for k, v in overall.items() if k != "chrf"})
+    row.update({"eval_loss": 1.5 - 0.1 * stage_index, "eval_n": 40.0})
+    return row
+
+
+def _test_trainable(config: dict, grid: list[list[float]]) -> None:
+    from ray import tune
+
+    cfg = _experiment()
+    variant = config["variant"]
+    schedule = variant["schedule"]
+    meta = {"ordering": variant["ordering"], "is_baseline": variant["is_baseline"]}
+    tune.report({"stage_index": 0})  # a report without `phase` (not a contract row): must be skipped
+
+    def report(phase: str, k: int, toxic: float, copy: float, **extra: float) -> None:
+        metrics = {**fake_metrics(variant["ordering"], k, len(schedule), toxic, copy), **extra}
+        tune.report({"phase": phase, "stage_index": k, "stage": schedule[k - 1]["stage"], "toxic_penalty": toxic,
+                     "copy_penalty": copy, **meta, **metrics, "objective": objective_value(metrics, cfg.sweep)})
+
+    for k in range(1, len(schedule) + 1):
+        if k == 1 and not variant["is_baseline"]:
+            report("stage", 1, 0.0, 0.0, eval_loss=99.0)  # stale: a resumed trial reports stage 1 again
+        report("stage", k, 0.0, 0.0)
+    for toxic, copy in grid:
+        report("decode", len(schedule), toxic, copy)
+
+
+N_ROWS = (2 + 4) + (3 + 4) + (1 + 4)  # stage + decode rows of easy>full, hard>medium>full, baseline
+N_LINES = N_ROWS + 2 + 3  # + the two stale stage-1 reports + one phase-less report per trial
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import ray
+    from ray import tune
+
+    from raydetox.sweep import decode_grid, param_space
+
+    cfg = _experiment()
+    storage = tmp_path_factory.mktemp("tune")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test module isn't importable by workers
+    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        grid = tune.Tuner(
+            tune.with_parameters(_test_trainable, grid=decode_grid(cfg)),
+            param_space=param_space(cfg),
+            run_config=tune.RunConfig(storage_path=str(storage), name="sweep", verbose=0),
+        ).fit()
+        assert not grid.errors, grid.errors
+    finally:
+        ray.shutdown()
+    exp_dir = storage / "sweep"
+    dump_config(cfg, exp_dir / "experiment.yaml")  # as raydetox.sweep.run_sweep does
+    return exp_dir
+
+
+def test_tune_wrote_its_real_layout(sweep_dir: Path) -> None:
+    assert list(sweep_dir.glob("experiment_state-*.json")) and (sweep_dir / "tuner.pkl").is_file()
+    trial_dirs = [p for p in sweep_dir.iterdir() if (p / "result.json").is_file()]
+    assert len(trial_dirs) == 3
+    assert all((p / "params.json").is_file() and (p / "progress.csv").is_file() for p in trial_dirs)
+    assert sum(len((p / "result.json").read_text().splitlines()) for p in trial_dirs) == N_LINES
+
+
+def test_objective_value_definition() -> None:
+    cfg = SweepConfig(copy_rate_bound=0.25)
+    assert objective_value({"eval_bertscore_f1": 0.8, "eval_copy_rate": 0.25}, cfg) == 0.8
+    assert objective_value({"eval_bertscore_f1": 0.9, "eval_copy_rate": 0.3}, cfg) == pytest.approx(0.9 - 1 - 0.05)
+    feasible_worst = objective_value({"eval_bertscore_f1": 0.0, "eval_copy_rate": 0.0}, cfg)
+    assert feasible_worst > objective_value({"eval_bertscore_f1": 1.0, "eval_copy_rate": 0.2501}, cfg)
+    assert objective_value({"eval_j": 0.31}, SweepConfig(objective="j")) == 0.31
+    assert objective_value({"test_chrf": 41.0}, SweepConfig(objective="chrf"), prefix="test_") == 41.0
+    with pytest.raises(KeyError, match="eval_copy_rate"):
+        objective_value({"eval_bertscore_f1": 0.8}, cfg)
+
+
+def test_load_results_one_row_per_report(sweep_dir: Path) -> None:
+    df = load_results(sweep_dir)
+    assert len(df) == N_ROWS
+    key = ["trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty"]
+    assert not df.duplicated(key).any()
+    assert (df["eval_loss"] != 99.0).all()  # the later report of a repeated stage won
+    counts = df.groupby(["ordering", "phase"]).size().to_dict()
+    assert counts == {(ORDER_A, "stage"): 2, (ORDER_A, "decode"): 4, (ORDER_B, "stage"): 3,
+                      (ORDER_B, "decode"): 4, (BASELINE, "stage"): 1, (BASELINE, "decode"): 4}
+    assert set(df.loc[df["phase"] == "decode", "toxic_penalty"]) == {0.0, INF}
+    assert {"config/variant/ordering", "config/variant/schedule", "config/variant/is_baseline"} <= set(df.columns)
+    base = df[df["ordering"] == BASELINE].iloc[0]
+    assert json.loads(base["schedule"]) == [{"stage": "full", "epochs": 3.0, "lr": 1e-3}]
+    # Metrics are exactly what the trainable reported for that row.
+    row = df[(df["ordering"] == ORDER_B) & (df["phase"] == "stage") & (df["stage_index"] == 2)].iloc[0]
+    expected = fake_metrics(ORDER_B, 2, 3, 0.0, 0.0)
+    assert row["eval_chrf"] == pytest.approx(expected["eval_chrf"])
+    assert row["eval_copy_rate/en"] == pytest.approx(expected["eval_copy_rate/en"])
+
+
+def test_load_results_resumed_partial_and_bad_files(sweep_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy)
+    trial = next(p for p in sorted(copy.iterdir()) if (p / "result.json").is_file())
+    result = trial / "result.json"
+    lines = result.read_text().splitlines()
+    last = json.loads(lines[-1])
+    resumed = {**last, "eval_bertscore_f1": 0.123}
+    with result.open("a") as f:
+        f.write(json.dumps(resumed) + "\n")
+        f.write('{"phase": "decode", "stage_i')  # a trial still writing its next line
+    df = load_results(copy)
+    assert len(df) == N_ROWS
+    again = df[(df["trial_id"] == last["trial_id"]) & (df["phase"] == last["phase"])
+               & (df["toxic_penalty"] == last["toxic_penalty"]) & (df["copy_penalty"] == last["copy_penalty"])]
+    assert again["eval_bertscore_f1"].tolist() == [0.123]
+
+    result.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"result\.json:2: not a JSON object"):
+        load_results(copy)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no trial directories"):
+        load_results(tmp_path / "empty")
+    (copy / "experiment.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="experiment.yaml"):
+        analyze(copy)
+
+
+def test_best_row_respects_copy_bound(sweep_dir: Path) -> None:
+    df = load_results(sweep_dir)
+    cfg = _experiment().sweep
+    best = best_row(df, cfg)
+    top_bertscore = df.loc[df["eval_bertscore_f1"].idxmax()]
+    assert top_bertscore["eval_copy_rate"] > cfg.copy_rate_bound  # the copying baseline has the best BERTScore…
+    assert top_bertscore["eval_bertscore_f1"] > best["eval_bertscore_f1"]  # …and loses
+    feasible = df[df["eval_copy_rate"] <= cfg.copy_rate_bound]
+    assert best["eval_copy_rate"] <= cfg.copy_rate_bound
+    assert best["eval_bertscore_f1"] == feasible["eval_bertscore_f1"].max()
+    assert (best["ordering"], best["phase"], best["toxic_penalty"], best["copy_penalty"]) == (ORDER_A, "decode", INF, 2.0)
+
+
+def test_best_row_considers_every_stage_not_the_last(sweep_dir: Path) -> None:
+    df = load_results(sweep_dir)
+    best = best_row(df, SweepConfig(objective="chrf"))
+    assert (best["ordering"], best["phase"], best["stage_index"]) == (ORDER_B, "stage", 2)
+    rerun = best_config(_experiment(), best)
+    assert [(s.stage, s.epochs, s.lr) for s in rerun.schedule] == [("hard", 1.0, 1e-3), ("medium", 1.0, 1e-3)]
+    assert (rerun.decoding.toxic_penalty, rerun.decoding.copy_penalty) == (0.0, 0.0)
+    # A searched LoRA rank is part of the re-runnable config too.
+    row = best.copy()
+    row["config/lora_r"], row["copy_penalty"] = 4, 1.5
+    rerun = best_config(_experiment(), row)
+    assert (rerun.lora.r, rerun.decoding.copy_penalty, len(rerun.schedule)) == (4, 1.5, 2)
+    row["schedule"] = None
+    with pytest.raises(ValueError, match="no schedule"):
+        best_config(_experiment(), row)
+
+
+def test_per_language_table(sweep_dir: Path) -> None:
+    df = load_results(sweep_dir)
+    row = best_row(df, _experiment().sweep)
+    table = per_language_table(df, row)
+    assert list(table.columns) == ["de", "en", "all"]
+    assert set(table.index) == {"eval_copy_rate", "eval_bertscore_f1", "eval_j"}
+    assert table.loc["eval_copy_rate", "en"] == row["eval_copy_rate/en"]
+    assert table.loc["eval_bertscore_f1", "all"] == row["eval_bertscore_f1"]
+
+
+def test_pareto_front_hand_made() -> None:
+    points = {
+        "E": (0.05, 0.70), "A": (0.10, 0.80), "F": (0.10, 0.80), "B": (0.20, 0.90), "C": (0.20, 0.85),
+        "D": (0.30, 0.85), "H": (0.40, 0.95), "G": (np.nan, 0.99), "I": (0.50, 0.95),
+    }
+    df = pd.DataFrame([(n, x, y) for n, (x, y) in points.items()], columns=["name", "eval_copy_rate", "eval_bertscore_f1"])
+    assert pareto_front(df)["name"].tolist() == ["E", "A", "F", "B", "H"]
+    front = pareto_front(df.rename(columns={"eval_copy_rate": "tox", "eval_bertscore_f1": "sim"}), x="tox", y="sim")
+    assert len(front) == 5
+
+
+def test_disk_usage(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "x.bin").write_bytes(b"0" * 10)
+    (tmp_path / "a" / "b" / "y.bin").write_bytes(b"1" * 2345)
+    (tmp_path / "skip").mkdir()
+    (tmp_path / "skip" / "z.bin").write_bytes(b"2" * 999)
+    (tmp_path / "link").symlink_to(tmp_path / "a")  # not followed: counted once
+    assert disk_usage(tmp_path, exclude=[tmp_path / "skip"]) == 2355
+    assert disk_usage(tmp_path) == 2355 + 999
+
+
+def test_analyze_writes_tables_plots_config_and_report(sweep_dir: Path, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    before = disk_usage(sweep_dir)
+    out = tmp_path / "analysis"
+    report = analyze(sweep_dir, out)
+    assert report.disk_bytes == before and report.n_rows == N_ROWS and report.n_trials == 3
+
+    for name in ("stage_curves", "pareto", "penalty_heatmap"):
+        png = report.plots[name]
+        assert png == out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(png).shape[0] > 100
+
+    table = pd.read_parquet(report.results_parquet)
+    assert len(table) == len(pd.read_csv(report.results_csv)) == N_ROWS
+    assert table["objective"].max() == pytest.approx(report.best["objective"])
+    assert list(pd.read_csv(report.per_language, index_col=0).columns) == ["de", "en", "all"]
+
+    rerun = load_config(report.best_config)
+    assert [s.stage for s in rerun.schedule] == ["easy", "full"]
+    assert (rerun.decoding.toxic_penalty, rerun.decoding.copy_penalty) == (INF, 2.0)
+    assert rerun.sweep == _experiment().sweep
+
+    text = report.report.read_text()
+    assert "## Baseline vs best" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| eval_copy_rate "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells == ["eval_copy_rate", "0.7000", "0.1800", "-0.5200"]
+    assert f"({before} bytes)" in text
+    assert "toxic_penalty: .inf" in text and "![pareto](pareto.png)" in text
+    assert ORDER_A in report.summary()
