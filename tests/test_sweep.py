@@ -1,0 +1,154 @@
+"""Ray Tune sweeps on a local Ray bound to loopback: rows, stage reports, ASHA, fault resume, sweep resume.
+
+Each test runs a real sweep (Ray Train workers inside Tune trials) on a tiny slice of the real data with
+a tiny embedded base; Ray is started by the sweep and shut down after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raydetox.analysis import analyze, load_results
+from raydetox.config import dump_config
+from raydetox.sweep import LOCAL_RAY_ENV, decode_grid, run_sweep, variants
+from tests.tiny import tiny_config
+
+pytestmark = pytest.mark.slow
+
+SWEEP = {
+    "sweep.orderings": [["easy", "full"], ["hard", "full"]],
+    "sweep.include_baseline": False,
+    "sweep.toxic_penalty": [0.0, float("inf")],
+    "sweep.copy_penalty": [0.0],
+    "sweep.max_failures": 1,
+    "training.max_steps_per_stage": 2,
+    "ray.cpus_per_worker": 1.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def _ray_stopped():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _cfg(mpd_dir: Path, tmp_path: Path, cache: Path, **extra):
+    return tiny_config(mpd_dir, tmp_path / "runs", cache, **{**SWEEP, **extra})
+
+
+def _rows(exp_dir: Path) -> pd.DataFrame:
+    return load_results(exp_dir)
+
+
+def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache)
+    assert len(variants(cfg)) == 2 and len(decode_grid(cfg)) == 2
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == 2 and not [r for r in results if r.error]
+    exp_dir = tmp_path / "sweeps" / cfg.name
+    df = _rows(exp_dir)
+    # 2 trials × (2 stage rows + 2 decode rows), each exactly once.
+    assert len(df) == 8
+    assert (df.groupby("trial_id").size() == 4).all()
+    assert sorted(df[df["phase"] == "stage"]["stage_index"].tolist()) == [1, 1, 2, 2]
+    decode = df[df["phase"] == "decode"]
+    assert sorted(decode["toxic_penalty"].tolist()) == [0.0, 0.0, float("inf"), float("inf")]
+    assert set(df["ordering"]) == {"easy>full", "hard>full"}
+    report = analyze(exp_dir)
+    for path in (report.out_dir / "results.parquet", report.out_dir / "best_config.yaml", report.out_dir / "report.md"):
+        assert path.is_file()
+    assert len(list(report.out_dir.glob("*.png"))) == 3
+
+
+def test_asha_stops_a_worse_trial_at_a_stage_boundary(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    # Same ordering, two learning rates run one after the other: a tiny lr keeps the base's (copying)
+    # outputs, a huge lr wrecks them. Under the chrF objective ASHA must stop the wrecked trial at its
+    # first stage boundary instead of training its second stage.
+    cfg = _cfg(
+        mpd_dir, tmp_path, embedded_cache,
+        **{"sweep.orderings": [["easy", "full"]], "sweep.lr": [1.0e-9, 3.0], "sweep.scheduler": "asha",
+           "sweep.objective": "chrf", "sweep.max_concurrent_trials": 1, "lora": None},
+    )
+    run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    df = _rows(tmp_path / "sweeps" / cfg.name)
+    stages = df[df["phase"] == "stage"]
+    lr_of = stages.groupby("trial_id")["lr_applied"].first()
+    last_stage = stages.groupby("trial_id")["stage_index"].max()
+    good, bad = lr_of.idxmin(), lr_of.idxmax()
+    assert last_stage[good] == 2 and (df.loc[df["trial_id"] == good, "phase"] == "decode").sum() == 2
+    # The wrecked trial was stopped after its first stage: no second stage, no decoding rows.
+    assert last_stage[bad] == 1 and (df.loc[df["trial_id"] == bad, "phase"] == "decode").sum() == 0
+
+
+def test_trial_failing_mid_stage_resumes_from_stage_checkpoint(
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path
+) -> None:
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy", "full"]]})
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"), fail_once_at_stage=1)
+    assert not [r for r in results if r.error]
+    exp_dir = tmp_path / "sweeps" / cfg.name
+    assert list(exp_dir.glob("*.failed")), "the injected failure did not happen"
+    df = _rows(exp_dir)
+    stages = df[df["phase"] == "stage"]
+    # Stage 1 was reported once (not re-run after the failure), stage 2 after the restart, then decoding.
+    assert stages["stage_index"].tolist() == [1, 2]
+    assert (df["phase"] == "decode").sum() == 2
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path
+) -> None:
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.max_concurrent_trials": 1})
+    config_path = tmp_path / "sweep.yaml"
+    dump_config(cfg, config_path)
+    exp_dir = tmp_path / "sweeps" / cfg.name
+    env = {**os.environ, LOCAL_RAY_ENV: "0"}
+    cmd = [sys.executable, "-m", "raydetox.cli", "sweep", str(config_path), "--storage", str(tmp_path / "sweeps")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Interrupt once the first trial has finished (its last decode row is on disk).
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if exp_dir.is_dir() and (_safe_rows(exp_dir)["phase"] == "decode").sum() >= 2:
+                break
+            assert proc.poll() is None, "sweep ended before it could be interrupted"
+            time.sleep(1)
+        else:
+            pytest.fail("first trial did not finish in time")
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    before = _safe_rows(exp_dir)
+    finished = set(before.loc[before["phase"] == "decode", "trial_id"])
+    assert len(finished) == 1
+    results = run_sweep(cfg, resume=True, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == 2 and not [r for r in results if r.error]
+    after = _rows(exp_dir)
+    assert len(after) == 8 and not after.duplicated(["trial_id", "phase", "stage_index", "toxic_penalty"]).any()
+    # The finished trial was not re-run: its rows are the ones written before the interruption.
+    done = sorted(finished)[0]
+    pd.testing.assert_series_equal(
+        before[before["trial_id"] == done].set_index(["phase", "stage_index", "toxic_penalty"])["eval_chrf"].sort_index(),
+        after[after["trial_id"] == done].set_index(["phase", "stage_index", "toxic_penalty"])["eval_chrf"].sort_index(),
+    )
+
+
+def _safe_rows(exp_dir: Path) -> pd.DataFrame:
+    try:
+        return load_results(exp_dir)
+    except (FileNotFoundError, ValueError):
+        return pd.DataFrame({"phase": [], "trial_id": []})
