@@ -152,3 +152,32 @@ def _safe_rows(exp_dir: Path) -> pd.DataFrame:
         return load_results(exp_dir)
     except (FileNotFoundError, ValueError):
         return pd.DataFrame({"phase": [], "trial_id": []})
+
+
+def test_local_ray_listens_on_loopback_only() -> None:
+    import psutil
+
+    from raydetox.sweep import init_ray
+
+    init_ray(num_cpus=1)
+    import ray
+
+    try:
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+        ray_pids = {p.pid for p in psutil.process_iter(["name", "cmdline"])
+                    if any("ray" in part for part in (p.info["cmdline"] or [p.info["name"] or ""]))}
+        listening = [c for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+        assert listening, "found no Ray listeners to check"
+        exposed = [c for c in listening if not _is_loopback(c.laddr.ip)]
+        assert not exposed, f"Ray listens beyond loopback: {exposed}"
+    finally:
+        ray.shutdown()
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # '::ffff:127.0.0.1' is IPv4 loopback
+    return (mapped or addr).is_loopback
