@@ -11,7 +11,14 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from raydetox.config import ConfigError, ExperimentConfig, StageConfig, load_config
+from raydetox.config import (
+    ConfigError,
+    ExperimentConfig,
+    StageConfig,
+    config_from_dict,
+    load_config,
+    set_dotted,
+)
 
 DATA_ENV = "RAYDETOX_DATA"
 
@@ -35,6 +42,17 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
             raise ConfigError(f"--data {data}: no such file or directory")
         overrides["data.source"] = data
     return load_config(args.config, overrides)
+
+
+def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
+    """``--config`` with ``--set`` overrides, or the defaults with the overrides."""
+    overrides = _parse_set(args.set or [])
+    if args.config:
+        return load_config(args.config, overrides)
+    raw: dict[str, Any] = {}
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return config_from_dict(raw, origin="--set")
 
 
 def _looks_like_hub_id(value: str) -> bool:
@@ -118,7 +136,7 @@ def _eval_pairs(args: argparse.Namespace):
     from raydetox.data.io import load_pairs
     from raydetox.data.lexicon import Lexicon
 
-    cfg = load_config(args.config, _parse_set(args.set or [])) if args.config else ExperimentConfig()
+    cfg = _optional_config(args)
     pairs = load_pairs(cfg.data, args.data)
     model_dir = Path(args.model) if getattr(args, "model", None) else None
     lexicon = _find_lexicon(args.lexicon, model_dir) or Lexicon.learn(pairs, cfg.lexicon, base_dir=Path.cwd())
@@ -185,7 +203,7 @@ def cmd_detox(args: argparse.Namespace) -> int:
     from raydetox.experiment import toxic_token_ids
     from raydetox.modeling import load_trained
 
-    cfg = load_config(args.config, _parse_set(args.set or [])) if args.config else ExperimentConfig()
+    cfg = _optional_config(args)
     path = Path(args.input)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input file not found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,3 +36,24 @@ def mpd_dir(shared_data: Path) -> Path:
 def embedded_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache dir for the tiny embedded bases of the whole session (each config is built once)."""
     return tmp_path_factory.mktemp("embedded-cache")
+
+
+@pytest.fixture(scope="session")
+def mpd_pairs(mpd_dir: Path) -> pd.DataFrame:
+    """Multilingual ParaDetox as a pairs table built with pandas alone (independent of the readers)."""
+    frames = []
+    for f in sorted(mpd_dir.glob("*.parquet")):
+        lang = f.name.split("-")[0]
+        raw = pd.read_parquet(f)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": [f"{lang}-{i}" for i in range(len(raw))],
+                    "lang": lang,
+                    "toxic": raw["toxic_sentence"].tolist(),
+                    "neutral": raw["neutral_sentence"].tolist(),
+                    "refs": [[n] for n in raw["neutral_sentence"]],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -21,26 +21,6 @@ DROPPED_COLUMNS = ["id", "lang", "split", "reason", "toxic", "neutral", "detail"
 
 
 @pytest.fixture(scope="module")
-def mpd_pairs(mpd_dir: Path) -> pd.DataFrame:
-    frames = []
-    for f in sorted(mpd_dir.glob("*.parquet")):
-        lang = f.name.split("-")[0]
-        raw = pd.read_parquet(f)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "id": [f"{lang}-{i}" for i in range(len(raw))],
-                    "lang": lang,
-                    "toxic": raw["toxic_sentence"].tolist(),
-                    "neutral": raw["neutral_sentence"].tolist(),
-                    "refs": [[n] for n in raw["neutral_sentence"]],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-@pytest.fixture(scope="module")
 def learned_lexicon(mpd_pairs: pd.DataFrame) -> Lexicon:
     """What prepare builds by default: terms the references remove, learned from the pairs."""
     return Lexicon.learn(mpd_pairs, LexiconConfig())

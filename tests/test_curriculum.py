@@ -24,26 +24,6 @@ LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
 
 
 @pytest.fixture(scope="module")
-def mpd_pairs(mpd_dir: Path) -> pd.DataFrame:
-    frames = []
-    for f in sorted(mpd_dir.glob("*.parquet")):
-        lang = f.name.split("-")[0]
-        raw = pd.read_parquet(f)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "id": [f"{lang}-{i}" for i in range(len(raw))],
-                    "lang": lang,
-                    "toxic": raw["toxic_sentence"].tolist(),
-                    "neutral": raw["neutral_sentence"].tolist(),
-                    "refs": [[n] for n in raw["neutral_sentence"]],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-@pytest.fixture(scope="module")
 def bucketed(mpd_pairs: pd.DataFrame) -> pd.DataFrame:
     """The pipeline as prepare runs it: split → lexicon from train → clean → score → buckets."""
     split = split_pairs(mpd_pairs, SplitConfig())
