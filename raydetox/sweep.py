@@ -31,6 +31,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         os.environ.setdefault(LOCAL_RAY_ENV, "0")
+        # On a busy small machine a worker process can take over a minute to start; the default
+        # 60 s makes Ray Train give up on the worker group and retry, which only adds load.
+        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     import ray
 
     if ray.is_initialized():
