@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # The offline sweep (embedded base, built once and cached in ~/.cache/raydetox), then its analysis.
 quickstart: $(STAMP)
-	RAYDETOX_DATA=$${RAYDETOX_DATA:-$(DATA)} $(BIN)/raydetox sweep $(CONFIG) --storage $(OUT)
+	RAYDETOX_DATA=$${RAYDETOX_DATA:-$(DATA)} $(BIN)/raydetox sweep $(CONFIG) --storage $(OUT) --overwrite
 	$(BIN)/raydetox analyze $(OUT)/quickstart
 	@echo "quickstart report: $(OUT)/quickstart/analysis/report.md"
 

@@ -232,7 +232,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from raydetox.sweep import run_sweep, sweep_paths
 
     cfg = _load(args)
-    results = run_sweep(cfg, resume=args.resume, storage_path=args.storage, address=args.address)
+    results = run_sweep(
+        cfg, resume=args.resume, storage_path=args.storage, address=args.address, overwrite=args.overwrite
+    )
     storage, name, _ = sweep_paths(cfg, args.storage)
     errors = [r for r in results if r.error]
     print(f"sweep finished: {len(results)} trials ({len(errors)} errored); results in {storage}/{name}")
@@ -301,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: local in-process Ray; env RAY_ADDRESS)")
     p.add_argument("--storage", help="results storage path or URI (default: ray.storage_path or OUTPUT_DIR/sweeps)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    p.add_argument("--overwrite", action="store_true", help="delete a previous sweep of the same name first")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("analyze", help="sweep results → DataFrame, best schedule, plots, report")
@@ -317,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         # Input problems get one clear line, not a traceback (the messages name the file/row/key).
         print(f"raydetox {args.command}: error: {err}", file=sys.stderr)
         return 2

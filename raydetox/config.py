@@ -147,13 +147,20 @@ class EmbeddedBaseConfig:
     num_layers: int = 2
     num_decoder_layers: int = 2
     num_heads: int = 4
-    max_length: int = 32
+    max_length: int = 64  # longest copy target (tokens incl. </s>); ~98 % of corpus texts fit 64
+    # length curriculum: targets of at most curriculum_length tokens for the first curriculum_fraction
+    # of the build (copying is discovered on short sequences), then up to max_length
+    curriculum_length: int = 32
+    curriculum_fraction: float = 0.5
+    # share of targets that are a random span of two joined texts (unmemorisable, longer targets)
+    concat_prob: float = 0.0
     batch_size: int = 32
     lr: float = 3e-3
     build_seconds: float = 600.0
     max_steps: int | None = None
     rounds: int = 4
     seed: int = 0
+    threads: int = 1  # torch threads while building (the machine is often shared)
 
 
 @dataclass(config=_STRICT)

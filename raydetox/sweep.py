@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -217,22 +218,43 @@ def _write_experiment_yaml(cfg: ExperimentConfig, storage: str, name: str, local
             f.write((local_dir / "experiment.yaml").read_bytes())
 
 
+def _claim_experiment_dir(storage: str, name: str, local_dir: Path, overwrite: bool) -> None:
+    if _is_uri(storage):
+        return  # remote storage: Tune itself refuses nothing here; names should be unique per sweep
+    exp_dir = Path(storage) / name
+    previous = [p for p in exp_dir.glob("experiment_state-*.json")] if exp_dir.is_dir() else []
+    if not previous:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{exp_dir}: a sweep already ran here; continue it with --resume, or start over with --overwrite"
+        )
+    shutil.rmtree(exp_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+
+
 def run_sweep(
     cfg: ExperimentConfig,
     resume: bool = False,
     storage_path: str | None = None,
     address: str | None = None,
     fail_once_at_stage: int | None = None,
+    overwrite: bool = False,
 ):
     """Prepare data once, build the embedded base once, then run (or resume) the Tune sweep.
 
-    Returns Ray's ``ResultGrid``. ``fail_once_at_stage`` injects one failure per trial (fault tests).
+    Returns Ray's ``ResultGrid``. A new sweep refuses a results dir that already holds one (its rows
+    would mix with the new ones) unless ``overwrite``. ``fail_once_at_stage`` injects one failure per
+    trial (fault tests).
     """
     storage, name, local_dir = sweep_paths(cfg, storage_path)
     exp_uri = f"{storage}/{name}"
     local_dir.mkdir(parents=True, exist_ok=True)
     prepared_dir = local_dir / "data"
-    prepared = prepare(cfg, prepared_dir) if not (prepared_dir / "manifest.json").is_file() else None
+    if not resume:
+        _claim_experiment_dir(storage, name, local_dir, overwrite)
+    # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
+    prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
     if prepared is not None and cfg.model.name_or_path == "embedded":
         from raydetox.modeling import load_base
 

@@ -43,8 +43,11 @@ def copy_unlikelihood_loss(model: torch.nn.Module, inputs: dict[str, torch.Tenso
     """
     labels = inputs["labels"]
     source = inputs["input_ids"]
-    special = set(getattr(getattr(model, "config", None), "all_special_ids", []) or [])
-    special.update({0, 1})  # T5 pad/eos: copying them is never the problem
+    config = getattr(model, "config", None)
+    # Copying pad/eos/start tokens is never the problem; T5 uses 0 (pad = decoder start) and 1 (eos).
+    special = {
+        getattr(config, name, None) for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id")
+    } - {None} or {0, 1}
     batch, _ = labels.shape
     cand_lists = []
     for b in range(batch):

@@ -65,6 +65,9 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     decode = df[df["phase"] == "decode"]
     assert sorted(decode["toxic_penalty"].tolist()) == [0.0, 0.0, float("inf"), float("inf")]
     assert set(df["ordering"]) == {"easy>full", "hard>full"}
+    # A second sweep into the same results would mix its rows with these: refused before Ray starts.
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
     report = analyze(exp_dir)
     for path in (report.out_dir / "results.parquet", report.out_dir / "best_config.yaml", report.out_dir / "report.md"):
         assert path.is_file()
