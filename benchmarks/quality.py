@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from raydetox.config import load_config
 from raydetox.data.prepare import prepare
@@ -34,9 +35,11 @@ def main() -> None:
     parser.add_argument("--out", default="out/bench-quality")
     parser.add_argument("--toxic-penalty", type=float, nargs="+", default=[0.0, 2.0, float("inf")])
     parser.add_argument("--copy-penalty", type=float, nargs="+", default=[0.0, 2.0])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args()
 
-    cfg = load_config(args.config, {"data.source": args.data})
+    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    cfg = load_config(args.config, {"data.source": args.data, **overrides})
     out = Path(args.out)
     prepared = prepare(cfg, out / "data")
     systems: dict[str, dict[str, float]] = {}

@@ -4,6 +4,11 @@
 ``AutoModelForSeq2SeqLM``/``AutoTokenizer``) or ``embedded``: a small T5 with a SentencePiece unigram
 tokenizer trained on the corpus itself and pretrained to copy (target = input), built once and cached
 in a directory keyed by a hash of its config and texts.
+
+Copy recipe (``EmbeddedBaseConfig`` defaults): 2.2M-parameter T5 with tied embeddings, encoder head 0
+initialised to attend to the previous token (the half of the content-based copy circuit a tiny T5 is
+slow to find on its own), copy targets drawn at random from all languages with a length curriculum
+(<= 32 tokens for the first half of the budget, then <= 64), AdamW with warm restarts.
 """
 
 from __future__ import annotations
@@ -245,6 +250,28 @@ def _t5_config(cfg: EmbeddedBaseConfig, vocab_size: int) -> T5Config:
     )
 
 
+def _init_previous_token_head(model: T5ForConditionalGeneration, bias: float) -> None:
+    """Start encoder head 0 attending to the previous token (a trainable relative-position bias).
+
+    T5's cross-attention has no positions, so copying must be content-based: the decoder, having just
+    written token x, looks up the encoder position whose *previous* token is x and emits its token (an
+    induction circuit). Building the "previous token" feature is the slow part to discover from scratch
+    (measured: held-out loss still 5.0 after 1,300 steps); with this head given, the held-out copy loss
+    falls to ~1.4 within 200 steps. T5 shares layer 0's bias with every encoder layer.
+    """
+    if not bias:
+        return
+    attn = model.encoder.block[0].layer[0].SelfAttention
+    bucket = attn._relative_position_bucket(
+        torch.tensor(-1),
+        bidirectional=True,
+        num_buckets=attn.relative_attention_num_buckets,
+        max_distance=attn.relative_attention_max_distance,
+    )
+    with torch.no_grad():
+        attn.relative_attention_bias.weight[bucket, 0] = bias
+
+
 def _lr_factor(progress: float, rounds: int) -> float:
     """Warm restarts: ``rounds`` equal segments, each a 10 % linear warm-up then cosine decay to 0."""
     rounds = max(1, rounds)
@@ -446,6 +473,7 @@ def _build(
         # the tokenizer sees the held-out texts too: they are part of the corpus the base will serve
         tok = _train_tokenizer(texts, cfg.vocab_size, out)
         model = T5ForConditionalGeneration(_t5_config(cfg, len(tok)))
+        _init_previous_token_head(model, cfg.prev_token_bias)
         seqs = [ids[:-1] for ids in tok(train_texts)["input_ids"]]  # drop </s>: windows re-add it
         stats = _train_copy(model, seqs, cfg, progress)
         t0 = time.monotonic()

@@ -168,6 +168,16 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     trainer.fit()
 
 
+def trial_name(trial: Any) -> str:
+    """Short, readable trial names in Tune's progress table: id and ordering."""
+    variant = trial.config.get("variant", {})
+    return f"{trial.trial_id} {variant.get('ordering', '')}".strip()
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
 def _scheduler(cfg: ExperimentConfig):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -295,6 +305,8 @@ def run_sweep(
                 search_alg=_search_alg(cfg),
                 num_samples=cfg.sweep.num_samples,
                 max_concurrent_trials=concurrency,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=name,

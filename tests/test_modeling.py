@@ -13,11 +13,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, T5Tokenizer
+from transformers import AutoTokenizer, T5ForConditionalGeneration, T5Tokenizer
 
 from raydetox.config import EmbeddedBaseConfig, LoraConfig, ModelConfig
 from raydetox.modeling import (
     BUILD_REPORT,
+    EOS_ID,
+    PAD_ID,
+    _batches,
+    _init_previous_token_head,
+    _length_cap,
+    _t5_config,
     apply_lora,
     build_embedded_base,
     corpus_texts,
@@ -96,6 +102,45 @@ def test_build_report_fields(built, texts) -> None:
         assert key in report
     for name in ("config.json", "model.safetensors", "tokenizer.json", "spiece.model"):
         assert (path / name).is_file()
+
+
+def test_copy_batches_follow_the_length_curriculum(built, texts) -> None:
+    tok = AutoTokenizer.from_pretrained(built[0])
+    seqs = [ids[:-1] for ids in tok(texts)["input_ids"]]
+    cfg = EmbeddedBaseConfig(max_length=48, curriculum_length=12, curriculum_fraction=0.5, concat_prob=0.5)
+    assert [_length_cap(p, cfg) for p in (0.0, 0.49, 0.5, 0.99)] == [12, 12, 48, 48]
+    progress = [0.0]
+    batches = _batches(seqs, 16, lambda: _length_cap(progress[0], cfg), cfg.concat_prob, random.Random(0))
+    known = {tuple(s) for s in seqs}
+    for phase, cap in ((0.0, 12), (0.7, 48)):
+        progress[0] = phase
+        for _ in range(8):  # a full pool drawn at the previous cap is used up first
+            next(batches)
+        widths, whole = [], 0
+        for _ in range(16):
+            ids, mask = next(batches)
+            assert ids.shape[0] == 16 and torch.equal(mask, ids != PAD_ID)
+            for row in ids.tolist():
+                body = row[: row.index(EOS_ID)]
+                assert 1 <= len(body) < cap and all(t != PAD_ID for t in body)
+                whole += tuple(body) in known
+            widths.append(ids.shape[1])
+        assert max(widths) <= cap and max(widths) > cap // 2
+        assert 0 < whole < 16 * 16  # whole texts and random spans of joined texts
+
+
+def test_previous_token_head_init() -> None:
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(_t5_config(TINY, 300))
+    ids = torch.randint(3, 300, (2, 12))
+    _init_previous_token_head(model, 8.0)
+    with torch.no_grad():
+        attn = model.encoder(input_ids=ids, output_attentions=True).attentions  # (batch, head, query, key)
+    for layer in attn:  # T5 shares layer 0's position bias with every encoder layer
+        prev = layer[:, 0, 1:, :].argmax(-1)  # head 0 of each query position after the first
+        assert torch.equal(prev, torch.arange(11).expand(2, 11))
+        assert layer[:, 0, 1:, :].max(-1).values.min() > 0.5
+        assert not torch.equal(layer[:, 1, 1:, :].argmax(-1), prev)  # other heads keep their plain init
 
 
 def test_cache_hit_does_not_rebuild(built, texts) -> None:
