@@ -7,7 +7,6 @@ both go through :func:`build_trainer` so that the two paths cannot drift apart.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence

@@ -30,9 +30,6 @@ from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
 from raydetox.data.prepare import load_prepared, prepare
 from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
 
-CHECKPOINT_STATE = STATE_FILE
-
-
 def _objective(metrics: dict[str, float], cfg: ExperimentConfig) -> float:
     from raydetox.analysis import objective_value
 
@@ -61,7 +58,7 @@ class RayStageReporter(TrainerCallback):
             return
         out = Path(args.output_dir)
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy2(out / CHECKPOINT_STATE, Path(tmp) / CHECKPOINT_STATE)
+            shutil.copy2(out / STATE_FILE, Path(tmp) / STATE_FILE)
             shutil.copytree(out / result.checkpoint, Path(tmp) / result.checkpoint)
             ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
 
@@ -190,8 +187,3 @@ class FailOnceCallback(TrainerCallback):
         if not state_file.is_file():
             return 0
         return len(json.loads(state_file.read_text())["stages"])
-
-
-def experiment_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The config as plain data for a trial (Ray pickles it; workers re-validate it)."""
-    return dataclasses.asdict(cfg)

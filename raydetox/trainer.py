@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from raydetox.config import DecodingConfig, StageConfig
 from raydetox.decoding import generate

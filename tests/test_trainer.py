@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from raydetox.config import StageConfig
-from raydetox.data.prepare import PreparedData, prepare
+from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
 from raydetox.trainer import STATE_FILE, baseline_schedule, copy_unlikelihood_loss
 from tests.tiny import tiny_config

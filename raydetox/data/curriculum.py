@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from raydetox.config import CurriculumConfig, SplitConfig
-from raydetox.data.clean import SPLITS, check_pairs, token_overlap, tokenize
+from raydetox.data.clean import check_pairs, token_overlap, tokenize
 
 if TYPE_CHECKING:
     from raydetox.data.lexicon import Lexicon
