@@ -154,8 +154,8 @@ class EmbeddedBaseConfig:
     curriculum_fraction: float = 0.5
     # share of targets that are a random span of two joined texts (unmemorisable, longer targets)
     concat_prob: float = 0.0
-    # initial relative-position bias making encoder head 0 attend to the previous token (0 = plain init):
-    # hands the model the first half of the copy circuit, which it is slow to discover
+    # initial relative-position bias making encoder heads 0/1 attend 1/2 tokens back and decoder head 0
+    # 1 token back (0 = plain init): hands the model the half of the copy circuit it is slow to discover
     prev_token_bias: float = 8.0
     batch_size: int = 32
     lr: float = 3e-3

@@ -82,11 +82,26 @@ def stage_row(result: StageResult, cfg: ExperimentConfig, meta: dict[str, Any]) 
     return row
 
 
-def _restore(checkpoint: Checkpoint | None, output_dir: Path) -> None:
+def _restore(checkpoint: Checkpoint | None, output_dir: Path) -> list[StageResult]:
+    """Copy the last stage checkpoint into ``output_dir``; return the stages it had finished."""
     if checkpoint is None:
-        return
+        return []
     with checkpoint.as_directory() as d:
         shutil.copytree(d, output_dir, dirs_exist_ok=True)
+    state = json.loads((output_dir / STATE_FILE).read_text())
+    return [StageResult(**r) for r in state["stages"]]
+
+
+def _replay(finished: list[StageResult], cfg: ExperimentConfig, meta: dict[str, Any]) -> None:
+    """Report the finished stages again after a restart.
+
+    A trial restarted by Tune (driver interrupted, ``--resume``) begins a fresh result file, so rows
+    reported before the restart would be lost; replaying them from the checkpointed state keeps every
+    row. Analysis keeps the last report per (trial, phase, stage, penalties), so replays never double.
+    """
+    rank = ray.train.get_context().get_world_rank()
+    for result in finished:
+        ray.train.report(stage_row(result, cfg, meta) if rank == 0 else {"stage_index": result.index + 1})
 
 
 def _threads() -> int:
@@ -121,7 +136,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     output_dir = Path(tempfile.mkdtemp(prefix=f"raydetox-{meta.get('trial', 'run')}-r{ctx.get_world_rank()}-"))
     try:
-        _restore(ray.train.get_checkpoint(), output_dir)
+        finished = _restore(ray.train.get_checkpoint(), output_dir)
+        _replay(finished, cfg, meta)
         fail_at = config.get("fail_once_at_stage")
         callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule))]
         if fail_at is not None:

@@ -129,18 +129,24 @@ def test_copy_batches_follow_the_length_curriculum(built, texts) -> None:
         assert 0 < whole < 16 * 16  # whole texts and random spans of joined texts
 
 
-def test_previous_token_head_init() -> None:
+def test_previous_token_heads_init() -> None:
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(_t5_config(TINY, 300))
+    config = _t5_config(EmbeddedBaseConfig(d_model=32, d_kv=8, d_ff=64, num_heads=4), 300)
+    config._attn_implementation = "eager"  # only eager attention returns its weights
+    model = T5ForConditionalGeneration(config)
     ids = torch.randint(3, 300, (2, 12))
     _init_previous_token_head(model, 8.0)
     with torch.no_grad():
-        attn = model.encoder(input_ids=ids, output_attentions=True).attentions  # (batch, head, query, key)
-    for layer in attn:  # T5 shares layer 0's position bias with every encoder layer
-        prev = layer[:, 0, 1:, :].argmax(-1)  # head 0 of each query position after the first
-        assert torch.equal(prev, torch.arange(11).expand(2, 11))
-        assert layer[:, 0, 1:, :].max(-1).values.min() > 0.5
-        assert not torch.equal(layer[:, 1, 1:, :].argmax(-1), prev)  # other heads keep their plain init
+        out = model(input_ids=ids, decoder_input_ids=ids, output_attentions=True)
+    # (batch, head, query, key); T5 shares layer 0's position bias with every layer of a stack
+    checks = ((out.encoder_attentions, 0, 1), (out.encoder_attentions, 1, 2), (out.decoder_attentions, 0, 1))
+    for layers, head, back in checks:
+        for layer in layers:
+            weights = layer[:, head, back:, :]
+            assert torch.equal(weights.argmax(-1), torch.arange(12 - back).expand(2, -1)), (head, back)
+            assert weights.max(-1).values.min() > 0.5
+    plain = out.encoder_attentions[0][:, 2, 1:, :].argmax(-1)  # other heads keep their plain init
+    assert not torch.equal(plain, torch.arange(11).expand(2, -1))
 
 
 def test_cache_hit_does_not_rebuild(built, texts) -> None:

@@ -6,6 +6,7 @@ a tiny embedded base; Ray is started by the sweep and shut down after each test.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -104,9 +105,14 @@ def test_trial_failing_mid_stage_resumes_from_stage_checkpoint(
     assert list(exp_dir.glob("*.failed")), "the injected failure did not happen"
     df = _rows(exp_dir)
     stages = df[df["phase"] == "stage"]
-    # Stage 1 was reported once (not re-run after the failure), stage 2 after the restart, then decoding.
     assert stages["stage_index"].tolist() == [1, 2]
     assert (df["phase"] == "decode").sum() == 2
+    # Raw reports: stage 1 before the failure, then replayed unchanged after the restart (it was not
+    # trained again: same seconds and loss), then stage 2 and the decoding rows.
+    raw = [json.loads(line) for line in next(exp_dir.glob("trial_*/result.json")).read_text().splitlines()]
+    stage1 = [r for r in raw if r.get("phase") == "stage" and r["stage_index"] == 1]
+    assert len(stage1) == 2
+    assert stage1[0]["stage_seconds"] == stage1[1]["stage_seconds"] and stage1[0]["eval_loss"] == stage1[1]["eval_loss"]
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
