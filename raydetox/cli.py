@@ -45,8 +45,9 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
-    """``--config`` with ``--set`` overrides, or the defaults with the overrides."""
+    """``--config`` with ``--set``/``--decoding`` overrides, or the defaults with the overrides."""
     overrides = _parse_set(args.set or [])
+    overrides.update({f"decoding.{k}": v for k, v in _parse_set(getattr(args, "decoding", None) or []).items()})
     if args.config:
         return load_config(args.config, overrides)
     raw: dict[str, Any] = {}
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="experiment YAML for data/decoding/metrics settings")
         p.add_argument("--lexicon", help="lexicon.json (default: found beside the model, else learned)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+        p.add_argument("--decoding", action="append", metavar="KEY=VALUE",
+                       help="decoding setting, e.g. toxic_penalty=.inf (same as --set decoding.KEY=VALUE)")
         p.add_argument("--out", help="write the scores as JSON")
         p.set_defaults(func=func)
 
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="experiment YAML for decoding settings")
     p.add_argument("--lexicon", help="lexicon.json for the toxic-token penalty")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--decoding", action="append", metavar="KEY=VALUE", help="decoding setting, e.g. num_beams=4")
     p.add_argument("--out", help="output file (default: stdout)")
     p.set_defaults(func=cmd_detox)
 

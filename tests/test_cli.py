@@ -40,7 +40,7 @@ def test_evaluate_a_checkpoint_on_a_pairs_file(trained: tuple[Path, Path], tmp_p
     out = tmp_path / "scores.json"
     code = main(["evaluate", "--model", str(ckpt), "--data", str(mpd_dir / "en-00000-of-00001.parquet"),
                  "--config", str(config), "--set", "data.default_lang=en", "--set", "data.max_rows_per_lang=20",
-                 "--set", "decoding.toxic_penalty=.inf", "--out", str(out)])
+                 "--decoding", "toxic_penalty=.inf", "--decoding", "num_beams=2", "--out", str(out)])
     assert code == 0
     scores = json.loads(out.read_text())
     assert scores["n"] == 20 and 0.0 <= scores["copy_rate"] <= 1.0 and "bertscore_f1/en" in scores
