@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
 from raydetox.data.lexicon import Lexicon
@@ -113,6 +113,8 @@ def build_trainer(
     """Model, tokenizer, datasets, scorer and trainer for one run of ``cfg`` on ``prepared``."""
     if cfg.training.torch_threads:
         torch.set_num_threads(cfg.training.torch_threads)
+    # Seed before the LoRA weights are drawn: HF seeds only when the Trainer is built, after the model.
+    set_seed(cfg.training.seed)
     model, tokenizer = load_base(cfg.model, texts=base_corpus(prepared))
     model = apply_lora(model, cfg.lora)
     stage_data = build_stage_datasets(prepared, tokenizer, cfg)

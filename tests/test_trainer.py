@@ -119,3 +119,13 @@ def test_extra_loss_changes_training(setup, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown 'nope'"):
         build_trainer(tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
                                   **{"training.extra_loss": "nope"}), prepared, tmp_path / "c")
+
+
+def test_same_seed_same_run(setup, tmp_path: Path) -> None:
+    cfg, prepared, _ = setup
+    stage = [StageConfig(stage="easy", epochs=1, lr=1e-3)]
+    first = build_trainer(cfg, prepared, tmp_path / "a").run_schedule(stage)[0]
+    torch.manual_seed(1234)  # whatever ran before in the process must not matter
+    second = build_trainer(cfg, prepared, tmp_path / "b").run_schedule(stage)[0]
+    assert first.train_loss == second.train_loss
+    assert first.metrics["eval_loss"] == second.metrics["eval_loss"]
