@@ -38,8 +38,9 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
     overrides = _parse_set(args.set or [])
     data = getattr(args, "data", None) or os.environ.get(DATA_ENV)
     if data:
-        if not Path(data).exists() and not _looks_like_hub_id(data):
-            raise ConfigError(f"--data {data}: no such file or directory")
+        from raydetox.data.io import detect_format
+
+        detect_format(data)  # fails now, naming the path, if it is neither a local source nor a hub id
         overrides["data.source"] = data
     return load_config(args.config, overrides)
 
@@ -54,11 +55,6 @@ def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
     for key, value in overrides.items():
         set_dotted(raw, key, value)
     return config_from_dict(raw, origin="--set")
-
-
-def _looks_like_hub_id(value: str) -> bool:
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/"))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
