@@ -15,6 +15,7 @@ from raydetox.config import (
     ConfigError,
     ExperimentConfig,
     StageConfig,
+    check_paths,
     config_from_dict,
     load_config,
     set_dotted,
@@ -42,7 +43,9 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 
         detect_format(data)  # fails now, naming the path, if it is neither a local source nor a hub id
         overrides["data.source"] = data
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    check_paths(cfg, str(args.config))  # a missing data path fails here, before data is read or Ray starts
+    return cfg
 
 
 def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -137,12 +140,13 @@ def _eval_pairs(args: argparse.Namespace):
     pairs = load_pairs(cfg.data, args.data)
     model_dir = Path(args.model) if getattr(args, "model", None) else None
     lexicon = _find_lexicon(args.lexicon, model_dir) or Lexicon.learn(pairs, cfg.lexicon, base_dir=Path.cwd())
-    # Empty texts can't be scored; they are reported, not silently skipped.
+    # Empty or over-long texts can't be scored; they are reported, not silently skipped.
     cleaned = clean_pairs(pairs, dataclasses.replace(cfg.cleaning, drop_duplicates=False, drop_identical=False,
                                                       drop_already_neutral=False, drop_still_toxic=False,
                                                       drop_noisy=False), lexicon)
     if len(cleaned.dropped):
-        print(f"skipping {len(cleaned.dropped)} rows with empty text: {cleaned.dropped['id'].tolist()[:10]}...")
+        reasons = ", ".join(f"{r}: {n}" for r, n in cleaned.dropped["reason"].value_counts().items())
+        print(f"skipping {len(cleaned.dropped)} rows ({reasons}): {cleaned.dropped['id'].tolist()[:10]}...")
     return cfg, cleaned.kept, lexicon
 
 

@@ -9,14 +9,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 STAGES: tuple[str, ...] = ("easy", "medium", "hard", "full")
+
+LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
+"""A language code: ISO 639-1/3 letters, optionally with script/region subtags (``en``, ``pt-BR``)."""
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -43,6 +54,21 @@ class DataConfig:
     expand_refs: bool = False
     max_rows_per_lang: int | None = None
 
+    @field_validator("default_lang")
+    @classmethod
+    def _lang_code(cls, v: str | None) -> str | None:
+        if v is not None and not LANG_CODE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a language code (e.g. 'en', 'uk', 'pt-BR')")
+        return v.lower() if v is not None else v
+
+    @field_validator("languages")
+    @classmethod
+    def _lang_codes(cls, v: list[str] | None) -> list[str] | None:
+        bad = [c for c in v or [] if not LANG_CODE.fullmatch(c)]
+        if bad:
+            raise ValueError(f"not language codes: {bad} (e.g. 'en', 'uk', 'pt-BR')")
+        return [c.lower() for c in v] if v is not None else v
+
 
 @dataclass(config=_STRICT)
 class CleaningConfig:
@@ -58,6 +84,17 @@ class CleaningConfig:
     min_token_overlap: float = 0.0
     min_length_ratio: float = 0.2
     max_length_ratio: float = 3.0
+    # Longest toxic or neutral text in characters (None: no limit). Detox data are sentences (the
+    # shared sets peak at ~230 characters); a far longer cell is a broken file, and the model would
+    # only see its first max_source_length tokens anyway.
+    max_chars: int | None = 2000
+
+    @field_validator("max_chars")
+    @classmethod
+    def _positive_chars(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1 (or null for no limit)")
+        return v
 
 
 @dataclass(config=_STRICT)
@@ -131,8 +168,8 @@ class StageConfig:
     @field_validator("epochs", "lr")
     @classmethod
     def _positive(cls, v: float) -> float:
-        if not v > 0:
-            raise ValueError("must be > 0")
+        if not 0 < v < math.inf:
+            raise ValueError("must be > 0 and finite")
         return v
 
 
@@ -223,6 +260,13 @@ class DecodingConfig:
     encoder_no_repeat_ngram_size: int | None = None
     no_repeat_ngram_size: int | None = None
 
+    @field_validator("toxic_penalty", "copy_penalty")
+    @classmethod
+    def _penalty(cls, v: float) -> float:
+        if not v >= 0:
+            raise ValueError("must be >= 0 (inf bans)")
+        return v
+
 
 @dataclass(config=_STRICT)
 class MetricsConfig:
@@ -256,6 +300,9 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     max_failures: int = 1
     include_baseline: bool = True
+    # True: every penalty combination is scored on each trial's final weights (no retraining).
+    # False: each combination is a trial of its own that trains again (the naive way; for comparisons).
+    decode_reuse: bool = True
 
     @field_validator("orderings")
     @classmethod
@@ -268,11 +315,42 @@ class SweepConfig:
                 raise ValueError(f"unknown stage(s) {bad}; expected one of {list(STAGES)}")
         return v
 
-    @field_validator("toxic_penalty", "copy_penalty", "epochs", "lr")
+    @field_validator("permute_stages")
     @classmethod
-    def _non_empty(cls, v: list[float]) -> list[float]:
+    def _known_permuted(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must name at least one stage (or be null)")
+        bad = [s for s in v if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage(s) {bad}; expected one of {list(STAGES)}")
+        if len(set(v)) < len(v):
+            raise ValueError(f"a stage is listed twice in {v}")
+        return v
+
+    @field_validator("toxic_penalty", "copy_penalty", "epochs", "lr", "lora_r")
+    @classmethod
+    def _non_empty(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if v is None:
+            return v
         if not v:
             raise ValueError("must list at least one value")
+        if info.field_name in ("toxic_penalty", "copy_penalty"):
+            bad = [x for x in v if not x >= 0]  # inf is allowed: it bans
+            if bad:
+                raise ValueError(f"penalties must be >= 0 (inf bans), got {bad}")
+        else:
+            bad = [x for x in v if not 0 < x < math.inf]
+            if bad:
+                raise ValueError(f"values must be > 0 and finite, got {bad}")
+        return v
+
+    @field_validator("num_samples", "max_concurrent_trials")
+    @classmethod
+    def _at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1")
         return v
 
 
@@ -359,6 +437,32 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     return config_from_dict(raw, origin=str(path))
+
+
+def check_paths(cfg: ExperimentConfig, origin: str = "<config>") -> None:
+    """Raise a :class:`ConfigError` naming ``origin`` and the key when a local path of ``cfg`` is missing.
+
+    Checks ``data.source`` (a missing path that looks like a hub id ``owner/name`` is left to the
+    loader), ``split.split_file`` and the plain (not ``{lang}``) ``lexicon.wordlists``; relative paths
+    are taken from the working directory, as the pipeline reads them. Call it before Ray starts, so a
+    typo costs one line instead of a cluster start-up and a failed trial.
+    """
+    from raydetox.data.io import DataError, detect_format  # io imports this module
+
+    source = cfg.data.source
+    try:
+        if cfg.data.format is None:
+            detect_format(source)  # also knows hub ids and data-file suffixes
+        elif cfg.data.format != "hub" and not Path(source).expanduser().exists():
+            raise DataError(f"{source}: file or directory not found")
+    except DataError as err:
+        raise ConfigError(f"{origin}: key 'data.source': {err}") from None
+    split_file = cfg.split.split_file
+    if split_file is not None and not Path(split_file).expanduser().is_file():
+        raise ConfigError(f"{origin}: key 'split.split_file': {split_file}: file not found")
+    for i, spec in enumerate(cfg.lexicon.wordlists):
+        if "{lang}" not in spec and not Path(spec).expanduser().is_file():
+            raise ConfigError(f"{origin}: key 'lexicon.wordlists.{i}': {spec}: word list not found")
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from raydetox.cli import main
 from raydetox.config import (
     ConfigError,
     ExperimentConfig,
+    check_paths,
     config_from_dict,
     dump_config,
     load_config,
@@ -23,6 +25,7 @@ def test_every_experiment_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.schedule
+    check_paths(cfg, str(path))  # hub ids and {lang} word lists: nothing local to be missing
 
 
 def test_defaults_and_roundtrip(tmp_path: Path) -> None:
@@ -54,6 +57,38 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("sweep:\n  copy_penalty: []\n", "sweep.copy_penalty", "at least one value"),
         ("sweep:\n  orderings: [[easy, extreme]]\n", "sweep.orderings", "unknown stage"),
         ("curriculum:\n  quantiles: [0.7, 0.3]\n", "curriculum.quantiles", "increasing"),
+        # unknown keys and wrong types, in every kind of section
+        ("sweep:\n  orderingz: [[easy]]\n", "sweep.orderingz", "unknown key"),
+        ("schedule:\n  - {stage: easy, epochz: 1}\n", "schedule.0.epochz", "unknown key"),
+        ("schedule:\n  - {stage: easy, lr: fast}\n", "schedule.0.lr", "number"),
+        ("sweep:\n  toxic_penalty: 0.5\n", "sweep.toxic_penalty", "list"),
+        ("data:\n  languages: en\n", "data.languages", "list"),
+        ("data:\n  expand_refs: maybe\n", "data.expand_refs", "boolean"),
+        ("cleaning: [1, 2]\n", "cleaning", "CleaningConfig"),
+        # an ordering naming an unknown stage, however the orderings are given
+        ("sweep:\n  orderings: [[]]\n", "sweep.orderings", "at least one stage"),
+        ("sweep:\n  permute_stages: [easy, extreme]\n", "sweep.permute_stages", "unknown stage(s) ['extreme']"),
+        ("sweep:\n  permute_stages: [easy, easy]\n", "sweep.permute_stages", "listed twice"),
+        ("sweep:\n  permute_stages: []\n", "sweep.permute_stages", "at least one stage"),
+        # non-positive epochs or lr, in the schedule and in the sweep grid
+        ("schedule:\n  - {stage: easy, epochs: -1}\n", "schedule.0.epochs", "> 0"),
+        ("schedule:\n  - {stage: easy, epochs: .inf}\n", "schedule.0.epochs", "finite"),
+        ("schedule:\n  - {stage: easy, lr: 0}\n", "schedule.0.lr", "> 0"),
+        ("sweep:\n  epochs: [1.0, 0]\n", "sweep.epochs", "> 0 and finite, got [0.0]"),
+        ("sweep:\n  lr: [1.0e-4, -1.0e-4]\n", "sweep.lr", "> 0 and finite, got [-0.0001]"),
+        ("sweep:\n  epochs: []\n", "sweep.epochs", "at least one value"),
+        ("sweep:\n  lr: []\n", "sweep.lr", "at least one value"),
+        # empty or negative penalty grids
+        ("sweep:\n  toxic_penalty: []\n", "sweep.toxic_penalty", "at least one value"),
+        ("sweep:\n  copy_penalty: [0.0, -2.0]\n", "sweep.copy_penalty", ">= 0 (inf bans), got [-2.0]"),
+        ("decoding:\n  toxic_penalty: -1\n", "decoding.toxic_penalty", ">= 0"),
+        ("sweep:\n  lora_r: []\n", "sweep.lora_r", "at least one value"),
+        ("sweep:\n  lora_r: [0, 8]\n", "sweep.lora_r", "> 0"),
+        ("sweep:\n  num_samples: 0\n", "sweep.num_samples", ">= 1"),
+        # data and cleaning values the loader would otherwise trip on later
+        ("data:\n  default_lang: english\n", "data.default_lang", "not a language code"),
+        ("data:\n  languages: [en, 'de/at']\n", "data.languages", "not language codes: ['de/at']"),
+        ("cleaning:\n  max_chars: 0\n", "cleaning.max_chars", ">= 1"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, words: str) -> None:
@@ -85,3 +120,61 @@ def test_overrides_apply_dotted_keys(tmp_path: Path) -> None:
     assert cfg.cleaning.min_chrf == 5.0 and cfg.data.source == "x/y"
     with pytest.raises(ConfigError, match="'cleaning.min_chrff'"):
         load_config(path, {"cleaning.min_chrff": 1})
+
+
+def test_valid_grids_and_codes_pass() -> None:
+    cfg = config_from_dict(
+        {"sweep": {"toxic_penalty": [0.0, math.inf], "permute_stages": ["easy", "hard"], "lr": [1e-4, 5e-4]},
+         "data": {"default_lang": "EN", "languages": ["en", "pt-BR"]}, "cleaning": {"max_chars": None}}
+    )
+    assert cfg.sweep.toxic_penalty == [0.0, math.inf]
+    assert cfg.data.default_lang == "en" and cfg.data.languages == ["en", "pt-br"]
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+
+def _exp(tmp_path: Path, data: str, extra: str = "") -> Path:
+    return _write(tmp_path, f"output_dir: {tmp_path / 'runs'}\ndata:\n  default_lang: en\n{data}{extra}")
+
+
+@pytest.mark.parametrize(
+    "data, extra, key, words",
+    [
+        ("  source: {tmp}/no/pairs.tsv\n", "", "data.source", "no/pairs.tsv: file or directory not found"),
+        ("  source: {tmp}/gone\n  format: dir\n", "", "data.source", "gone: file or directory not found"),
+        ("  source: {tmp}/pairs.tsv\n", "split:\n  split_file: {tmp}/splits.csv\n", "split.split_file",
+         "splits.csv: file not found"),
+        ("  source: {tmp}/pairs.tsv\n", "lexicon:\n  wordlists: ['{tmp}/{{lang}}.txt', '{tmp}/bad.txt']\n",
+         "lexicon.wordlists.1", "bad.txt: word list not found"),
+    ],
+)
+def test_missing_paths_name_file_and_key(tmp_path: Path, data: str, extra: str, key: str, words: str) -> None:
+    (tmp_path / "pairs.tsv").write_text("toxic\tneutral\na\tb\n")
+    path = _exp(tmp_path, data.format(tmp=tmp_path), extra.format(tmp=tmp_path))
+    cfg = load_config(path)  # the file itself is valid: paths are checked apart, where they are read
+    with pytest.raises(ConfigError) as info:
+        check_paths(cfg, str(path))
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: key '{key}': ") and words in msg, msg
+
+
+def test_existing_paths_and_hub_ids_pass(tmp_path: Path) -> None:
+    (tmp_path / "pairs.tsv").write_text("toxic\tneutral\na\tb\n")
+    check_paths(load_config(_exp(tmp_path, f"  source: {tmp_path}/pairs.tsv\n")))
+    check_paths(config_from_dict({"data": {"source": "someone/some_dataset"}}))  # the hub loader's business
+
+
+@pytest.mark.parametrize("command", ["prepare", "sweep"])
+def test_cli_missing_data_path_is_one_line_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _exp(tmp_path, f"  source: {tmp_path}/missing.tsv\n")
+    code = main([command, str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        f"raydetox {command}: error: {path}: key 'data.source': {tmp_path}/missing.tsv: file or directory not "
+        "found (and not a hub id 'owner/name')\n"
+    )
+    assert not (tmp_path / "runs").exists()  # nothing prepared, no sweep directory, no Ray

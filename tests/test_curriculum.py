@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raydetox.config import CleaningConfig, CurriculumConfig, LexiconConfig, SplitConfig
 from raydetox.data.clean import clean_pairs
@@ -49,6 +51,52 @@ def test_split_is_seeded_stratified_and_order_independent(mpd_pairs: pd.DataFram
     shuffled = split_pairs(mpd_pairs.sample(frac=1.0, random_state=1), cfg)
     assert shuffled.set_index("id")["split"].sort_index().equals(first.set_index("id")["split"].sort_index())
     assert "split" not in mpd_pairs.columns  # input not modified
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["en", "de", "zh"]), st.sampled_from(["", " ", "a", "b", "c", "d", "e", "f"])),
+        min_size=1, max_size=40,
+    ),
+    fractions=st.sampled_from([(0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (1.0, 0.0, 0.0), (0.0, 0.5, 0.5)]),
+    seed=st.integers(0, 2**31),
+    order=st.randoms(use_true_random=False),
+)
+def test_property_split_is_a_function_of_ids_and_seed(rows, fractions, seed: int, order) -> None:
+    # Few distinct texts: many rows share a toxic text (groups); "" and " " must not form a group.
+    table = pd.DataFrame(
+        {"id": [f"r{i}" for i in range(len(rows))], "lang": [lang for lang, _ in rows],
+         "toxic": [text for _, text in rows], "neutral": "n"}
+    )
+    cfg = SplitConfig(train=fractions[0], validation=fractions[1], test=fractions[2], seed=seed)
+    split = split_pairs(table, cfg)
+    assert split["id"].tolist() == table["id"].tolist()  # every row once, in input order
+    assert set(split["split"]) <= {"train", "validation", "test"}
+    by_id = split.set_index("id")["split"]
+
+    shuffled = table.iloc[order.sample(range(len(table)), len(table))]
+    assert split_pairs(shuffled, cfg).set_index("id")["split"].reindex(by_id.index).equals(by_id)
+    assert split_pairs(table, cfg)["split"].equals(split["split"])
+
+    # A language's assignment does not depend on the other languages in the table.
+    en = table[table["lang"] == "en"]
+    if len(en):
+        alone = split_pairs(en, cfg).set_index("id")["split"]
+        assert alone.equals(by_id.loc[alone.index])
+    # Rows sharing a (non-empty) toxic text stay together; a zero fraction gets no rows.
+    keyed = split[split["toxic"].str.strip() != ""]
+    assert (keyed.groupby(["lang", "toxic"])["split"].nunique() == 1).all()
+    for name, fraction in zip(("train", "validation", "test"), fractions):
+        if fraction == 0:
+            assert name not in set(split["split"])
+
+
+def test_different_seeds_give_different_splits() -> None:
+    table = pd.DataFrame({"id": [f"r{i}" for i in range(200)], "lang": "en",
+                          "toxic": [f"text {i}" for i in range(200)], "neutral": "n"})
+    splits = {tuple(split_pairs(table, SplitConfig(seed=seed))["split"]) for seed in range(5)}
+    assert len(splits) == 5
 
 
 def test_rows_sharing_a_toxic_text_stay_in_one_split() -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 REASONS: tuple[str, ...] = (
     "empty_toxic",
     "empty_neutral",
+    "too_long",
     "duplicate",
     "identical",
     "already_neutral",
@@ -183,6 +184,7 @@ def _drop_duplicates(table: pd.DataFrame, marks: _Marks, toxic: list[str], neutr
 def clean_pairs(pairs: pd.DataFrame, cfg: CleaningConfig, lexicon: Lexicon | None = None) -> CleanResult:
     """Apply the cleaning rules of ``cfg`` (see :data:`REASONS` for their order) to a pairs table.
 
+    ``too_long``: the toxic or neutral text is longer than ``cfg.max_chars`` characters.
     ``already_neutral`` and ``still_toxic`` need ``lexicon``; without one they are skipped with a warning.
     ``noisy`` compares the neutral side with the toxic side: sentence chrF (sacrebleu, neutral as the
     hypothesis), token overlap, and the character length ratio len(neutral) / len(toxic).
@@ -198,6 +200,16 @@ def clean_pairs(pairs: pd.DataFrame, cfg: CleaningConfig, lexicon: Lexicon | Non
     marks.drop([i for i in range(n) if not toxic[i].strip()], "empty_toxic", "toxic text is empty")
     alive = marks.alive()
     marks.drop([i for i in alive if not neutral[i].strip()], "empty_neutral", "neutral text is empty")
+
+    if cfg.max_chars is not None:
+        # Before the costly rules: chrF on a megabyte-long cell takes seconds.
+        rows, details = [], []
+        for i in marks.alive():
+            side, text = max((("toxic", toxic[i]), ("neutral", neutral[i])), key=lambda s: len(s[1]))
+            if len(text) > cfg.max_chars:
+                rows.append(i)
+                details.append(f"{side} text has {len(text)} characters > cleaning.max_chars {cfg.max_chars}")
+        marks.drop(rows, "too_long", details)
 
     if cfg.drop_duplicates:
         _drop_duplicates(table, marks, toxic, neutral)

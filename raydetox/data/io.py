@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 import regex as re
 
-from raydetox.config import DataConfig
+from raydetox.config import LANG_CODE, DataConfig
 
 FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "dir", "saved", "hub")
 FILE_SUFFIXES: dict[str, str] = {
@@ -44,6 +43,10 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _ID_COLUMNS = ("id", "idx")
 _LANG_COLUMNS = ("lang", "language")
 _SCORE_COLUMN = "toxicity_score"
+# Whole cells that spreadsheets and pandas write for a missing value (pandas' default NA strings).
+_PLACEHOLDERS = frozenset(
+    {"nan", "NaN", "-nan", "-NaN", "None", "null", "NULL", "NA", "N/A", "n/a", "<NA>", "#N/A", "#NA"}
+)
 
 
 class DataError(ValueError):
@@ -216,6 +219,12 @@ def _auto_text_columns(
         matches = matches or [(s, c, given) for s, c, _ in found]
     hint = "set data.toxic_column and data.neutral_columns"
     if not matches:
+        found_toxic = sorted({c for _, c, _ in found})
+        if toxic is None and neutrals is None and found_toxic:
+            raise DataError(
+                f"{origin}: no reference column for toxic column(s) {found_toxic} among {columns} (expected "
+                "e.g. neutral_sentence, neutral_comment, neutral, neutral1 or target); " + hint
+            )
         what = "reference" if toxic is not None else "toxic" if neutrals is not None else "toxic/neutral"
         raise DataError(f"{origin}: no {what} columns recognised among {columns}; {hint}")
     if len({(c, tuple(r)) for _, c, r in matches}) > 1:
@@ -229,18 +238,32 @@ def _auto_text_columns(
 
 
 def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 text of ``raw`` without a BOM; an undecodable byte is reported by offset and line."""
+    """UTF-8 text of ``raw`` without a BOM; an undecodable byte is reported by offset and line.
+
+    A NUL in the header line means the file is not UTF-8 text at all (typically UTF-16 without a BOM);
+    a NUL further down is left for the cell checks, which name its row and column.
+    """
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    hint = "; the file looks like UTF-16: save it as UTF-8" if utf16 else ""
     try:
-        return raw[skip:].decode("utf-8")
+        text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as err:
         offset = skip + err.start
         line = raw.count(b"\n", 0, offset) + 1
         bad = raw[offset : skip + err.end]
         raise DataError(
             f"{path}: line {line}: undecodable bytes {bad!r} at byte offset {offset} "
-            f"(not UTF-8: {err.reason})"
+            f"(not UTF-8: {err.reason}){hint}"
         ) from err
+    first_line = text.split("\n", 1)[0]
+    if "\x00" in first_line:
+        offset = skip + len(first_line[: first_line.index("\x00")].encode("utf-8"))
+        raise DataError(
+            f"{path}: line 1: NUL byte at byte offset {offset}: not UTF-8 text "
+            "(UTF-16 without a BOM, or a binary file?); save it as UTF-8"
+        )
+    return text
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -252,27 +275,62 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
+def _csv_records(path: Path, text: str, sep: str, name: str) -> list[list[str]]:
+    """Records of a delimited text, parsed strictly; blank lines skipped; errors name the line.
+
+    Strict parsing matters: a field that starts with an unbalanced quote would otherwise swallow the
+    rows after it into one cell without any error.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    records: list[list[str]] = []
+    start = 1  # the line the current record starts on (quoted fields may span lines)
+    limit = csv.field_size_limit()
+    # A huge cell is for cleaning to judge (and drop as too long), not a parse error.
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                reason = str(err).replace("\t", "\\t")
+                quoted = f"the field quoted at line {start} is not closed; " if reader.line_num > start else ""
+                raise DataError(
+                    f"{path}: cannot parse as {name} at line {reader.line_num}: {reason} ({quoted}a field that "
+                    'starts with \'"\' is quoted, and a quote inside it must be doubled: "")'
+                ) from err
+            if record and not (len(record) == 1 and not record[0].strip()):
+                records.append(record)
+                if len(records) > 1 and len(record) != len(records[0]):
+                    n, m, row = len(record), len(records[0]), len(records) - 1
+                    fields = f"{n} field" + "s" * (n != 1)
+                    cause = f"an unquoted {sep!r} inside a field" if n > m else "a line break inside an unquoted field"
+                    raise DataError(
+                        f"{path}: cannot parse as {name} at line {start} (row {row}): {fields}, the header has {m} "
+                        f"({cause}? quote the field)"
+                    )
+            start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
+    return records
+
+
 def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
-    """A TSV/CSV file as a table of strings (quoted fields may span lines; empty cells are "")."""
+    """A TSV/CSV file as a table of strings (quoted fields may span lines; empty cells are "").
+
+    Every row must have as many fields as the header; a malformed row is an error naming its line.
+    """
     sep = "\t" if fmt == "tsv" else ","
     text = _decode(path, _read_bytes(path))
     if not text.strip():
         raise DataError(f"{path}: empty file (no header): no rows")
-    header = next(csv.reader(io.StringIO(text), delimiter=sep))
+    records = _csv_records(path, text, sep, fmt.upper())
+    header = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(records[0])]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataError(f"{path}: line 1: duplicate column names {dupes}")
-    try:
-        with warnings.catch_warnings():
-            # pandas only warns when a data row has more fields than the header: that loses data.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False
-            )
-    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError, csv.Error) as err:
-        raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    return pd.DataFrame(records[1:], columns=header, dtype=object)
 
 
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
@@ -423,12 +481,22 @@ def _is_missing(v: Any) -> bool:
 
 
 def _text(part: _Part, col: str) -> list[str]:
-    """Text cells of ``col``: missing → "", anything but a string is an error naming row and column."""
+    """Text cells of ``col``: missing → "", anything but a string is an error naming row and column.
+
+    A whole cell that is a missing-value placeholder (``NaN``, ``None``, ``null``, ``N/A``, …, as pandas
+    and spreadsheets write a missing value) counts as missing, so cleaning reports the row as empty and
+    the placeholder never becomes a reference. A NUL character is an error (a corrupt or binary file).
+    """
     values = part.frame[col].tolist()
     out = []
     for i, v in enumerate(values):
         if isinstance(v, str):
-            out.append(v)
+            if "\x00" in v:
+                raise DataError(
+                    f"{part.where(i, col)}: NUL character (\\x00) at position {v.index(chr(0))} of "
+                    f"{_short(v)}: the file is corrupt or not UTF-8 text"
+                )
+            out.append("" if v.strip() in _PLACEHOLDERS else v)
         elif _is_missing(v):
             out.append("")
         else:
@@ -445,6 +513,19 @@ def _labels(part: _Part, col: str, what: str) -> list[str]:
             got = "an empty value" if empty else f"{type(v).__name__} {_short(v)}"
             raise DataError(f"{part.where(i, col)}: expected a {what}, got {got}")
         out.append(v.strip())
+    return out
+
+
+def _lang_codes(part: _Part, col: str) -> list[str]:
+    """Language codes of ``col``, lower-cased (``EN`` and ``en`` are one language); see :data:`LANG_CODE`."""
+    out = []
+    for i, v in enumerate(_labels(part, col, "language code")):
+        if not LANG_CODE.fullmatch(v):
+            raise DataError(
+                f"{part.where(i, col)}: {_short(v)} is not a language code (expected an ISO 639 code like "
+                "'en' or 'uk', optionally with a subtag like 'pt-BR')"
+            )
+        out.append(v.lower())
     return out
 
 
@@ -467,7 +548,7 @@ def _scores(part: _Part, col: str) -> list[float]:
     """Numeric toxicity scores (missing → NaN); anything else is an error naming row and column."""
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
-        if _is_missing(v) or (isinstance(v, str) and not v.strip()):
+        if _is_missing(v) or (isinstance(v, str) and (not v.strip() or v.strip() in _PLACEHOLDERS)):
             out.append(math.nan)
             continue
         value = None
@@ -501,7 +582,7 @@ def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
     n = len(part.frame)
 
     if cols.lang is not None:
-        langs = _labels(part, cols.lang, "language code")
+        langs = _lang_codes(part, cols.lang)
     else:
         m = re.fullmatch(r"([a-z]{2,3})_toxic_comment", cols.toxic)  # s-nlp/paradetox: en_toxic_comment
         lang = part.lang or (m.group(1) if m else None) or cfg.default_lang
