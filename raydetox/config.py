@@ -365,6 +365,20 @@ class RayConfig:
     trial_cpus: float = 0.01
     storage_path: str | None = None
     name: str | None = None
+    # Who trains a trial: "ray_train" = a Ray Train worker group (DDP over num_workers, restarted from the
+    # last stage checkpoint on failure); "trial" = the Tune trial's own process (one worker: no worker
+    # group to start, Tune restarts the trial from the same checkpoint); "auto" = "trial" for one worker.
+    executor: Literal["auto", "ray_train", "trial"] = "auto"
+
+    @model_validator(mode="after")
+    def _trial_executor_has_one_worker(self) -> "RayConfig":
+        if self.executor == "trial" and self.num_workers != 1:
+            raise ValueError("ray.executor 'trial' trains in the trial's own process: needs ray.num_workers 1")
+        return self
+
+    def in_trial(self) -> bool:
+        """Whether a trial trains in its own process (see ``executor``)."""
+        return self.executor == "trial" or (self.executor == "auto" and self.num_workers == 1)
 
 
 @dataclass(config=_STRICT)

@@ -5,6 +5,10 @@ A trial is a function trainable that builds and fits a Ray Train ``TorchTrainer`
 to Tune, and the inner run named after the trial id so that a restarted trial finds its own checkpoints.
 Resources: the trial itself holds ~0 CPU and each Ray Train worker the CPUs it computes with, so nested
 trials never deadlock on a small machine; concurrency is capped by the cores.
+
+With one worker per trial (``ray.executor: auto``) the trial runs the same training loop in its own
+process instead: starting a controller and a worker group costs tens of seconds per trial on a small
+machine and buys nothing without DDP (see ``benchmarks/perf.py``, case 1).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from raydetox.data.prepare import prepare
 from raydetox.experiment import base_corpus
 
 LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+POLL_INTERVAL_S = "0.2"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -30,7 +36,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     callers must not import ``ray`` before this function.
     """
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray Train V2 collects a worker's report only when its controller polls (every 2 s by default),
+    # and a worker's next report waits for that: ~2 s lost per stage and per decoding row.
+    train_env = {POLL_ENV: os.environ.get(POLL_ENV, POLL_INTERVAL_S)}
     if not address:
+        os.environ.update(train_env)
         os.environ.setdefault(LOCAL_RAY_ENV, "0")
         # On a busy small machine a worker process can take over a minute to start; the default
         # 60 s makes Ray Train give up on the worker group and retry, which only adds load.
@@ -40,7 +50,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": train_env})
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
 
@@ -101,6 +111,9 @@ def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
         )
         for i in range(n):
             space[f"lr_{i}"] = sampler()
+    if not cfg.sweep.decode_reuse:
+        grid = decode_grid(cfg)
+        space["decode"] = tune.grid_search(grid) if cfg.sweep.search_alg == "grid" else tune.choice(grid)
     if cfg.sweep.lora_r and cfg.lora is not None:
         space["lora_r"] = tune.grid_search(list(cfg.sweep.lora_r)) if cfg.sweep.search_alg == "grid" else tune.choice(
             list(cfg.sweep.lora_r)
@@ -123,11 +136,9 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     ``setup`` (bound with ``tune.with_parameters``) holds what every trial shares: the experiment,
     the prepared data dir, the decoding grid and the storage layout.
     """
-    from ray import train, tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray import tune
 
-    from raydetox.train_ray import train_loop_per_worker
+    from raydetox.train_ray import Session, train_loop_per_worker
 
     trial_id = tune.get_context().get_trial_id()
     experiment = dict(setup["experiment"])
@@ -141,7 +152,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         "experiment": experiment,
         "prepared_dir": setup["prepared_dir"],
         "schedule": trial_schedule(config),
-        "decode_grid": setup["decode_grid"],
+        # decode_reuse off: the trial scores only its own penalty combination.
+        "decode_grid": [list(config["decode"])] if "decode" in config else setup["decode_grid"],
         "meta": {
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
@@ -151,6 +163,14 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     if setup.get("fail_once_at_stage") is not None:
         loop_config["fail_once_at_stage"] = setup["fail_once_at_stage"]
         loop_config["fail_marker"] = str(Path(setup["fail_marker_dir"]) / f"{trial_id}.failed")
+    if setup["in_trial"]:
+        # One worker: the trial process trains itself; no controller or worker group to start.
+        train_loop_per_worker(loop_config, Session(in_trial=True))
+        return
+    from ray import train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -166,6 +186,14 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         ),
     )
     trainer.fit()
+
+
+def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """What Tune reserves for a trial: the worker's share when it trains in-process, else ~nothing
+    (its Ray Train workers hold the CPUs, so nested trials never wait on each other)."""
+    if not cfg.ray.in_trial():
+        return {"CPU": cfg.ray.trial_cpus}
+    return {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1.0} if cfg.ray.use_gpu else {})}
 
 
 def trial_name(trial: Any) -> str:
@@ -284,8 +312,9 @@ def run_sweep(
         "keep_checkpoints": cfg.training.keep_checkpoints,
         "fail_once_at_stage": fail_once_at_stage,
         "fail_marker_dir": str(local_dir),
+        "in_trial": cfg.ray.in_trial(),
     }
-    trainable = tune.with_parameters(tune.with_resources(_trial, {"CPU": cfg.ray.trial_cpus}), setup=setup)
+    trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)
     # Local: each worker takes cpus_per_worker; cap concurrency so workers never wait on each other.
     concurrency = cfg.sweep.max_concurrent_trials or max(
         1, int(n_cpus // (cfg.ray.cpus_per_worker * cfg.ray.num_workers))

@@ -22,13 +22,36 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
+import ray.tune
 import torch
-from ray.train import Checkpoint
 from transformers import TrainerCallback
 
 from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
 from raydetox.data.prepare import load_prepared, prepare
 from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
+
+class Session:
+    """Where a training loop reports to: a Ray Train worker of a worker group, or the Tune trial itself.
+
+    Both run the same loop (:func:`train_loop_per_worker`); only reporting, checkpoint lookup and the
+    worker's rank differ.
+    """
+
+    def __init__(self, in_trial: bool = False) -> None:
+        self.in_trial = in_trial
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.in_trial else ray.train.get_context().get_world_rank()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        lib = ray.tune if self.in_trial else ray.train
+        checkpoint = lib.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        lib.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self) -> Any:
+        return ray.tune.get_checkpoint() if self.in_trial else ray.train.get_checkpoint()
+
 
 def _objective(metrics: dict[str, float], cfg: ExperimentConfig) -> float:
     from raydetox.analysis import objective_value
@@ -39,14 +62,15 @@ def _objective(metrics: dict[str, float], cfg: ExperimentConfig) -> float:
 class RayStageReporter(TrainerCallback):
     """Reports each finished stage to Ray Train (and so to Tune) with a resumable checkpoint."""
 
-    def __init__(self, cfg: ExperimentConfig, meta: dict[str, Any], n_stages: int) -> None:
+    def __init__(self, cfg: ExperimentConfig, meta: dict[str, Any], n_stages: int, session: Session) -> None:
         self.cfg = cfg
         self.meta = meta
         self.n_stages = n_stages
+        self.session = session
 
     def on_stage_end(self, args, state, control, result: StageResult, trainer: CurriculumSeq2SeqTrainer, **_: Any):
         row = stage_row(result, self.cfg, self.meta)
-        rank = ray.train.get_context().get_world_rank()
+        rank = self.session.rank
         print(
             f"[{self.meta.get('trial', 'trial')}] stage {result.index + 1}/{self.n_stages} {result.stage}: "
             f"loss {result.train_loss:.3f} copy {row.get('eval_copy_rate', float('nan')):.3f} "
@@ -54,13 +78,13 @@ class RayStageReporter(TrainerCallback):
             flush=True,
         )
         if rank != 0:
-            ray.train.report({"stage_index": result.index + 1})
+            self.session.report({"stage_index": result.index + 1})
             return
         out = Path(args.output_dir)
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy2(out / STATE_FILE, Path(tmp) / STATE_FILE)
             shutil.copytree(out / result.checkpoint, Path(tmp) / result.checkpoint)
-            ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
+            self.session.report(row, checkpoint_dir=tmp)
 
 
 def stage_row(result: StageResult, cfg: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +106,7 @@ def stage_row(result: StageResult, cfg: ExperimentConfig, meta: dict[str, Any]) 
     return row
 
 
-def _restore(checkpoint: Checkpoint | None, output_dir: Path) -> list[StageResult]:
+def _restore(checkpoint: Any, output_dir: Path) -> list[StageResult]:
     """Copy the last stage checkpoint into ``output_dir``; return the stages it had finished."""
     if checkpoint is None:
         return []
@@ -92,16 +116,15 @@ def _restore(checkpoint: Checkpoint | None, output_dir: Path) -> list[StageResul
     return [StageResult(**r) for r in state["stages"]]
 
 
-def _replay(finished: list[StageResult], cfg: ExperimentConfig, meta: dict[str, Any]) -> None:
+def _replay(finished: list[StageResult], cfg: ExperimentConfig, meta: dict[str, Any], session: Session) -> None:
     """Report the finished stages again after a restart.
 
     A trial restarted by Tune (driver interrupted, ``--resume``) begins a fresh result file, so rows
     reported before the restart would be lost; replaying them from the checkpointed state keeps every
     row. Analysis keeps the last report per (trial, phase, stage, penalties), so replays never double.
     """
-    rank = ray.train.get_context().get_world_rank()
     for result in finished:
-        ray.train.report(stage_row(result, cfg, meta) if rank == 0 else {"stage_index": result.index + 1})
+        session.report(stage_row(result, cfg, meta) if session.rank == 0 else {"stage_index": result.index + 1})
 
 
 def _threads() -> int:
@@ -120,11 +143,15 @@ def _quiet_worker_logs() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry: run ``config['schedule']`` then the decoding sweep; report rows per the contract."""
-    from ray.train.huggingface.transformers import prepare_trainer
+def train_loop_per_worker(config: dict[str, Any], session: Session | None = None) -> None:
+    """Ray Train entry: run ``config['schedule']`` then the decoding sweep; report rows per the contract.
 
+    With ``Session(in_trial=True)`` the same loop runs inside the Tune trial's own process (one worker,
+    no worker group to start) and reports to Tune directly.
+    """
     from raydetox.experiment import build_trainer
+
+    session = session or Session()
 
     torch.set_num_threads(_threads())
     _quiet_worker_logs()
@@ -133,19 +160,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     prepared = load_prepared(prepared_dir) if prepared_dir.is_dir() else prepare(cfg, prepared_dir)
     schedule = [StageConfig(**s) for s in config["schedule"]]
     meta = dict(config.get("meta", {}))
-    ctx = ray.train.get_context()
-    output_dir = Path(tempfile.mkdtemp(prefix=f"raydetox-{meta.get('trial', 'run')}-r{ctx.get_world_rank()}-"))
+    output_dir = Path(tempfile.mkdtemp(prefix=f"raydetox-{meta.get('trial', 'run')}-r{session.rank}-"))
     try:
-        finished = _restore(ray.train.get_checkpoint(), output_dir)
-        _replay(finished, cfg, meta)
+        finished = _restore(session.checkpoint(), output_dir)
+        _replay(finished, cfg, meta, session)
         fail_at = config.get("fail_once_at_stage")
-        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule))]
+        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule), session)]
         if fail_at is not None:
             callbacks.append(FailOnceCallback(int(fail_at), Path(config["fail_marker"])))
         trainer = build_trainer(cfg, prepared, output_dir, callbacks=callbacks)
-        trainer = prepare_trainer(trainer)
+        if not session.in_trial:
+            from ray.train.huggingface.transformers import prepare_trainer
+
+            trainer = prepare_trainer(trainer)
         trainer.run_schedule(schedule, resume=True)
-        _decode_sweep(trainer, cfg, prepared, meta, len(schedule), schedule[-1].stage, config["decode_grid"])
+        _decode_sweep(trainer, cfg, prepared, meta, len(schedule), schedule[-1].stage, config["decode_grid"], session)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 
@@ -158,16 +187,23 @@ def _decode_sweep(
     n_stages: int,
     last_stage: str,
     grid: list[list[float]],
+    session: Session,
 ) -> None:
     """Score every (toxic_penalty, copy_penalty) on the final weights; one report per combination."""
-    rank = ray.train.get_context().get_world_rank()
+    rank = session.rank
+    last = trainer.stage_results[-1] if trainer.stage_results else None
     for toxic, copy in grid:
         if rank != 0:
-            ray.train.report({"stage_index": n_stages})
+            session.report({"stage_index": n_stages})
             continue
         decoding = dataclasses.replace(cfg.decoding, toxic_penalty=float(toxic), copy_penalty=float(copy))
         t0 = time.perf_counter()
-        metrics, _ = trainer.generate_and_score(prepared.validation, decoding=decoding, prefix="eval_")
+        reused = last is not None and decoding == cfg.decoding and "eval_copy_rate" in last.metrics
+        if reused:
+            # The last stage was scored on these very weights with these settings: the same numbers.
+            metrics = dict(last.metrics)
+        else:
+            metrics, _ = trainer.generate_and_score(prepared.validation, decoding=decoding, prefix="eval_")
         row = {
             "phase": "decode",
             "stage_index": n_stages,
@@ -175,11 +211,12 @@ def _decode_sweep(
             "toxic_penalty": float(toxic),
             "copy_penalty": float(copy),
             "decode_seconds": time.perf_counter() - t0,
+            "decode_reused": reused,
             **meta,
             **metrics,
         }
         row["objective"] = _objective(metrics, cfg)
-        ray.train.report(row)
+        session.report(row)
 
 
 class FailOnceCallback(TrainerCallback):

@@ -178,3 +178,11 @@ def test_cli_missing_data_path_is_one_line_before_any_work(
         "found (and not a hub id 'owner/name')\n"
     )
     assert not (tmp_path / "runs").exists()  # nothing prepared, no sweep directory, no Ray
+
+
+def test_ray_executor_resolution_and_the_one_worker_rule() -> None:
+    assert config_from_dict({}).ray.in_trial()  # auto, one worker: the trial trains itself
+    assert not config_from_dict({"ray": {"num_workers": 2}}).ray.in_trial()
+    assert not config_from_dict({"ray": {"executor": "ray_train"}}).ray.in_trial()
+    with pytest.raises(ConfigError, match="key 'ray'.*needs ray.num_workers 1"):
+        config_from_dict({"ray": {"executor": "trial", "num_workers": 2}}, origin="x.yaml")

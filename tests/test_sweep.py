@@ -66,6 +66,13 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     decode = df[df["phase"] == "decode"]
     assert sorted(decode["toxic_penalty"].tolist()) == [0.0, 0.0, float("inf"), float("inf")]
     assert set(df["ordering"]) == {"easy>full", "hard>full"}
+    # (0, 0) is the decoding the stages were scored with: its row reuses the last stage's scores, the
+    # other setting is generated and scored anew.
+    last_stage = df[(df["phase"] == "stage") & (df["stage_index"] == 2)].set_index("trial_id")
+    for row in decode.itertuples():
+        assert row.decode_reused == (row.toxic_penalty == 0.0)
+        if row.decode_reused:
+            assert row.eval_chrf == last_stage.loc[row.trial_id, "eval_chrf"]
     # A second sweep into the same results would mix its rows with these: refused before Ray starts.
     with pytest.raises(FileExistsError, match="--resume"):
         run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
@@ -95,10 +102,12 @@ def test_asha_stops_a_worse_trial_at_a_stage_boundary(mpd_dir: Path, tmp_path: P
     assert last_stage[bad] == 1 and (df.loc[df["trial_id"] == bad, "phase"] == "decode").sum() == 0
 
 
+@pytest.mark.parametrize("executor", ["trial", "ray_train"])
 def test_trial_failing_mid_stage_resumes_from_stage_checkpoint(
-    mpd_dir: Path, tmp_path: Path, embedded_cache: Path
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path, executor: str
 ) -> None:
-    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy", "full"]]})
+    # "trial": Tune restarts the trial; "ray_train": Ray Train restarts its worker group inside the trial.
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy", "full"]], "ray.executor": executor})
     results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"), fail_once_at_stage=1)
     assert not [r for r in results if r.error]
     exp_dir = tmp_path / "sweeps" / cfg.name
@@ -190,3 +199,15 @@ def _is_loopback(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
     mapped = getattr(addr, "ipv4_mapped", None)  # '::ffff:127.0.0.1' is IPv4 loopback
     return (mapped or addr).is_loopback
+
+
+def test_decode_reuse_off_makes_each_penalty_its_own_trial(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    from raydetox.sweep import param_space
+
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache)
+    assert "decode" not in param_space(cfg)
+    off = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.decode_reuse": False})
+    space = param_space(off)
+    # Tune's grid over (orderings × penalty pairs): every trial retrains and scores one pair.
+    assert space["decode"] == {"grid_search": decode_grid(off)}
+    assert len(space["variant"]["grid_search"]) * len(space["decode"]["grid_search"]) == 4
