@@ -138,7 +138,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from raydetox.train_ray import Session, train_loop_per_worker
+    from raydetox.train_ray import LoopbackTorchConfig, Session, train_loop_per_worker
 
     trial_id = tune.get_context().get_trial_id()
     experiment = dict(setup["experiment"])
@@ -154,6 +154,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         "schedule": trial_schedule(config),
         # decode_reuse off: the trial scores only its own penalty combination.
         "decode_grid": [list(config["decode"])] if "decode" in config else setup["decode_grid"],
+        "work_dir": str(Path(setup["prepared_dir"]).parent / "work"),
         "meta": {
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
@@ -174,6 +175,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
+        torch_config=LoopbackTorchConfig(),
         scaling_config=train.ScalingConfig(
             num_workers=int(ray_cfg["num_workers"]), use_gpu=bool(ray_cfg["use_gpu"]), resources_per_worker=per_worker
         ),
@@ -181,11 +183,16 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             name=f"train-{trial_id}",
             storage_path=setup["train_storage"],
             failure_config=train.FailureConfig(max_failures=int(setup["max_failures"])),
-            checkpoint_config=train.CheckpointConfig(num_to_keep=int(setup["keep_checkpoints"])),
+            checkpoint_config=train.CheckpointConfig(num_to_keep=num_to_keep(int(setup["keep_checkpoints"]))),
             callbacks=[TuneReportCallback()],
         ),
     )
     trainer.fit()
+
+
+def num_to_keep(keep_checkpoints: int) -> int | None:
+    """Ray's ``num_to_keep`` for ``training.keep_checkpoints``: the last N, all when N <= 0 (Ray refuses 0)."""
+    return keep_checkpoints if keep_checkpoints > 0 else None
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
@@ -341,6 +348,8 @@ def run_sweep(
                 name=name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                # Trials that train in-process checkpoint through Tune: the same retention applies.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep(cfg.training.keep_checkpoints)),
             ),
         )
     return tuner.fit()

@@ -1,4 +1,5 @@
-"""Ray Tune sweeps on a local Ray bound to loopback: rows, stage reports, ASHA, fault resume, sweep resume.
+"""Ray Tune sweeps on a local Ray bound to loopback: rows, stage reports, ASHA, fault resume (driver
+interruption and killed workers: tests/test_faults.py).
 
 Each test runs a real sweep (Ray Train workers inside Tune trials) on a tiny slice of the real data with
 a tiny embedded base; Ray is started by the sweep and shut down after each test.
@@ -7,19 +8,13 @@ a tiny embedded base; Ray is started by the sweep and shut down after each test.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from raydetox.analysis import analyze, load_results
-from raydetox.config import dump_config
-from raydetox.sweep import LOCAL_RAY_ENV, decode_grid, run_sweep, variants
+from raydetox.sweep import decode_grid, run_sweep, variants
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -124,45 +119,16 @@ def test_trial_failing_mid_stage_resumes_from_stage_checkpoint(
     assert stage1[0]["stage_seconds"] == stage1[1]["stage_seconds"] and stage1[0]["eval_loss"] == stage1[1]["eval_loss"]
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
-    mpd_dir: Path, tmp_path: Path, embedded_cache: Path
-) -> None:
-    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.max_concurrent_trials": 1})
-    config_path = tmp_path / "sweep.yaml"
-    dump_config(cfg, config_path)
-    exp_dir = tmp_path / "sweeps" / cfg.name
-    env = {**os.environ, LOCAL_RAY_ENV: "0"}
-    cmd = [sys.executable, "-m", "raydetox.cli", "sweep", str(config_path), "--storage", str(tmp_path / "sweeps")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def trial_statuses(exp_dir: Path) -> list[str]:
+    """Trial statuses in the sweep's saved experiment state (what ``--resume`` will start from)."""
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return []
     try:
-        # Interrupt once the first trial has finished (its last decode row is on disk).
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if exp_dir.is_dir() and (_safe_rows(exp_dir)["phase"] == "decode").sum() >= 2:
-                break
-            assert proc.poll() is None, "sweep ended before it could be interrupted"
-            time.sleep(1)
-        else:
-            pytest.fail("first trial did not finish in time")
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    before = _safe_rows(exp_dir)
-    finished = set(before.loc[before["phase"] == "decode", "trial_id"])
-    assert len(finished) == 1
-    results = run_sweep(cfg, resume=True, storage_path=str(tmp_path / "sweeps"))
-    assert len(results) == 2 and not [r for r in results if r.error]
-    after = _rows(exp_dir)
-    assert len(after) == 8 and not after.duplicated(["trial_id", "phase", "stage_index", "toxic_penalty"]).any()
-    # The finished trial was not re-run: its rows are the ones written before the interruption.
-    done = sorted(finished)[0]
-    pd.testing.assert_series_equal(
-        before[before["trial_id"] == done].set_index(["phase", "stage_index", "toxic_penalty"])["eval_chrf"].sort_index(),
-        after[after["trial_id"] == done].set_index(["phase", "stage_index", "toxic_penalty"])["eval_chrf"].sort_index(),
-    )
+        data = json.loads(states[-1].read_text())
+        return [json.loads(t[0] if isinstance(t, list) else t)["status"] for t in data["trial_data"]]
+    except (OSError, ValueError, KeyError):  # being copied
+        return []
 
 
 def _safe_rows(exp_dir: Path) -> pd.DataFrame:
