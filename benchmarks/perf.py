@@ -1,0 +1,773 @@
+"""Performance benchmarks: Ray overhead, decoding-sweep reuse, sweep parallel efficiency, generation and
+scoring throughput, a peer (transformers' ``hyperparameter_search(backend="ray")``), growth with data.
+
+    python benchmarks/perf.py                 # all seven cases at full size (~40 min on 2 cores)
+    python benchmarks/perf.py --quick         # tiny sizes (a smoke run)
+    python benchmarks/perf.py --cases 1,4     # some cases only
+
+Every measured run is a fresh subprocess (``perf.py --job NAME --spec FILE``) so that its wall time
+includes imports and Ray start-up, and its memory is the peak of the summed RSS of the subprocess and
+every descendant (Ray's GCS, raylet and worker processes included), sampled every 0.1 s. Each case prints a
+table of medians over ``--repeats`` and the ratios measured in the same run; everything is also written
+to ``<out>/perf.md`` and ``<out>/perf.json``.
+
+All training runs start from the same base model directory (the embedded base of the quickstart, built
+once and cached), so that every variant of a case does the same learning work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/perf.py` from a checkout
+    sys.path.insert(0, str(REPO))
+
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+DATA_ENV = "RAYDETOX_DATA"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "multilingual_paradetox"
+QUICKSTART = REPO / "experiments" / "quickstart.yaml"
+
+# A base model a few seconds to build: the quick variant measures the code paths, not the model.
+QUICK_EMBEDDED = {
+    "vocab_size": 1200, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+    "num_heads": 2, "max_length": 32, "curriculum_length": 16, "batch_size": 16, "build_seconds": 60,
+    "max_steps": 60, "rounds": 1, "lr": 1.0e-2,
+}
+
+PEER_CANNOT = [
+    ("stage orderings (curricula)", "one train set per run; a schedule of subsets needs custom code"),
+    ("per-stage learning rates / epochs", "one learning_rate and num_train_epochs per trial"),
+    ("decoding-penalty sweep on one checkpoint", "each setting is a trial that retrains"),
+    ("stage-boundary early stopping", "ASHA sees only step-interval evals; stages are not a unit"),
+    ("resume a trial from its last stage", "resumes HF step checkpoints of one train() call"),
+    ("copy-rate / BERTScore rows per stage and per penalty", "one objective number per eval"),
+]
+
+
+# --- measuring -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Measured:
+    """One subprocess run: wall seconds, peak summed RSS of its process tree (MiB), its result dict."""
+
+    wall: float
+    peak_mib: float
+    result: dict[str, Any]
+
+
+def _tree_rss(root: Any) -> int:
+    import psutil
+
+    total = 0
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass  # exited between listing and reading
+    return total
+
+
+def run_job(name: str, spec: dict[str, Any], work: Path, tag: str) -> Measured:
+    """Run ``perf.py --job name`` in a fresh process; measure wall time and peak process-tree RSS."""
+    import psutil
+
+    work.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "result": str(work / f"{tag}.result.json"), "work": str(work / tag)}
+    spec_path = work / f"{tag}.spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    log_path = work / f"{tag}.log"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--job", name, "--spec", str(spec_path)]
+    peak = 0
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=_job_env())
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(root))
+            time.sleep(0.1)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"benchmark job {name} ({tag}) failed with exit code {proc.returncode}; "
+                           f"log {log_path}:\n{tail}")
+    result = json.loads(Path(spec["result"]).read_text())
+    return Measured(wall, peak / 2**20, result)
+
+
+def _job_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.setdefault(key, "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def repeat(n: int, fn: Callable[[int], Measured]) -> list[Measured]:
+    return [fn(i) for i in range(n)]
+
+
+def med(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+# --- configs ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Bench:
+    """What every case shares: sizes by mode, the data, the base model dir and the output dir."""
+
+    quick: bool
+    out: Path
+    data: str
+    repeats: int
+    train_repeats: int
+    cache_dir: str | None = None
+    base_dir: str = ""
+
+    def raw(self, rows_per_lang: int | None = None, **overrides: Any) -> dict[str, Any]:
+        """The quickstart experiment with the benchmark's data, base model and ``overrides`` (dotted keys)."""
+        from raydetox.config import set_dotted
+
+        raw = yaml.safe_load(QUICKSTART.read_text())
+        raw["data"]["source"] = self.data
+        raw["output_dir"] = str(self.out / "runs")
+        raw["lexicon"]["wordlists"] = [str(REPO.parent / "shared" / "data" / "lexicons" / "ldnoobw_v2" / "{lang}.txt")]
+        if self.quick:
+            raw["data"]["max_rows_per_lang"] = 24
+            raw["cleaning"]["drop_already_neutral"] = False
+            raw["lexicon"]["min_count"] = 1
+            raw["split"].update({"train": 0.6, "validation": 0.2, "test": 0.2})
+            raw["model"].update({"max_source_length": 32, "max_target_length": 32, "embedded": dict(QUICK_EMBEDDED)})
+            raw["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
+            raw["training"].update({"batch_size": 8, "eval_batch_size": 32, "max_steps_per_stage": 2})
+            raw["decoding"].update({"max_new_tokens": 24, "batch_size": 32})
+            raw["metrics"] = {"bertscore_batch_size": 32}
+        elif rows_per_lang:
+            raw["data"]["max_rows_per_lang"] = rows_per_lang
+        if self.cache_dir:
+            raw["model"]["cache_dir"] = self.cache_dir
+        if self.base_dir:
+            raw["model"]["name_or_path"] = self.base_dir
+        raw["sweep"].update({"include_baseline": False, "toxic_penalty": [0.0], "copy_penalty": [0.0],
+                             "max_failures": 0})
+        for key, value in overrides.items():
+            set_dotted(raw, key, value)
+        return raw
+
+    def write(self, raw: dict[str, Any], name: str) -> str:
+        from raydetox.config import config_from_dict
+
+        config_from_dict(raw, origin=name)  # validate here: a bad benchmark config fails before any job
+        path = self.out / "configs" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+        return str(path)
+
+
+def four_stages() -> list[dict[str, Any]]:
+    return yaml.safe_load(QUICKSTART.read_text())["schedule"]
+
+
+# --- jobs (each runs in its own process) -----------------------------------------------------------
+
+
+def job_base(spec: dict[str, Any]) -> dict[str, Any]:
+    """Prepare the data of the config and build (or find in the cache) its embedded base."""
+    from raydetox.config import load_config
+    from raydetox.data.prepare import prepare
+    from raydetox.experiment import base_corpus
+    from raydetox.modeling import build_embedded_base
+
+    cfg = load_config(spec["config"])
+    prepared = prepare(cfg, Path(spec["work"]) / "data")
+    path = build_embedded_base(base_corpus(prepared), cfg.model.embedded, cfg.model.cache_dir, progress=False)
+    return {"base_dir": str(path)}
+
+
+def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
+    """The schedule as a plain HF script: a ``Seq2SeqTrainer`` per stage, ``predict`` with generation."""
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+
+    from raydetox.config import load_config
+    from raydetox.data.prepare import prepare
+    from raydetox.metrics import get_scorer
+    from raydetox.modeling import apply_lora, load_base
+
+    cfg = load_config(spec["config"])
+    torch.set_num_threads(cfg.training.torch_threads or torch.get_num_threads())
+    work = Path(spec["work"])
+    prepared = prepare(cfg, work / "data")
+    set_seed(cfg.training.seed)
+    model, tok = load_base(cfg.model)
+    model = apply_lora(model, cfg.lora)
+    src_len, tgt_len = cfg.model.max_source_length, cfg.model.max_target_length
+
+    def encode(frame: pd.DataFrame) -> Dataset:
+        ds = Dataset.from_pandas(frame[["toxic", "neutral"]].reset_index(drop=True))
+
+        def fn(batch: dict[str, list[str]]) -> dict[str, Any]:
+            enc = tok(batch["toxic"], max_length=src_len, truncation=True)
+            enc["labels"] = tok(text_target=batch["neutral"], max_length=tgt_len, truncation=True)["input_ids"]
+            return enc
+
+        return ds.map(fn, batched=True, remove_columns=["toxic", "neutral"])
+
+    val = prepared.validation
+    val_ds = encode(val)
+    scorer = get_scorer(cfg.metrics, prepared.lexicon)
+    collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
+    train_seconds, rows = 0.0, []
+    for i, stage in enumerate(cfg.schedule):
+        args = Seq2SeqTrainingArguments(
+            output_dir=str(work / "hf"),
+            per_device_train_batch_size=cfg.training.batch_size,
+            per_device_eval_batch_size=cfg.decoding.batch_size,
+            learning_rate=stage.lr,
+            num_train_epochs=stage.epochs,
+            max_steps=cfg.training.max_steps_per_stage or -1,
+            warmup_steps=cfg.training.warmup_ratio,
+            lr_scheduler_type=cfg.training.lr_scheduler,
+            seed=cfg.training.seed,
+            train_sampling_strategy="group_by_length",  # the same batches as raydetox (an HF option)
+            predict_with_generate=True,
+            generation_max_length=cfg.decoding.max_new_tokens,
+            generation_num_beams=cfg.decoding.num_beams,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=True,
+        )
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=encode(prepared.stages[stage.stage]),
+                                 data_collator=collator, processing_class=tok)
+        t0 = time.perf_counter()
+        out = trainer.train()
+        train_seconds += time.perf_counter() - t0
+        pred = trainer.predict(val_ds)
+        ids = np.where(pred.predictions != -100, pred.predictions, tok.pad_token_id)
+        outputs = tok.batch_decode(ids, skip_special_tokens=True)
+        scores = scorer.score(list(val["toxic"]), outputs, [list(r) for r in val["refs"]], list(val["lang"]), prefix="eval_")
+        model.save_pretrained(work / "checkpoints" / f"stage-{i:02d}-{stage.stage}")
+        rows.append({"stage": stage.stage, "steps": out.global_step, "eval_loss": pred.metrics.get("test_loss"),
+                     "eval_copy_rate": scores["eval_copy_rate"]})
+    return {"train_seconds": train_seconds, "stages": rows}
+
+
+def job_raydetox_train(spec: dict[str, Any]) -> dict[str, Any]:
+    """The schedule through raydetox in-process (what ``raydetox train`` runs, without its test report)."""
+    from raydetox.config import load_config
+    from raydetox.data.prepare import prepare
+    from raydetox.experiment import build_trainer
+
+    cfg = load_config(spec["config"])
+    work = Path(spec["work"])
+    prepared = prepare(cfg, work / "data")
+    trainer = build_trainer(cfg, prepared, work / "run")
+    results = trainer.run_schedule(cfg.schedule, resume=False)
+    return {"train_seconds": sum(r.seconds for r in results),
+            "stages": [{"stage": r.stage, "steps": r.steps, "eval_loss": r.metrics.get("eval_loss"),
+                        "eval_copy_rate": r.metrics.get("eval_copy_rate")} for r in results]}
+
+
+def job_sweep(spec: dict[str, Any]) -> dict[str, Any]:
+    """``raydetox sweep`` in this process (local Ray on loopback, started and stopped here)."""
+    from raydetox.analysis import load_results
+    from raydetox.config import load_config
+    from raydetox.sweep import run_sweep, sweep_paths
+
+    cfg = load_config(spec["config"])
+    t0 = time.perf_counter()
+    results = run_sweep(cfg, storage_path=str(Path(spec["work"]) / "sweeps"), overwrite=True)
+    sweep_seconds = time.perf_counter() - t0
+    errors = [str(r.error) for r in results if r.error]
+    if errors:
+        raise RuntimeError(f"sweep trials failed: {errors}")
+    import ray
+
+    ray.shutdown()
+    _, _, exp_dir = sweep_paths(cfg, str(Path(spec["work"]) / "sweeps"))
+    df = load_results(exp_dir)
+    stage = df[df["phase"] == "stage"]
+    decode = df[df["phase"] == "decode"]
+    trial_seconds = df.groupby("trial_id")["time_total_s"].max()
+    return {
+        "sweep_seconds": sweep_seconds,
+        "trials": int(df["trial_id"].nunique()),
+        "rows": len(df),
+        "trial_seconds": [float(s) for s in trial_seconds],
+        "train_seconds": float(stage["stage_seconds"].sum()),
+        "decode_seconds": float(decode["decode_seconds"].sum()) if "decode_seconds" in decode else 0.0,
+        "decode_rows": len(decode),
+    }
+
+
+def job_generation(spec: dict[str, Any]) -> dict[str, Any]:
+    """Sentences/s of length-sorted batched ``generate`` vs naive input-order batches, ± logits processors."""
+    import torch
+
+    from raydetox.config import DecodingConfig, load_config
+    from raydetox.data.io import load_pairs
+    from raydetox.data.lexicon import Lexicon
+    from raydetox.decoding import generate, naive_generate
+    from raydetox.experiment import toxic_token_ids
+    from raydetox.modeling import apply_lora, load_base
+
+    cfg = load_config(spec["config"])
+    torch.set_num_threads(cfg.training.torch_threads or torch.get_num_threads())
+    pairs = load_pairs(cfg.data).sample(frac=1.0, random_state=0).head(spec["n"])
+    texts = list(pairs["toxic"])
+    model, tok = load_base(cfg.model)
+    model = apply_lora(model, cfg.lora)
+    lexicon = Lexicon.learn(pairs, cfg.lexicon)
+    settings = {
+        "none": dataclasses.replace(cfg.decoding),
+        # Processors on but ~0 strength: the same outputs, so the time difference is their cost alone.
+        "processors ~0": dataclasses.replace(cfg.decoding, toxic_penalty=1e-6, copy_penalty=1e-6),
+        "processors tox=inf copy=1": dataclasses.replace(cfg.decoding, toxic_penalty=float("inf"), copy_penalty=1.0),
+    }
+    banned = toxic_token_ids(lexicon, tok, cfg.decoding)
+    rows = []
+    for rep in range(spec["repeats"]):
+        for setting, dec in settings.items():
+            for how, fn in (("sorted (raydetox)", generate), ("naive input order", naive_generate)):
+                t0 = time.perf_counter()
+                outs = fn(model, tok, texts, dec, toxic_token_ids=banned, max_source_length=cfg.model.max_source_length)
+                seconds = time.perf_counter() - t0
+                rows.append({"batching": how, "processors": setting, "repeat": rep, "seconds": seconds,
+                             "out_tokens": sum(len(tok(o)["input_ids"]) for o in outs) / len(outs)})
+    return {"n": len(texts), "rows": rows, "banned_ids": len(banned)}
+
+
+def job_scoring(spec: dict[str, Any]) -> dict[str, Any]:
+    """Score 3,600 outputs (BERTScore vs refs and vs input, chrF, BLEU, toxicity, J) twice in one process."""
+    import resource
+
+    import torch
+
+    from raydetox.config import load_config
+    from raydetox.data.io import load_pairs
+    from raydetox.data.lexicon import Lexicon
+    from raydetox.metrics import get_scorer, load_counts, reference_systems
+
+    cfg = load_config(spec["config"])
+    torch.set_num_threads(cfg.training.torch_threads or torch.get_num_threads())
+    pairs = load_pairs(cfg.data).head(spec["n"])
+    lexicon = Lexicon.learn(pairs, cfg.lexicon)
+    src, refs, langs = list(pairs["toxic"]), [list(r) for r in pairs["refs"]], list(pairs["lang"])
+    outputs = reference_systems(src, refs, langs, lexicon)["delete"]  # near-copies, not the sources
+    timings = []
+    for call in range(2):
+        scorer = get_scorer(cfg.metrics, lexicon)  # the same scorer object: models loaded once
+        t0 = time.perf_counter()
+        scores = scorer.score(src, outputs, refs, langs, prefix="")
+        timings.append(time.perf_counter() - t0)
+    loads = load_counts()
+    if loads.get("bertscore", 0) != 1:
+        raise AssertionError(f"BERTScore model loaded {loads.get('bertscore')} times in one process, expected 1")
+    return {"n": len(outputs), "seconds": timings, "loads": loads, "chrf": scores["chrf"],
+            "bertscore_f1": scores["bertscore_f1"],
+            "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
+    """The same single-stage lr trials through ``Trainer.hyperparameter_search(backend="ray")``."""
+    from raydetox.sweep import init_ray
+
+    init_ray(num_cpus=os.cpu_count())  # before anything imports ray: loopback-only local Ray
+    import numpy as np
+    from datasets import Dataset
+    from ray import tune
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+
+    from raydetox.config import load_config
+    from raydetox.data.prepare import prepare
+    from raydetox.metrics import get_scorer
+    from raydetox.modeling import apply_lora, load_base
+
+    cfg = load_config(spec["config"])
+    work = Path(spec["work"])
+    t0 = time.perf_counter()
+    prepared = prepare(cfg, work / "data")
+    _, tok = load_base(cfg.model)
+    stage = cfg.schedule[0]
+    src_len, tgt_len = cfg.model.max_source_length, cfg.model.max_target_length
+
+    def encode(frame: pd.DataFrame) -> Dataset:
+        ds = Dataset.from_pandas(frame[["toxic", "neutral"]].reset_index(drop=True))
+
+        def fn(batch: dict[str, list[str]]) -> dict[str, Any]:
+            enc = tok(batch["toxic"], max_length=src_len, truncation=True)
+            enc["labels"] = tok(text_target=batch["neutral"], max_length=tgt_len, truncation=True)["input_ids"]
+            return enc
+
+        return ds.map(fn, batched=True, remove_columns=["toxic", "neutral"])
+
+    val = prepared.validation
+    metrics_cfg, lexicon = cfg.metrics, prepared.lexicon
+    val_src, val_refs, val_langs = list(val["toxic"]), [list(r) for r in val["refs"]], list(val["lang"])
+    model_cfg, lora_cfg, seed = cfg.model, cfg.lora, cfg.training.seed
+
+    def model_init(trial: Any = None) -> Any:
+        set_seed(seed)
+        model, _ = load_base(model_cfg)
+        return apply_lora(model, lora_cfg)
+
+    def compute_metrics(pred: Any) -> dict[str, float]:
+        ids = np.where(pred.predictions != -100, pred.predictions, tok.pad_token_id)
+        outputs = tok.batch_decode(ids, skip_special_tokens=True)
+        return get_scorer(metrics_cfg, lexicon).score(val_src, outputs, val_refs, val_langs, prefix="")
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(work / "hf"),
+        per_device_train_batch_size=cfg.training.batch_size,
+        per_device_eval_batch_size=cfg.decoding.batch_size,
+        num_train_epochs=stage.epochs,
+        max_steps=cfg.training.max_steps_per_stage or -1,
+        seed=seed,
+        train_sampling_strategy="group_by_length",
+        predict_with_generate=True,
+        generation_max_length=cfg.decoding.max_new_tokens,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = Seq2SeqTrainer(
+        model_init=model_init, args=args, train_dataset=encode(prepared.stages[stage.stage]), eval_dataset=encode(val),
+        data_collator=DataCollatorForSeq2Seq(tok, model=model_init(), label_pad_token_id=-100),
+        processing_class=tok, compute_metrics=compute_metrics,
+    )
+    best = trainer.hyperparameter_search(
+        hp_space=lambda _: {"learning_rate": tune.grid_search(list(spec["lrs"]))},
+        backend="ray",
+        n_trials=1,
+        direction="maximize",
+        compute_objective=lambda m: m["eval_bertscore_f1"],
+        resources_per_trial={"cpu": 1},
+        max_concurrent_trials=spec["concurrency"],
+        storage_path=str(work / "peer"),
+        name="peer",
+        verbose=0,
+    )
+    seconds = time.perf_counter() - t0
+    import ray
+
+    ray.shutdown()
+    return {"seconds": seconds, "trials": len(best.run_summary.trials), "best_lr": best.hyperparameters["learning_rate"]}
+
+
+JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "base": job_base, "plain_hf": job_plain_hf, "raydetox_train": job_raydetox_train, "sweep": job_sweep,
+    "generation": job_generation, "scoring": job_scoring, "peer": job_peer,
+}
+
+
+# --- cases -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Table:
+    """One case's printed result."""
+
+    number: int
+    title: str
+    frame: pd.DataFrame
+    notes: list[str]
+
+    def markdown(self) -> str:
+        lines = [f"### {self.number}. {self.title}", "", self.frame.to_markdown(index=False, floatfmt=".3g"), ""]
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _mib(values: Sequence[Measured]) -> float:
+    return med([m.peak_mib for m in values])
+
+
+def case_ray_overhead(b: Bench) -> Table:
+    """Same schedule, data, steps and seed: plain HF vs raydetox in-process vs one Tune trial (1 worker)."""
+    threads = 1 if b.quick else 2
+    raw = b.raw(**{"training.torch_threads": threads, "ray.cpus_per_worker": 1.0,
+                   "sweep.orderings": [[s["stage"] for s in four_stages()]], "sweep.lr": [1.0e-3]})
+    # The sweep's single ordering runs with one lr; give the other paths the same schedule.
+    raw["schedule"] = [{**s, "lr": 1.0e-3} for s in four_stages()]
+    config = b.write(raw, "ray_overhead")
+    raw_worker = {**raw, "ray": {**raw.get("ray", {}), "executor": "ray_train"}}
+    config_worker = b.write(raw_worker, "ray_overhead_worker")
+    work = b.out / "case1"
+    variants = {
+        "(a) plain HF Seq2SeqTrainer": ("plain_hf", config),
+        "(b) raydetox train (in-process)": ("raydetox_train", config),
+        "(c) Tune trial + 1 Ray Train worker (executor ray_train)": ("sweep", config_worker),
+        "(c') Tune trial training in-process (executor auto, default)": ("sweep", config),
+    }
+    runs = {name: [run_job(job, {"config": cfg}, work, f"v{k}_{i}") for i in range(b.train_repeats)]
+            for k, (name, (job, cfg)) in enumerate(variants.items())}
+    base = med([m.wall for m in runs["(a) plain HF Seq2SeqTrainer"]])
+    rows = []
+    for name, ms in runs.items():
+        wall = med([m.wall for m in ms])
+        trial = med([max(m.result["trial_seconds"]) for m in ms]) if "trial_seconds" in ms[0].result else float("nan")
+        rows.append({"variant": name, "n": len(ms), "wall s": wall, "trial s (inside Tune)": trial,
+                     "training s (in stages)": med([m.result["train_seconds"] for m in ms]),
+                     "peak RSS tree MiB": _mib(ms), "ratio to (a)": wall / base})
+    notes = [
+        f"schedule: {len(raw['schedule'])} stages × 1 epoch, each followed by validation loss + generation + "
+        f"scoring; torch threads {threads}; wall = the whole process: start, imports, data preparation, "
+        "and for (c)/(c') Ray start-up and shutdown",
+        f"goal (c)/(a) ≤ 1.10 for a job ≥ 2 min, (a) = {base:.0f} s: (c)/(a) = {rows[2]['ratio to (a)']:.3f}, "
+        f"(c')/(a) = {rows[3]['ratio to (a)']:.3f}, (b)/(a) = {rows[1]['ratio to (a)']:.3f}",
+    ]
+    return Table(1, "Ray overhead", pd.DataFrame(rows), notes)
+
+
+def _decode_raw(b: Bench) -> dict[str, Any]:
+    return b.raw(rows_per_lang=200, **{
+        "training.torch_threads": 1 if b.quick else 2, "sweep.max_concurrent_trials": 1,
+        "sweep.orderings": [[s["stage"] for s in four_stages()]], "sweep.toxic_penalty": [0.0, 2.0, float("inf")],
+        "sweep.copy_penalty": [0.0, 1.0]})
+
+
+def case_decode_reuse(b: Bench) -> Table:
+    """K = 6 penalty settings on one trained checkpoint vs K trials that each retrain."""
+    work = b.out / "case2"
+    reuse = b.write(_decode_raw(b), "decode_reuse")
+    retrain_raw = _decode_raw(b)
+    retrain_raw["sweep"]["decode_reuse"] = False
+    retrain = b.write(retrain_raw, "decode_retrain")
+    one = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": reuse}, work, f"reuse{i}"))
+    each = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": retrain}, work, f"retrain{i}"))
+    k = len(_decode_raw(b)["sweep"]["toxic_penalty"]) * len(_decode_raw(b)["sweep"]["copy_penalty"])
+    rows = []
+    for name, ms in (("1 trial, K settings on its final weights", one), ("K trials, each retrains", each)):
+        rows.append({"variant": name, "n": len(ms), "trials": ms[0].result["trials"], "decode rows": ms[0].result["decode_rows"],
+                     "wall s": med([m.wall for m in ms]), "training s": med([m.result["train_seconds"] for m in ms]),
+                     "decoding s": med([m.result["decode_seconds"] for m in ms]), "peak RSS tree MiB": _mib(ms)})
+    ratio = rows[0]["wall s"] / rows[1]["wall s"]
+    notes = [f"K = {k}; ratio reuse / retrain = {ratio:.3f} (goal ≤ 0.25); both at 1 trial at a time, "
+             f"{'1' if b.quick else '2'} torch threads; wall includes Ray start-up once per sweep",
+             "the setting equal to the training-time decoding (0, 0) reuses the last stage's validation scores"]
+    return Table(2, "Decoding-sweep reuse", pd.DataFrame(rows), notes)
+
+
+def case_parallel(b: Bench) -> Table:
+    """4 trials at concurrency 2 (1 thread each) vs one at a time (2 threads); 1 vs 2 Ray Train workers."""
+    work = b.out / "case3"
+    orders = [["easy", "full"], ["medium", "full"], ["hard", "full"], ["full", "easy"]]
+    common = {"sweep.orderings": orders}
+    conc = b.write(b.raw(rows_per_lang=200, **common, **{"sweep.max_concurrent_trials": 2, "training.torch_threads": 1}), "par_conc2")
+    seq = b.write(b.raw(rows_per_lang=200, **common, **{"sweep.max_concurrent_trials": 1, "training.torch_threads": 2}), "par_seq")
+    # Both through Ray Train worker groups; 0.99 CPU each so that two workers and the trial fit 2 cores.
+    single = {"sweep.orderings": [["easy", "full"]], "training.torch_threads": None, "training.max_steps_per_stage": None,
+              "ray.executor": "ray_train", "ray.cpus_per_worker": 0.99}
+    one_w = b.write(b.raw(rows_per_lang=200, **single, **{"ray.num_workers": 1}), "workers1")
+    two_w = b.write(b.raw(rows_per_lang=200, **single, **{"ray.num_workers": 2}), "workers2")
+    m_conc = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": conc}, work, f"conc{i}"))
+    m_seq = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": seq}, work, f"seq{i}"))
+    m_one = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": one_w}, work, f"w1_{i}"))
+    m_two = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": two_w}, work, f"w2_{i}"))
+    t1 = med([m.result["trial_seconds"][0] for m in m_one])  # one trial, 1 worker, 1 thread
+    ideal4 = 4 * t1 / 2
+    rows = []
+    for name, ms, ideal in (
+        ("4 trials, concurrency 2 × 1 thread", m_conc, ideal4),
+        ("4 trials, one at a time × 2 threads", m_seq, ideal4),
+        ("1 trial, 1 Ray Train worker × 1 thread", m_one, t1),
+        ("1 trial, 2 Ray Train workers × 1 thread (DDP)", m_two, t1 / 2),
+    ):
+        sweep_s = med([m.result["sweep_seconds"] for m in ms])
+        measured = sweep_s if "4 trials" in name else med([m.result["trial_seconds"][0] for m in ms])
+        rows.append({"variant": name, "n": len(ms), "wall s": med([m.wall for m in ms]), "measured s": measured,
+                     "ideal s": ideal, "efficiency": ideal / measured, "peak RSS tree MiB": _mib(ms)})
+    notes = [
+        "ideal for 4 trials = 4 × (1-worker, 1-thread trial time) / 2 cores; measured = the sweep's time in "
+        "run_sweep (Ray start-up included, process start-up not)",
+        "ideal for 2 workers = half the 1-worker trial time; measured = the trial's time inside Tune; "
+        "generation metrics are computed on rank 0 only",
+    ]
+    return Table(3, "Sweep parallel efficiency", pd.DataFrame(rows), notes)
+
+
+def case_generation(b: Bench) -> Table:
+    """Sorted batched generation vs naive input-order batches, ± logits processors (same settings)."""
+    config = b.write(b.raw(**{"training.torch_threads": 1 if b.quick else 2}), "generation")
+    n = 96 if b.quick else 1000
+    m = run_job("generation", {"config": config, "n": n, "repeats": b.repeats}, b.out / "case4", "generation")
+    df = pd.DataFrame(m.result["rows"])
+    agg = df.groupby(["processors", "batching"], sort=False).agg(seconds=("seconds", "median"), out_tokens=("out_tokens", "mean"), n=("repeat", "count")).reset_index()
+    agg["sentences/s"] = m.result["n"] / agg["seconds"]
+    naive = agg[agg["batching"] == "naive input order"].set_index("processors")["seconds"]
+    agg["speed-up vs naive"] = [naive[p] / s for p, s in zip(agg["processors"], agg["seconds"])]
+    sorted_s = agg[agg["batching"] == "sorted (raydetox)"].set_index("processors")["seconds"]
+    overhead = sorted_s["processors ~0"] / sorted_s["none"] - 1
+    notes = [f"{m.result['n']} inputs (9 languages, shuffled), greedy, batch {yaml.safe_load(open(config))['decoding']['batch_size']}; "
+             f"{m.result['banned_ids']} toxic token ids; peak RSS tree {m.peak_mib:.0f} MiB",
+             f"logits-processor overhead (same outputs, strength ~0, sorted batching): {overhead * 100:+.1f} % (goal ≤ 10 %)"]
+    return Table(4, "Generation throughput", agg[["processors", "batching", "n", "seconds", "sentences/s", "out_tokens", "speed-up vs naive"]], notes)
+
+
+def case_scoring(b: Bench) -> Table:
+    """BERTScore + chrF + BLEU + toxicity on 3,600 outputs: time and peak memory, models loaded once."""
+    config = b.write(b.raw(**{"training.torch_threads": 1 if b.quick else 2}), "scoring")
+    n = 200 if b.quick else 3600
+    ms = repeat(b.repeats if not b.quick else 1, lambda i: run_job("scoring", {"config": config, "n": n}, b.out / "case5", f"scoring{i}"))
+    rows = [{"n outputs": ms[0].result["n"], "runs": len(ms),
+             "1st call s (incl. model load)": med([m.result["seconds"][0] for m in ms]),
+             "2nd call s (same process)": med([m.result["seconds"][1] for m in ms]),
+             "outputs/s (1st call)": ms[0].result["n"] / med([m.result["seconds"][0] for m in ms]),
+             "process wall s": med([m.wall for m in ms]), "peak RSS tree MiB": _mib(ms),
+             "BERTScore model loads": ms[0].result["loads"].get("bertscore")}]
+    notes = ["outputs = the delete system (toxic words removed) so that they differ from the sources; "
+             "metrics: BERTScore vs references and vs input, chrF, BLEU, lexicon toxicity, J, per language",
+             "the 2nd call re-scores the same outputs: sentence embeddings come from the scorer's cache"]
+    return Table(5, "Scoring throughput and memory", pd.DataFrame(rows), notes)
+
+
+def case_peer(b: Bench) -> Table:
+    """4 single-stage lr trials: transformers' hyperparameter_search(backend="ray") vs raydetox sweep."""
+    lrs = [3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2]
+    raw = b.raw(rows_per_lang=200, **{"schedule": [{"stage": "full", "epochs": 1, "lr": lrs[0]}], "sweep.orderings": [["full"]],
+                                      "sweep.lr": lrs, "sweep.max_concurrent_trials": 2, "training.torch_threads": None})
+    config = b.write(raw, "peer")
+    work = b.out / "case6"
+    ours = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": config}, work, f"raydetox{i}"))
+    peer = repeat(b.train_repeats, lambda i: run_job("peer", {"config": config, "lrs": lrs, "concurrency": 2}, work, f"peer{i}"))
+    rows = [
+        {"variant": "raydetox sweep", "n": len(ours), "trials": ours[0].result["trials"], "wall s": med([m.wall for m in ours]), "peak RSS tree MiB": _mib(ours)},
+        {"variant": 'Trainer.hyperparameter_search(backend="ray")', "n": len(peer), "trials": peer[0].result["trials"], "wall s": med([m.wall for m in peer]), "peak RSS tree MiB": _mib(peer)},
+    ]
+    ratio = rows[0]["wall s"] / rows[1]["wall s"]
+    notes = [f"wall ratio raydetox / peer = {ratio:.3f}; both: 4 trials, 2 at a time, 1 CPU each, same data, "
+             "base, LoRA, epochs and seed; each trial ends with validation generation + the same metrics",
+             "what the peer cannot express: " + "; ".join(f"{what} ({why})" for what, why in PEER_CANNOT)]
+    return Table(6, "Peer: transformers hyperparameter_search vs raydetox sweep", pd.DataFrame(rows), notes)
+
+
+def case_growth(b: Bench) -> Table:
+    """One trial (4-stage schedule) at 900, 1,800 and 3,600 pairs: wall time and peak memory."""
+    sizes = [8, 16, 24] if b.quick else [100, 200, 400]
+    work = b.out / "case7"
+    rows = []
+    for per_lang in sizes:
+        raw = b.raw(rows_per_lang=per_lang, **{"sweep.orderings": [[s["stage"] for s in four_stages()]],
+                                               "training.torch_threads": 1 if b.quick else 2})
+        if b.quick:
+            raw["data"]["max_rows_per_lang"] = per_lang
+        config = b.write(raw, f"growth{per_lang}")
+        ms = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": config}, work, f"rows{per_lang}_{i}"))
+        rows.append({"pairs": 9 * per_lang, "n": len(ms), "wall s": med([m.wall for m in ms]),
+                     "trial s": med([m.result["trial_seconds"][0] for m in ms]),
+                     "training s": med([m.result["train_seconds"] for m in ms]), "peak RSS tree MiB": _mib(ms)})
+    df = pd.DataFrame(rows)
+    df["trial s / pair (ms)"] = 1000 * df["trial s"] / df["pairs"]
+    return Table(7, "Growth with data", df, ["one trial, 4 stages × 1 epoch, evaluation after each stage; "
+                                              "pairs before cleaning and splitting (≈ 70 % reach training)"])
+
+
+CASES: dict[int, Callable[[Bench], Table]] = {
+    1: case_ray_overhead, 2: case_decode_reuse, 3: case_parallel, 4: case_generation,
+    5: case_scoring, 6: case_peer, 7: case_growth,
+}
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{os.cpu_count()} cores, {_mem_gib():.0f} GiB, {'GPU' if torch.cuda.is_available() else 'no GPU'}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def _mem_gib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().total / 2**30
+
+
+def prepare_base(b: Bench) -> None:
+    """Build (or find cached) the base model every case trains from; record its dir in ``b``."""
+    config = b.write(b.raw(), "base")
+    m = run_job("base", {"config": config}, b.out / "base", "base")
+    b.base_dir = m.result["base_dir"]
+    print(f"base model: {b.base_dir} ({m.wall:.0f} s to prepare data and build/find it)", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks every case runs")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7", help="comma-separated case numbers")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the in-process cases (4, 5)")
+    parser.add_argument("--train-repeats", type=int, default=1, help="repeats of each training run")
+    parser.add_argument("--out", default=str(REPO / "out" / "perf"), help="work and results dir")
+    parser.add_argument("--data", default=os.environ.get(DATA_ENV, str(DEFAULT_DATA)), help="multilingual ParaDetox dir")
+    parser.add_argument("--cache-dir", help="where the embedded base is cached (default ~/.cache/raydetox)")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.job:
+        spec = json.loads(Path(args.spec).read_text())
+        result = JOBS[args.job](spec)
+        Path(spec["result"]).write_text(json.dumps(result, indent=1, default=float))
+        return 0
+    cases = [int(c) for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown case(s) {unknown}; expected numbers from {sorted(CASES)}")
+    if not Path(args.data).exists():
+        parser.error(f"--data {args.data}: not found (set {DATA_ENV} or pass --data)")
+    out = Path(args.out).resolve()
+    b = Bench(quick=args.quick, out=out, data=str(Path(args.data).resolve()), repeats=1 if args.quick else args.repeats,
+              train_repeats=args.train_repeats, cache_dir=args.cache_dir)
+    header = (f"raydetox perf benchmarks ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d')}, {machine()}\n"
+              f"command: python benchmarks/perf.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(header, flush=True)
+    t0 = time.perf_counter()
+    prepare_base(b)
+    tables = []
+    for number in cases:
+        t_case = time.perf_counter()
+        table = CASES[number](b)
+        tables.append(table)
+        print("\n" + table.markdown() + f"\n(case {number}: {time.perf_counter() - t_case:.0f} s)", flush=True)
+    total = time.perf_counter() - t0
+    text = header + f"\ntotal {total:.0f} s\n\n" + "\n".join(t.markdown() for t in tables)
+    (out / "perf.md").write_text(text)
+    (out / "perf.json").write_text(json.dumps(
+        {"header": header, "total_seconds": total,
+         "cases": {t.number: {"title": t.title, "rows": t.frame.to_dict(orient="records"), "notes": t.notes} for t in tables}},
+        indent=1, default=float))
+    print(f"\nall cases: {total:.0f} s; written {out / 'perf.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
