@@ -136,17 +136,17 @@ class RayStageReporter(TrainerCallback):
         self.session = session
 
     def on_stage_end(self, args, state, control, result: StageResult, trainer: CurriculumSeq2SeqTrainer, **_: Any):
+        if self.session.rank != 0:
+            # Generation metrics (and so the objective) exist on rank 0 only; the others just keep step.
+            self.session.report({"stage_index": result.index + 1})
+            return
         row = stage_row(result, self.cfg, self.meta)
-        rank = self.session.rank
         print(
             f"[{self.meta.get('trial', 'trial')}] stage {result.index + 1}/{self.n_stages} {result.stage}: "
             f"loss {result.train_loss:.3f} copy {row.get('eval_copy_rate', float('nan')):.3f} "
             f"bertscore {row.get('eval_bertscore_f1', float('nan')):.3f} ({result.seconds:.1f} s)",
             flush=True,
         )
-        if rank != 0:
-            self.session.report({"stage_index": result.index + 1})
-            return
         out = Path(args.output_dir)
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy2(out / STATE_FILE, Path(tmp) / STATE_FILE)

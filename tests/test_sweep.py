@@ -177,3 +177,16 @@ def test_decode_reuse_off_makes_each_penalty_its_own_trial(mpd_dir: Path, tmp_pa
     # Tune's grid over (orderings × penalty pairs): every trial retrains and scores one pair.
     assert space["decode"] == {"grid_search": decode_grid(off)}
     assert len(space["variant"]["grid_search"]) * len(space["decode"]["grid_search"]) == 4
+
+
+def test_two_ray_train_workers_ddp_trial(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    # Two DDP workers (0.99 CPU each, so that they and the trial fit two cores): rank 1 keeps step with
+    # rank 0's reports; generation metrics and the rows come from rank 0 only.
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy", "full"]], "sweep.toxic_penalty": [0.0],
+                                                    "ray.num_workers": 2, "ray.cpus_per_worker": 0.99})
+    assert not cfg.ray.in_trial()
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert not [r for r in results if r.error]
+    df = _rows(tmp_path / "sweeps" / cfg.name)
+    assert df["phase"].tolist() == ["stage", "stage", "decode"] and df["stage_index"].tolist() == [1, 2, 2]
+    assert df["eval_bertscore_f1"].notna().all()
