@@ -192,6 +192,38 @@ def four_stages() -> list[dict[str, Any]]:
 # --- jobs (each runs in its own process) -----------------------------------------------------------
 
 
+def _hf_arguments(cfg: Any, work: Path, **overrides: Any) -> Any:
+    """``Seq2SeqTrainingArguments`` of the plain-HF reference scripts: raydetox's batches, no saving or logging."""
+    from transformers import Seq2SeqTrainingArguments
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(work / "hf"),
+        per_device_train_batch_size=cfg.training.batch_size,
+        per_device_eval_batch_size=cfg.decoding.batch_size,
+        max_steps=cfg.training.max_steps_per_stage or -1,
+        seed=cfg.training.seed,
+        train_sampling_strategy="group_by_length",  # the same batches as raydetox (an HF option)
+        predict_with_generate=True,
+        generation_max_length=cfg.decoding.max_new_tokens,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    kwargs.update(overrides)
+    return Seq2SeqTrainingArguments(**kwargs)
+
+
+def _decode_predictions(predictions: Any, tok: Any) -> list[str]:
+    """Texts of ``predict_with_generate`` output (HF pads it with -100)."""
+    import numpy as np
+
+    return tok.batch_decode(np.where(predictions != -100, predictions, tok.pad_token_id), skip_special_tokens=True)
+
+
+
 def job_base(spec: dict[str, Any]) -> dict[str, Any]:
     """Prepare the data of the config and build (or find in the cache) its embedded base."""
     from raydetox.config import load_config
@@ -207,13 +239,12 @@ def job_base(spec: dict[str, Any]) -> dict[str, Any]:
 
 def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     """The schedule as a plain HF script: a ``Seq2SeqTrainer`` per stage, ``predict`` with generation."""
-    import numpy as np
     import torch
-    from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
     from raydetox.config import load_config
     from raydetox.data.prepare import prepare
+    from raydetox.experiment import tokenize_pairs
     from raydetox.metrics import get_scorer
     from raydetox.modeling import apply_lora, load_base
 
@@ -226,15 +257,8 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     model = apply_lora(model, cfg.lora)
     src_len, tgt_len = cfg.model.max_source_length, cfg.model.max_target_length
 
-    def encode(frame: pd.DataFrame) -> Dataset:
-        ds = Dataset.from_pandas(frame[["toxic", "neutral"]].reset_index(drop=True))
-
-        def fn(batch: dict[str, list[str]]) -> dict[str, Any]:
-            enc = tok(batch["toxic"], max_length=src_len, truncation=True)
-            enc["labels"] = tok(text_target=batch["neutral"], max_length=tgt_len, truncation=True)["input_ids"]
-            return enc
-
-        return ds.map(fn, batched=True, remove_columns=["toxic", "neutral"])
+    def encode(frame: pd.DataFrame) -> Any:
+        return tokenize_pairs(frame, tok, src_len, tgt_len)  # HF's Trainer drops the unused id column
 
     val = prepared.validation
     val_ds = encode(val)
@@ -242,35 +266,16 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
     train_seconds, rows = 0.0, []
     for i, stage in enumerate(cfg.schedule):
-        args = Seq2SeqTrainingArguments(
-            output_dir=str(work / "hf"),
-            per_device_train_batch_size=cfg.training.batch_size,
-            per_device_eval_batch_size=cfg.decoding.batch_size,
-            learning_rate=stage.lr,
-            num_train_epochs=stage.epochs,
-            max_steps=cfg.training.max_steps_per_stage or -1,
-            warmup_steps=cfg.training.warmup_ratio,
-            lr_scheduler_type=cfg.training.lr_scheduler,
-            seed=cfg.training.seed,
-            train_sampling_strategy="group_by_length",  # the same batches as raydetox (an HF option)
-            predict_with_generate=True,
-            generation_max_length=cfg.decoding.max_new_tokens,
-            generation_num_beams=cfg.decoding.num_beams,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=True,
-        )
+        args = _hf_arguments(cfg, work, learning_rate=stage.lr, num_train_epochs=stage.epochs,
+                             warmup_steps=cfg.training.warmup_ratio, lr_scheduler_type=cfg.training.lr_scheduler,
+                             generation_num_beams=cfg.decoding.num_beams)
         trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=encode(prepared.stages[stage.stage]),
                                  data_collator=collator, processing_class=tok)
         t0 = time.perf_counter()
         out = trainer.train()
         train_seconds += time.perf_counter() - t0
         pred = trainer.predict(val_ds)
-        ids = np.where(pred.predictions != -100, pred.predictions, tok.pad_token_id)
-        outputs = tok.batch_decode(ids, skip_special_tokens=True)
+        outputs = _decode_predictions(pred.predictions, tok)
         scores = scorer.score(list(val["toxic"]), outputs, [list(r) for r in val["refs"]], list(val["lang"]), prefix="eval_")
         model.save_pretrained(work / "checkpoints" / f"stage-{i:02d}-{stage.stage}")
         rows.append({"stage": stage.stage, "steps": out.global_step, "eval_loss": pred.metrics.get("test_loss"),
@@ -399,13 +404,12 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
     from raydetox.sweep import init_ray
 
     init_ray(num_cpus=os.cpu_count())  # before anything imports ray: loopback-only local Ray
-    import numpy as np
-    from datasets import Dataset
     from ray import tune
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
     from raydetox.config import load_config
     from raydetox.data.prepare import prepare
+    from raydetox.experiment import tokenize_pairs
     from raydetox.metrics import get_scorer
     from raydetox.modeling import apply_lora, load_base
 
@@ -417,15 +421,8 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
     stage = cfg.schedule[0]
     src_len, tgt_len = cfg.model.max_source_length, cfg.model.max_target_length
 
-    def encode(frame: pd.DataFrame) -> Dataset:
-        ds = Dataset.from_pandas(frame[["toxic", "neutral"]].reset_index(drop=True))
-
-        def fn(batch: dict[str, list[str]]) -> dict[str, Any]:
-            enc = tok(batch["toxic"], max_length=src_len, truncation=True)
-            enc["labels"] = tok(text_target=batch["neutral"], max_length=tgt_len, truncation=True)["input_ids"]
-            return enc
-
-        return ds.map(fn, batched=True, remove_columns=["toxic", "neutral"])
+    def encode(frame: pd.DataFrame) -> Any:
+        return tokenize_pairs(frame, tok, src_len, tgt_len)  # HF's Trainer drops the unused id column
 
     val = prepared.validation
     metrics_cfg, lexicon = cfg.metrics, prepared.lexicon
@@ -438,27 +435,10 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
         return apply_lora(model, lora_cfg)
 
     def compute_metrics(pred: Any) -> dict[str, float]:
-        ids = np.where(pred.predictions != -100, pred.predictions, tok.pad_token_id)
-        outputs = tok.batch_decode(ids, skip_special_tokens=True)
+        outputs = _decode_predictions(pred.predictions, tok)
         return get_scorer(metrics_cfg, lexicon).score(val_src, outputs, val_refs, val_langs, prefix="")
 
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(work / "hf"),
-        per_device_train_batch_size=cfg.training.batch_size,
-        per_device_eval_batch_size=cfg.decoding.batch_size,
-        num_train_epochs=stage.epochs,
-        max_steps=cfg.training.max_steps_per_stage or -1,
-        seed=seed,
-        train_sampling_strategy="group_by_length",
-        predict_with_generate=True,
-        generation_max_length=cfg.decoding.max_new_tokens,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=True,
-    )
+    args = _hf_arguments(cfg, work, num_train_epochs=stage.epochs)
     trainer = Seq2SeqTrainer(
         model_init=model_init, args=args, train_dataset=encode(prepared.stages[stage.stage]), eval_dataset=encode(val),
         data_collator=DataCollatorForSeq2Seq(tok, model=model_init(), label_pad_token_id=-100),
@@ -561,13 +541,12 @@ def _decode_raw(b: Bench) -> dict[str, Any]:
 def case_decode_reuse(b: Bench) -> Table:
     """K = 6 penalty settings on one trained checkpoint vs K trials that each retrain."""
     work = b.out / "case2"
-    reuse = b.write(_decode_raw(b), "decode_reuse")
-    retrain_raw = _decode_raw(b)
-    retrain_raw["sweep"]["decode_reuse"] = False
-    retrain = b.write(retrain_raw, "decode_retrain")
+    raw = _decode_raw(b)
+    reuse = b.write(raw, "decode_reuse")
+    retrain = b.write({**raw, "sweep": {**raw["sweep"], "decode_reuse": False}}, "decode_retrain")
     one = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": reuse}, work, f"reuse{i}"))
     each = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": retrain}, work, f"retrain{i}"))
-    k = len(_decode_raw(b)["sweep"]["toxic_penalty"]) * len(_decode_raw(b)["sweep"]["copy_penalty"])
+    k = len(raw["sweep"]["toxic_penalty"]) * len(raw["sweep"]["copy_penalty"])
     rows = []
     for name, ms in (("1 trial, K settings on its final weights", one), ("K trials, each retrains", each)):
         rows.append({"variant": name, "n": len(ms), "trials": ms[0].result["trials"], "decode rows": ms[0].result["decode_rows"],
