@@ -312,7 +312,9 @@ class FailOnceCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._current_stage(args) == self.stage_index and not self.marker.exists():
-            self.marker.write_text("failed once\n")
+            # The marker records the finished stages at the failure, so a test can tell replay from retraining.
+            state = Path(args.output_dir) / STATE_FILE
+            self.marker.write_text(state.read_text() if state.is_file() else "{}")
             raise RuntimeError(f"injected failure in stage {self.stage_index}")
 
     @staticmethod
