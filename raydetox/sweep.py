@@ -18,11 +18,14 @@ import itertools
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from raydetox.config import STAGES, ExperimentConfig, dump_config
 from raydetox.data.prepare import prepare
 from raydetox.experiment import base_corpus
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
 
 LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
@@ -155,6 +158,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         # decode_reuse off: the trial scores only its own penalty combination.
         "decode_grid": [list(config["decode"])] if "decode" in config else setup["decode_grid"],
         "work_dir": str(Path(setup["prepared_dir"]).parent / "work"),
+        "callbacks": list(setup.get("callbacks") or []),
         "meta": {
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
@@ -285,11 +289,14 @@ def run_sweep(
     address: str | None = None,
     fail_once_at_stage: int | None = None,
     overwrite: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
 ):
     """Prepare data once, build the embedded base once, then run (or resume) the Tune sweep.
 
     Returns Ray's ``ResultGrid``. A new sweep refuses a results dir that already holds one (its rows
-    would mix with the new ones) unless ``overwrite``. ``fail_once_at_stage`` injects one failure per
+    would mix with the new ones) unless ``overwrite``. ``callbacks`` are HF ``TrainerCallback``s added to
+    every trial's trainer (pickled to the trials, so they must not hold locks or open files; a resumed
+    sweep gets the ones passed to the resuming call). ``fail_once_at_stage`` injects one failure per
     trial (fault tests).
     """
     storage, name, local_dir = sweep_paths(cfg, storage_path)
@@ -320,6 +327,7 @@ def run_sweep(
         "fail_once_at_stage": fail_once_at_stage,
         "fail_marker_dir": str(local_dir),
         "in_trial": cfg.ray.in_trial(),
+        "callbacks": list(callbacks),
     }
     trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)
     # Local: each worker takes cpus_per_worker; cap concurrency so workers never wait on each other.

@@ -246,7 +246,8 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
         finished = _restore(session.checkpoint(), output_dir)
         _replay(finished, cfg, meta, session)
         fail_at = config.get("fail_once_at_stage")
-        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule), session)]
+        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule), session),
+                                            *config.get("callbacks", [])]
         if fail_at is not None:
             callbacks.append(FailOnceCallback(int(fail_at), Path(config["fail_marker"])))
         trainer = build_trainer(cfg, prepared, output_dir, callbacks=callbacks)

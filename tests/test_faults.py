@@ -248,6 +248,39 @@ def _session_processes(tag: str) -> list[psutil.Process]:
     return out
 
 
+# The killed sweep: run_sweep with a callback that lets the first trial train and holds every later one
+# until the test releases it, after its signal. That forces the interleaving the test needs (one trial
+# finished, one running) whatever the machine's speed: without it the second trial could finish before
+# Tune wrote the first one's state, and the signal would land on a sweep with nothing left to resume.
+# The callback is defined in the script's __main__, so Ray pickles it by value into the trial processes.
+HELD_SWEEP = """
+import os, sys, time
+from transformers import TrainerCallback
+from raydetox.config import load_config
+from raydetox.sweep import run_sweep
+
+config, storage, claim, release = sys.argv[1:5]
+
+
+class HoldLaterTrials(TrainerCallback):
+    def __init__(self):
+        self.passed = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.passed:
+            return
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL))  # the first trial to start claims the pass
+        except FileExistsError:
+            while not os.path.exists(release):
+                time.sleep(0.05)
+        self.passed = True
+
+
+run_sweep(load_config(config), storage_path=storage, callbacks=[HoldLaterTrials()])
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_driver_stopped_mid_sweep_resumes_without_rerunning_finished_trials(
     mpd_dir: Path, tmp_path: Path, embedded_cache: Path, sig: signal.Signals
@@ -257,13 +290,15 @@ def test_driver_stopped_mid_sweep_resumes_without_rerunning_finished_trials(
     config_path = tmp_path / "sweep.yaml"
     dump_config(cfg, config_path)
     exp_dir = tmp_path / "sweeps" / cfg.name
+    claim, release = tmp_path / "first-trial-claimed", tmp_path / "later-trials-released"
     tag = uuid.uuid4().hex  # marks every process the killed sweep starts (they inherit the environment)
     env = {**os.environ, LOCAL_RAY_ENV: "0", "RAYDETOX_FAULT_SESSION": tag}
-    cmd = [sys.executable, "-m", "raydetox.cli", "sweep", str(config_path), "--storage", str(tmp_path / "sweeps")]
+    cmd = [sys.executable, "-c", HELD_SWEEP, str(config_path), str(tmp_path / "sweeps"), str(claim), str(release)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # Kill once the sweep has recorded its first trial as finished (Tune syncs its state file and
-        # the trials' result files from its staging dir together, every >= 10 s) and the second runs.
+        # the trials' result files from its staging dir together, every >= 10 s); the second trial is
+        # held at its first step meanwhile, so it cannot finish before the signal.
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if (trial_statuses(exp_dir).count("TERMINATED") == 1
@@ -276,9 +311,11 @@ def test_driver_stopped_mid_sweep_resumes_without_rerunning_finished_trials(
         os.killpg(proc.pid, sig)  # SIGINT: Ctrl-C in the terminal; SIGKILL: the driver dies outright
         proc.wait(timeout=120)
     finally:
+        release.touch()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert claim.is_file(), "no trial went through the holding callback"
     killed_at = time.monotonic()
     try:
         before = _safe_rows(exp_dir)
