@@ -25,7 +25,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -229,7 +228,7 @@ def job_base(spec: dict[str, Any]) -> dict[str, Any]:
     from raydetox.config import load_config
     from raydetox.data.prepare import prepare
     from raydetox.experiment import base_corpus
-    from raydetox.modeling import build_embedded_base
+    from raydetox.embedded_base import build_embedded_base
 
     cfg = load_config(spec["config"])
     prepared = prepare(cfg, Path(spec["work"]) / "data")
@@ -301,7 +300,7 @@ def job_raydetox_train(spec: dict[str, Any]) -> dict[str, Any]:
 
 def job_sweep(spec: dict[str, Any]) -> dict[str, Any]:
     """``raydetox sweep`` in this process (local Ray on loopback, started and stopped here)."""
-    from raydetox.analysis import load_results
+    from raydetox.results import load_results
     from raydetox.config import load_config
     from raydetox.sweep import run_sweep, sweep_paths
 
@@ -335,7 +334,7 @@ def job_generation(spec: dict[str, Any]) -> dict[str, Any]:
     """Sentences/s of length-sorted batched ``generate`` vs naive input-order batches, ± logits processors."""
     import torch
 
-    from raydetox.config import DecodingConfig, load_config
+    from raydetox.config import load_config
     from raydetox.data.io import load_pairs
     from raydetox.data.lexicon import Lexicon
     from raydetox.decoding import generate, naive_generate

@@ -22,7 +22,8 @@ import yaml
 
 from raydetox.config import load_config
 from raydetox.data.prepare import prepare
-from raydetox.experiment import SUMMARY_METRICS, build_trainer, score_reference_systems
+from raydetox.experiment import build_trainer, score_reference_systems
+from raydetox.results import SUMMARY_METRICS
 from raydetox.trainer import baseline_schedule
 
 PER_LANG = ("copy_rate", "bleu", "chrf", "bertscore_f1", "toxicity", "j")

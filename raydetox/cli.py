@@ -15,11 +15,11 @@ from raydetox.config import (
     ConfigError,
     ExperimentConfig,
     StageConfig,
-    check_paths,
     config_from_dict,
     load_config,
     set_dotted,
 )
+from raydetox.preflight import check_paths
 
 DATA_ENV = "RAYDETOX_DATA"
 
@@ -100,7 +100,8 @@ def _parse_schedule(text: str) -> list[StageConfig]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from raydetox.data.prepare import prepare
-    from raydetox.experiment import run_training, score_reference_systems, write_run_report
+    from raydetox.experiment import run_training, score_reference_systems
+    from raydetox.run_report import write_run_report
     from raydetox.trainer import baseline_schedule
 
     cfg = _load(args)
@@ -156,7 +157,7 @@ def _eval_pairs(args: argparse.Namespace):
 def _print_scores(name: str, scores: dict[str, float], out: str | None) -> None:
     import json
 
-    from raydetox.experiment import SUMMARY_METRICS
+    from raydetox.results import SUMMARY_METRICS
 
     print(name + ": " + " ".join(f"{m}={scores.get(m, float('nan')):.4f}" for m in SUMMARY_METRICS))
     if out:
@@ -246,6 +247,44 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """List every config key (section.key, type, default); ``training`` also lists the HF arguments."""
+    import typing
+
+    sections = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    wanted = [args.section] if args.section else list(sections)
+    unknown = [w for w in wanted if w not in sections]
+    if unknown:
+        raise ConfigError(f"config --section {unknown[0]!r}: not a section; sections are {list(sections)}")
+    defaults = ExperimentConfig()
+    for name in wanted:
+        value = getattr(defaults, name)
+        if not dataclasses.is_dataclass(value):
+            print(f"{name}: {_type_name(sections[name].type)} = {value!r}")
+            continue
+        hints = typing.get_type_hints(type(value))
+        for f in dataclasses.fields(value):
+            if f.name != "hf_args":
+                print(f"{name}.{f.name}: {_type_name(hints[f.name])} = {getattr(value, f.name)!r}")
+        if name == "training":
+            from raydetox.training_args import OWNED_ARGUMENTS, argument_types, settable_arguments
+
+            types = argument_types()
+            print("# every Hugging Face Seq2SeqTrainingArguments field below is also a training key:")
+            for key, f in settable_arguments().items():
+                default = f.default if f.default is not dataclasses.MISSING else "(factory)"
+                helptext = " ".join(str(f.metadata.get("help", "")).split())[:100]
+                print(f"training.{key}: {_type_name(types[key])} = {default!r}  # {helptext}")
+            print("# HF arguments raydetox owns (refused under training:), and where to set them instead:")
+            for key, where in OWNED_ARGUMENTS.items():
+                print(f"training.{key}: owned; use {where}")
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from raydetox.analysis import analyze
 
@@ -270,7 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: OUTPUT_DIR/NAME/data)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="run one schedule in-process (optionally beside the baseline)")
+    p = sub.add_parser("config", help="list every config key with its type and default")
+    p.add_argument("--section", help="one section, e.g. training (also lists every settable HF argument)")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "train", help="run one schedule in-process (optionally beside the baseline)",
+        epilog="The config's training: section also takes every Hugging Face Seq2SeqTrainingArguments field "
+               "raydetox does not own (bf16, gradient_accumulation_steps, optim, ...): "
+               "`raydetox config --section training` lists them.")
     _add_common(p)
     p.add_argument("--out", help="run directory (default: OUTPUT_DIR/NAME)")
     p.add_argument("--schedule", help="override the schedule, e.g. easy:1:1e-3,medium:1:1e-3,full:1:2e-4")

@@ -227,7 +227,13 @@ class LoraConfig:
 
 @dataclass(config=_STRICT)
 class TrainingConfig:
-    """Arguments shared by every stage (per-stage epochs and lr live in the schedule)."""
+    """Arguments shared by every stage (per-stage epochs and lr live in the schedule).
+
+    Besides these keys, ``training:`` accepts every Hugging Face ``Seq2SeqTrainingArguments`` field that
+    raydetox does not own (``bf16``, ``gradient_accumulation_steps``, ``optim``, ``max_grad_norm``, …):
+    they are validated against HF's types when the config is loaded and kept in ``hf_args``.
+    ``raydetox config --section training`` lists them; owned ones are refused with where to set them.
+    """
 
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -240,6 +246,25 @@ class TrainingConfig:
     extra_loss_weight: float = 0.0
     keep_checkpoints: int = 2
     torch_threads: int | None = None
+    hf_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @field_validator("extra_loss")
+    @classmethod
+    def _known_loss(cls, v: str | None) -> str | None:
+        if v is not None:
+            from raydetox.losses import EXTRA_LOSSES  # torch: only when a loss is named
+
+            if v not in EXTRA_LOSSES:
+                raise ValueError(f"unknown extra loss {v!r}; expected one of {sorted(EXTRA_LOSSES)}")
+        return v
+
+    @field_validator("hf_args")
+    @classmethod
+    def _hf_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        problems = [f"{key}: {msg}" for key, msg in hf_argument_errors(v).items()]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
 
 @dataclass(config=_STRICT)
@@ -419,7 +444,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
         if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
         got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
@@ -427,10 +452,53 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def hf_argument_errors(values: dict[str, Any]) -> dict[str, str]:
+    """Problems of HF training arguments given in a config, by key (empty when every value is fine)."""
+    if not values:
+        return {}
+    from pydantic import PydanticSchemaGenerationError
+
+    from raydetox.training_args import OWNED_ARGUMENTS, argument_types, settable_arguments  # transformers
+
+    settable, types = settable_arguments(), argument_types()
+    errors: dict[str, str] = {}
+    for key, value in values.items():
+        if key in OWNED_ARGUMENTS:
+            errors[key] = f"set by raydetox; use {OWNED_ARGUMENTS[key]}"
+        elif key not in settable:
+            errors[key] = "unknown key (not a raydetox training key nor a Seq2SeqTrainingArguments field)"
+        else:
+            try:
+                TypeAdapter(types[key]).validate_python(value)
+            except PydanticSchemaGenerationError:
+                pass  # an exotic HF type: HF checks it when the arguments are built
+            except ValidationError as err:
+                errors[key] = f"{err.errors()[0]['msg']} (got {value!r})"
+    return errors
+
+
+def _split_hf_args(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Move ``training:`` keys that are HF training arguments into ``training.hf_args``, checked by key."""
+    training = raw.get("training")
+    if not isinstance(training, dict):
+        return raw
+    own = {f.name for f in dataclasses.fields(TrainingConfig)}
+    extra = {k: v for k, v in training.items() if k not in own}
+    if not extra:
+        return raw
+    errors = hf_argument_errors(extra)
+    if errors:
+        raise ConfigError("\n".join(f"{origin}: key 'training.{k}': {msg}" for k, msg in errors.items()))
+    hf_args = {**(training.get("hf_args") or {}), **extra}
+    kept = {k: v for k, v in training.items() if k in own}
+    return {**raw, "training": {**kept, "hf_args": hf_args}}
+
+
 def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> ExperimentConfig:
     """Validate a plain dict (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = _split_hf_args(raw, origin)
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as err:
@@ -453,32 +521,6 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     return config_from_dict(raw, origin=str(path))
 
 
-def check_paths(cfg: ExperimentConfig, origin: str = "<config>") -> None:
-    """Raise a :class:`ConfigError` naming ``origin`` and the key when a local path of ``cfg`` is missing.
-
-    Checks ``data.source`` (a missing path that looks like a hub id ``owner/name`` is left to the
-    loader), ``split.split_file`` and the plain (not ``{lang}``) ``lexicon.wordlists``; relative paths
-    are taken from the working directory, as the pipeline reads them. Call it before Ray starts, so a
-    typo costs one line instead of a cluster start-up and a failed trial.
-    """
-    from raydetox.data.io import DataError, detect_format  # io imports this module
-
-    source = cfg.data.source
-    try:
-        if cfg.data.format is None:
-            detect_format(source)  # also knows hub ids and data-file suffixes
-        elif cfg.data.format != "hub" and not Path(source).expanduser().exists():
-            raise DataError(f"{source}: file or directory not found")
-    except DataError as err:
-        raise ConfigError(f"{origin}: key 'data.source': {err}") from None
-    split_file = cfg.split.split_file
-    if split_file is not None and not Path(split_file).expanduser().is_file():
-        raise ConfigError(f"{origin}: key 'split.split_file': {split_file}: file not found")
-    for i, spec in enumerate(cfg.lexicon.wordlists):
-        if "{lang}" not in spec and not Path(spec).expanduser().is_file():
-            raise ConfigError(f"{origin}: key 'lexicon.wordlists.{i}': {spec}: word list not found")
-
-
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``raw['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
     *parents, leaf = dotted.split(".")
@@ -491,8 +533,13 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-dict view of a config (or any section), e.g. to dump as YAML."""
-    return dataclasses.asdict(cfg)
+    """Plain-dict view of a config (or any section), e.g. to dump as YAML; HF training arguments are
+    written where a user writes them, directly under ``training:``."""
+    out = dataclasses.asdict(cfg)
+    training = out.get("training") if isinstance(cfg, ExperimentConfig) else out if isinstance(cfg, TrainingConfig) else None
+    if isinstance(training, dict) and "hf_args" in training:
+        training.update(training.pop("hf_args") or {})
+    return out
 
 
 def dump_config(cfg: ExperimentConfig, path: str | os.PathLike[str]) -> None:

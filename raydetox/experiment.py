@@ -20,10 +20,11 @@ from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
-from raydetox.modeling import apply_lora, corpus_texts, load_base
+from raydetox.embedded_base import corpus_texts
+from raydetox.modeling import apply_lora, load_base
+from raydetox.training_args import CurriculumTrainingArguments
 from raydetox.trainer import (
     CurriculumSeq2SeqTrainer,
-    CurriculumTrainingArguments,
     StageResult,
     results_frame,
 )
@@ -74,7 +75,8 @@ def base_corpus(prepared: PreparedData) -> list[str]:
 
 
 def training_arguments(cfg: ExperimentConfig, output_dir: str | Path, **overrides: Any) -> CurriculumTrainingArguments:
-    """HF arguments shared by every stage; per-stage epochs and lr are set by the trainer."""
+    """HF arguments shared by every stage: raydetox's own settings, then ``training.hf_args`` from the
+    config, then ``overrides``; per-stage epochs and lr are set by the trainer."""
     t = cfg.training
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -99,6 +101,7 @@ def training_arguments(cfg: ExperimentConfig, output_dir: str | Path, **override
         ddp_find_unused_parameters=False,  # LoRA/T5 use every trainable parameter; the check costs a graph walk
         train_sampling_strategy="group_by_length",  # less padding per batch
     )
+    kwargs.update(t.hf_args)  # every other HF argument given in the config (validated at load)
     kwargs.update(overrides)
     return CurriculumTrainingArguments(**kwargs)
 
@@ -193,47 +196,3 @@ def score_reference_systems(cfg: ExperimentConfig, prepared: PreparedData, split
         name: scorer.score(list(pairs["toxic"]), outs, refs, list(pairs["lang"]), prefix=f"{split}_")
         for name, outs in systems.items()
     }
-
-
-SUMMARY_METRICS: tuple[str, ...] = (
-    "copy_rate", "exact_match", "bleu", "chrf", "bertscore_f1", "bertscore_src_f1", "toxicity", "j",
-)
-
-
-def comparison_table(systems: dict[str, dict[str, float]], prefix: str = "test_") -> pd.DataFrame:
-    """Systems × summary metrics (overall), e.g. curriculum vs baseline vs copy vs delete."""
-    return pd.DataFrame(
-        {name: {m: scores.get(f"{prefix}{m}", float("nan")) for m in SUMMARY_METRICS} for name, scores in systems.items()}
-    ).T
-
-
-def per_language_table(scores: dict[str, float], metric: str, prefix: str = "test_") -> pd.Series:
-    """One metric per language from a flat score dict (``{prefix}{metric}/{lang}`` keys)."""
-    head = f"{prefix}{metric}/"
-    return pd.Series({k[len(head):]: v for k, v in scores.items() if k.startswith(head)}, name=metric)
-
-
-def write_run_report(
-    out_dir: Path, runs: dict[str, RunResult], references: dict[str, dict[str, float]]
-) -> Path:
-    """Markdown report: per-stage rows of each run, test comparison with copy/delete, samples."""
-    systems = {name: run.test_metrics for name, run in runs.items()} | references
-    table = comparison_table(systems)
-    table.to_csv(out_dir / "comparison.csv")
-    lines = ["# raydetox train report", "", "## Test split: runs beside the reference systems", ""]
-    lines.append(table.round(4).to_markdown())
-    for name, run in runs.items():
-        cols = [c for c in ("index", "stage", "epochs", "lr", "steps", "train_loss", "seconds", "eval_loss",
-                            "eval_copy_rate", "eval_chrf", "eval_bertscore_f1", "eval_toxicity", "eval_j")
-                if c in run.stages]
-        lines += ["", f"## {name}: per-stage validation", ""]
-        lines.append(run.stages[cols].round(4).to_markdown(index=False))
-        per_lang = pd.DataFrame({m: per_language_table(run.test_metrics, m) for m in ("copy_rate", "chrf", "j")})
-        lines += ["", f"### {name}: test metrics per language", ""]
-        lines.append(per_lang.round(4).to_markdown())
-        lines += ["", f"### {name}: samples (toxic / reference / output)", ""]
-        for row in run.samples.itertuples(index=False):
-            lines.append(f"- [{row.lang}] {row.toxic} → ref: {row.neutral} → out: {row.output}")
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

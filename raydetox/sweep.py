@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from raydetox.config import STAGES, ExperimentConfig, dump_config
 from raydetox.data.prepare import prepare
 from raydetox.experiment import base_corpus
+from raydetox.results import trial_schedule
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -122,15 +123,6 @@ def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
             list(cfg.sweep.lora_r)
         )
     return space
-
-
-def trial_schedule(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The trial's schedule with any sampled per-stage learning rates applied."""
-    schedule = [dict(s) for s in config["variant"]["schedule"]]
-    for i, stage in enumerate(schedule):
-        if f"lr_{i}" in config:
-            stage["lr"] = float(config[f"lr_{i}"])
-    return schedule
 
 
 def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ import torch
 from ray.train.torch.config import TorchConfig, _TorchBackend
 from transformers import TrainerCallback
 
+from raydetox import results
 from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
 from raydetox.data.prepare import load_prepared, prepare
 from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
@@ -120,12 +121,6 @@ def _keep_process_group_on_loopback() -> None:
     rendezvous._create_c10d_store = create_on_loopback
 
 
-def _objective(metrics: dict[str, float], cfg: ExperimentConfig) -> float:
-    from raydetox.analysis import objective_value
-
-    return objective_value(metrics, cfg.sweep)
-
-
 class RayStageReporter(TrainerCallback):
     """Reports each finished stage to Ray Train (and so to Tune) with a resumable checkpoint."""
 
@@ -155,22 +150,9 @@ class RayStageReporter(TrainerCallback):
 
 
 def stage_row(result: StageResult, cfg: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
-    """The Tune row of a stage (results contract: phase, stage_index, ordering, penalties, objective, metrics)."""
-    row: dict[str, Any] = {
-        "phase": "stage",
-        "stage_index": result.index + 1,
-        "stage": result.stage,
-        "toxic_penalty": cfg.decoding.toxic_penalty,
-        "copy_penalty": cfg.decoding.copy_penalty,
-        "train_loss": result.train_loss,
-        "stage_seconds": result.seconds,
-        "stage_steps": result.steps,
-        "lr_applied": result.lr_applied,
-        **meta,
-        **result.metrics,
-    }
-    row["objective"] = _objective(result.metrics, cfg)
-    return row
+    """The results-contract row of a finished stage, scored with the run's own decoding settings."""
+    return results.stage_row(dataclasses.asdict(result), cfg.decoding.toxic_penalty, cfg.decoding.copy_penalty,
+                             meta, cfg.sweep)
 
 
 def _restore(checkpoint: Any, output_dir: Path) -> list[StageResult]:
@@ -286,19 +268,8 @@ def _decode_sweep(
             metrics = dict(last.metrics)
         else:
             metrics, _ = trainer.generate_and_score(prepared.validation, decoding=decoding, prefix="eval_")
-        row = {
-            "phase": "decode",
-            "stage_index": n_stages,
-            "stage": last_stage,
-            "toxic_penalty": float(toxic),
-            "copy_penalty": float(copy),
-            "decode_seconds": time.perf_counter() - t0,
-            "decode_reused": reused,
-            **meta,
-            **metrics,
-        }
-        row["objective"] = _objective(metrics, cfg)
-        session.report(row)
+        session.report(results.decode_row(n_stages, last_stage, toxic, copy, metrics, meta, cfg.sweep,
+                                          seconds=time.perf_counter() - t0, reused=reused))
 
 
 class FailOnceCallback(TrainerCallback):

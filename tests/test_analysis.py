@@ -21,16 +21,9 @@ import pytest
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback-only Ray; before `import ray`
 
-from raydetox.analysis import (  # noqa: E402
-    analyze,
-    best_config,
-    best_row,
-    disk_usage,
-    load_results,
-    objective_value,
-    pareto_front,
-    per_language_table,
-)
+from raydetox.analysis import analyze  # noqa: E402
+from raydetox.results import load_results, objective_value  # noqa: E402
+from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front  # noqa: E402
 from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config  # noqa: E402
 
 INF = math.inf
@@ -224,10 +217,10 @@ def test_best_row_considers_every_stage_not_the_last(sweep_dir: Path) -> None:
         best_config(_experiment(), row)
 
 
-def test_per_language_table(sweep_dir: Path) -> None:
+def test_language_table(sweep_dir: Path) -> None:
     df = load_results(sweep_dir)
     row = best_row(df, _experiment().sweep)
-    table = per_language_table(df, row)
+    table = language_table(df, row)
     assert list(table.columns) == ["de", "en", "all"]
     assert set(table.index) == {"eval_copy_rate", "eval_bertscore_f1", "eval_j"}
     assert table.loc["eval_copy_rate", "en"] == row["eval_copy_rate/en"]

@@ -11,11 +11,11 @@ from raydetox.cli import main
 from raydetox.config import (
     ConfigError,
     ExperimentConfig,
-    check_paths,
     config_from_dict,
     dump_config,
     load_config,
 )
+from raydetox.preflight import check_paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +186,52 @@ def test_ray_executor_resolution_and_the_one_worker_rule() -> None:
     assert not config_from_dict({"ray": {"executor": "ray_train"}}).ray.in_trial()
     with pytest.raises(ConfigError, match="key 'ray'.*needs ray.num_workers 1"):
         config_from_dict({"ray": {"executor": "trial", "num_workers": 2}}, origin="x.yaml")
+
+
+# ----------------------------------------------------------------------------------- HF training arguments
+
+
+def test_training_section_takes_hf_arguments_and_they_reach_the_trainer(tmp_path: Path) -> None:
+    from raydetox.experiment import training_arguments
+
+    path = _exp(tmp_path, "", extra="training:\n  batch_size: 4\n  gradient_accumulation_steps: 3\n"
+                                  "  max_grad_norm: 0.5\n  optim: adafactor\n  label_smoothing_factor: 0.1\n")
+    cfg = load_config(path)
+    assert cfg.training.batch_size == 4
+    assert cfg.training.hf_args == {"gradient_accumulation_steps": 3, "max_grad_norm": 0.5, "optim": "adafactor",
+                                    "label_smoothing_factor": 0.1}
+    args = training_arguments(cfg, tmp_path / "run")
+    assert (args.gradient_accumulation_steps, args.max_grad_norm, args.label_smoothing_factor) == (3, 0.5, 0.1)
+    assert args.optim.value == "adafactor" and args.per_device_train_batch_size == 4
+    # Written back where a user writes them, and read back to the same config.
+    dump_config(cfg, tmp_path / "again.yaml")
+    text = (tmp_path / "again.yaml").read_text()
+    assert "hf_args" not in text and "  gradient_accumulation_steps: 3" in text
+    assert load_config(tmp_path / "again.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("learning_rate: 0.001", r"key 'training.learning_rate': set by raydetox; use schedule\[i\].lr"),
+        ("per_device_train_batch_size: 8", "key 'training.per_device_train_batch_size': set by raydetox; use training.batch_size"),
+        ("report_to: wandb", "key 'training.report_to': set by raydetox"),
+        ("gradient_accumulation_steps: two", "key 'training.gradient_accumulation_steps': Input should be a valid integer"),
+        ("no_such_argument: 1", "key 'training.no_such_argument': unknown key"),
+        ("extra_loss: contrastive", "key 'training.extra_loss': unknown extra loss 'contrastive'"),
+    ],
+)
+def test_training_keys_are_checked_when_the_config_loads(tmp_path: Path, line: str, message: str) -> None:
+    path = _exp(tmp_path, "", extra=f"training:\n  {line}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_config_command_lists_hf_arguments_and_owned_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--section", "training"]) == 0
+    out = capsys.readouterr().out
+    assert "training.batch_size: int = 16" in out
+    assert "training.bf16: bool = False" in out and "training.gradient_accumulation_steps: int = 1" in out
+    assert "training.learning_rate: owned; use schedule[i].lr" in out
+    assert main(["config", "--section", "nope"]) == 2

@@ -26,7 +26,8 @@ import pytest
 import torch
 import yaml
 
-from raydetox.analysis import analyze, load_results
+from raydetox.analysis import analyze
+from raydetox.results import load_results
 from raydetox.cli import main
 from raydetox.config import ConfigError, StageConfig, dump_config, load_config
 from raydetox.data.prepare import prepare

@@ -1,4 +1,4 @@
-"""Embedded base (tokenizer, cache, build report), base loading, LoRA wrapping, save/load round trips.
+"""Embedded base (raydetox.embedded_base: tokenizer, cache, build report), base loading, LoRA wrapping, save/load round trips.
 
 One tiny build (20 steps, d_model 32) on ~300 real multilingual sentences serves every test: the build
 is plumbing only here; its copy fidelity is measured by the full build (see the module docstring).
@@ -16,7 +16,7 @@ import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration, T5Tokenizer
 
 from raydetox.config import EmbeddedBaseConfig, LoraConfig, ModelConfig
-from raydetox.modeling import (
+from raydetox.embedded_base import (
     BUILD_REPORT,
     EOS_ID,
     PAD_ID,
@@ -24,15 +24,12 @@ from raydetox.modeling import (
     _init_previous_token_head,
     _length_cap,
     _t5_config,
-    apply_lora,
     build_embedded_base,
     corpus_texts,
     embedded_cache_path,
     find_cached_base,
-    load_base,
-    load_trained,
-    save_trained,
 )
+from raydetox.modeling import apply_lora, load_base, load_trained, save_trained
 
 LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
 TINY = EmbeddedBaseConfig(

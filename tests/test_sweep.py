@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raydetox.analysis import analyze, load_results
+from raydetox.analysis import analyze
+from raydetox.results import load_results
 from raydetox.sweep import decode_grid, run_sweep, variants
 from tests.tiny import tiny_config
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from raydetox.config import StageConfig
+from raydetox.config import ConfigError, StageConfig
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
-from raydetox.trainer import STATE_FILE, baseline_schedule, copy_unlikelihood_loss
+from raydetox.losses import copy_unlikelihood_loss
+from raydetox.trainer import STATE_FILE, baseline_schedule
 from tests.tiny import tiny_config
 
 
@@ -116,9 +117,10 @@ def test_extra_loss_changes_training(setup, tmp_path: Path) -> None:
     assert trainer._extra_loss is copy_unlikelihood_loss
     with_ul = trainer.run_schedule(stage)[0]
     assert with_ul.train_loss > plain.train_loss  # same seed and data: the extra term adds to the loss
-    with pytest.raises(ValueError, match="unknown 'nope'"):
-        build_trainer(tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
-                                  **{"training.extra_loss": "nope"}), prepared, tmp_path / "c")
+    # An unknown loss is refused when the config loads, before any model is built or stage trained.
+    with pytest.raises(ConfigError, match="key 'training.extra_loss': unknown extra loss 'nope'"):
+        tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
+                    **{"training.extra_loss": "nope"})
 
 
 def test_same_seed_same_run(setup, tmp_path: Path) -> None:

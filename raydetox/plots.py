@@ -1,0 +1,141 @@
+"""Plots of a sweep's results table (PNG files only, never a display): per-stage curves, the copy-rate vs
+BERTScore frontier, decoding-penalty heat maps."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raydetox.selection import baseline_mask, pareto_front
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:g}"
+
+
+def plot_stage_curves(
+    df: pd.DataFrame, path: str | os.PathLike[str], copy_rate_bound: float | None = None
+) -> Path:
+    """Per-stage copy rate and BERTScore, one line per trial, coloured by ordering (PNG)."""
+    stages = df[df["phase"] == "stage"]
+    if stages.empty:
+        raise ValueError("no stage rows to plot")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    orderings = sorted(stages["ordering"].astype(str).unique())
+    colors = {o: plt.cm.tab10(i % 10) for i, o in enumerate(orderings)}
+    trials_per_ordering = stages.groupby("ordering")["trial_id"].nunique()
+    for ax, metric, title in zip(axes, ("eval_copy_rate", "eval_bertscore_f1"), ("copy rate", "BERTScore F1")):
+        for trial_id, trial in stages.groupby("trial_id", sort=True):
+            ordering = str(trial["ordering"].iloc[0])
+            label = ordering if trials_per_ordering[ordering] == 1 else f"{ordering} ({trial_id})"
+            ax.plot(trial["stage_index"], trial[metric], marker="o", color=colors[ordering], label=label)
+        if metric == "eval_copy_rate" and copy_rate_bound is not None:
+            ax.axhline(copy_rate_bound, color="grey", linestyle="--", linewidth=1, label="copy-rate bound")
+        ax.set_xlabel("stages completed")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} after each stage")
+        ax.set_xticks(sorted(stages["stage_index"].unique()))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_pareto(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    best: pd.Series | None = None,
+    copy_rate_bound: float | None = None,
+) -> Path:
+    """Copy rate vs BERTScore of every row with the Pareto frontier (min copy, max BERTScore) (PNG)."""
+    data = df.dropna(subset=["eval_copy_rate", "eval_bertscore_f1"])
+    if data.empty:
+        raise ValueError("no rows with both eval_copy_rate and eval_bertscore_f1")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    is_base = baseline_mask(data)
+    for phase, marker in (("stage", "o"), ("decode", "^")):
+        for base, color, who in ((False, "tab:blue", "curriculum"), (True, "tab:grey", "baseline")):
+            part = data[(data["phase"] == phase) & (is_base == base)]
+            if len(part):
+                ax.scatter(part["eval_copy_rate"], part["eval_bertscore_f1"], marker=marker, color=color,
+                           alpha=0.7, label=f"{who}, {phase} rows")
+    front = pareto_front(data)
+    ax.step(front["eval_copy_rate"], front["eval_bertscore_f1"], where="post", color="tab:red", label="Pareto front")
+    if copy_rate_bound is not None:
+        ax.axvline(copy_rate_bound, color="grey", linestyle="--", linewidth=1, label="copy-rate bound")
+    if best is not None:
+        ax.scatter([best["eval_copy_rate"]], [best["eval_bertscore_f1"]], marker="*", s=250, color="gold",
+                   edgecolor="black", zorder=5, label="best (objective)")
+    ax.set_xlabel("copy rate (lower is better)")
+    ax.set_ylabel("BERTScore F1 (higher is better)")
+    ax.set_title("copy rate vs BERTScore")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_penalty_heatmap(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    trial_id: str | None = None,
+    metrics: Sequence[str] = ("eval_copy_rate", "eval_bertscore_f1", "objective"),
+) -> Path:
+    """Decode rows as toxic-penalty × copy-penalty heat maps, one panel per metric (PNG).
+
+    ``trial_id`` picks one trial; otherwise each cell is the mean over the non-baseline trials.
+    """
+    decode = df[df["phase"] == "decode"]
+    if trial_id is not None:
+        decode = decode[decode["trial_id"] == trial_id]
+        scope = f"trial {trial_id}"
+    else:
+        decode = decode[~baseline_mask(decode)]
+        scope = f"mean over {decode['trial_id'].nunique()} trials"
+    metrics = [m for m in metrics if m in decode]
+    if decode.empty or not metrics:
+        raise ValueError(f"no decode rows to plot ({scope})")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        grid = decode.pivot_table(index="toxic_penalty", columns="copy_penalty", values=metric, aggfunc="mean")
+        grid = grid.sort_index().sort_index(axis=1)
+        image = ax.imshow(grid.to_numpy(float), cmap="viridis", aspect="auto", origin="lower")
+        ax.set_xticks(range(grid.shape[1]), [label(v) for v in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [label(v) for v in grid.index])
+        for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
+            if not np.isnan(value):
+                dark = image.norm(value) < 0.5  # viridis is dark at the low end
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if dark else "black", fontsize=8)
+        ax.set_xlabel("copy penalty")
+        ax.set_ylabel("toxic penalty")
+        ax.set_title(metric)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(f"decoding penalties ({scope})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+

@@ -1,0 +1,253 @@
+"""The results contract: what every trial reports, and how ``raydetox analyze`` reads it back.
+
+A trial reports one row per finished stage (``phase: stage``) and one row per decoding-penalty setting
+scored on its final weights (``phase: decode``). Trials build their rows with :func:`stage_row` and
+:func:`decode_row`; analysis reads them with :func:`load_results`. Both sides use the same key columns,
+the same objective (:func:`objective_value`) and the same schedule of a trial (:func:`trial_schedule`),
+so the writer and the reader cannot drift apart.
+
+This module imports only the config and pandas: analysis can read a sweep without torch or Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raydetox.config import SweepConfig
+
+RESULT_FILE = "result.json"
+PARAMS_FILE = "params.json"
+EXPERIMENT_FILE = "experiment.yaml"
+PHASES: tuple[str, ...] = ("stage", "decode")
+# A report must carry these to be a row; Tune-only or non-rank-0 reports lack ``phase`` and are skipped.
+KEY_COLUMNS: tuple[str, ...] = ("trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty")
+# What identifies a row to a reader, before its metrics.
+DESCRIBE_COLUMNS: tuple[str, ...] = (
+    "trial_id", "ordering", "phase", "stage_index", "stage", "toxic_penalty", "copy_penalty",
+)
+# Generation metrics shown in comparisons (unprefixed names of raydetox.metrics.METRICS).
+SUMMARY_METRICS: tuple[str, ...] = (
+    "copy_rate", "exact_match", "bleu", "chrf", "bertscore_f1", "bertscore_src_f1", "toxicity", "j",
+)
+# The columns of a validation row that reports put side by side.
+ROW_METRICS: tuple[str, ...] = (
+    "eval_copy_rate", "eval_copy_rate_loose", "eval_exact_match", "eval_bleu", "eval_chrf", "eval_bertscore_f1",
+    "eval_bertscore_src_f1", "eval_toxicity", "eval_j", "eval_loss", "eval_perplexity", "objective",
+)
+
+
+# --------------------------------------------------------------------------------------------- objective
+
+
+def objective_value(metrics: Mapping[str, Any], cfg: SweepConfig, prefix: str = "eval_") -> float:
+    """The sweep objective (higher is better) of one row of metrics — THE definition used everywhere.
+
+    ``bertscore_copy_bound``: BERTScore F1 when the copy rate is within ``cfg.copy_rate_bound``, else
+    ``BERTScore - 1 - (copy_rate - bound)``, so any feasible row beats every infeasible one and infeasible
+    rows are ranked by how far they overshoot. ``j`` / ``chrf``: the J score / corpus chrF.
+    """
+
+    def get(name: str) -> float:
+        key = prefix + name
+        if key not in metrics:
+            raise KeyError(f"objective {cfg.objective!r} needs metric {key!r}; row has {sorted(metrics)[:20]}")
+        return float(metrics[key])
+
+    if cfg.objective == "bertscore_copy_bound":
+        bertscore, copy_rate = get("bertscore_f1"), get("copy_rate")
+        if copy_rate <= cfg.copy_rate_bound:
+            return bertscore
+        return bertscore - 1.0 - (copy_rate - cfg.copy_rate_bound)
+    if cfg.objective == "j":
+        return get("j")
+    if cfg.objective == "chrf":
+        return get("chrf")
+    raise ValueError(f"sweep.objective: unknown objective {cfg.objective!r}")
+
+
+def objective_column(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
+    """:func:`objective_value` of every row (NaN where a needed metric is NaN)."""
+    values = [objective_value(row, cfg) for row in df.to_dict("records")]
+    return pd.Series(values, index=df.index, name="objective", dtype=float)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def trial_schedule(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The schedule a trial ran, from its Tune config: an explicit ``schedule``, or the sweep's ``variant``
+    with any sampled per-stage learning rates (``lr_0``, ``lr_1``, …) applied."""
+    if "schedule" in config:
+        return [dict(s) for s in config["schedule"]]
+    variant = config.get("variant")
+    if not isinstance(variant, Mapping) or "schedule" not in variant:
+        raise KeyError(f"trial config has no 'schedule' (nor 'variant.schedule'); keys: {sorted(config)}")
+    schedule = [dict(s) for s in variant["schedule"]]
+    for i, stage in enumerate(schedule):
+        if f"lr_{i}" in config:
+            stage["lr"] = float(config[f"lr_{i}"])
+    return schedule
+
+
+def stage_row(
+    result: Mapping[str, Any],
+    toxic_penalty: float,
+    copy_penalty: float,
+    meta: Mapping[str, Any],
+    sweep: SweepConfig,
+) -> dict[str, Any]:
+    """The row of a finished stage: ``result`` holds the stage's ``index`` (0-based), ``stage``,
+    ``train_loss``, ``seconds``, ``steps``, ``lr_applied`` and ``metrics`` (validation, ``eval_`` keys)."""
+    metrics = dict(result["metrics"])
+    return {
+        "phase": "stage",
+        "stage_index": int(result["index"]) + 1,
+        "stage": result["stage"],
+        "toxic_penalty": float(toxic_penalty),
+        "copy_penalty": float(copy_penalty),
+        "train_loss": result["train_loss"],
+        "stage_seconds": result["seconds"],
+        "stage_steps": result["steps"],
+        "lr_applied": result["lr_applied"],
+        **meta,
+        **metrics,
+        "objective": objective_value(metrics, sweep),
+    }
+
+
+def decode_row(
+    stage_index: int,
+    stage: str,
+    toxic_penalty: float,
+    copy_penalty: float,
+    metrics: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    sweep: SweepConfig,
+    seconds: float,
+    reused: bool,
+) -> dict[str, Any]:
+    """The row of one decoding-penalty setting scored on the weights after ``stage_index`` stages."""
+    return {
+        "phase": "decode",
+        "stage_index": int(stage_index),
+        "stage": stage,
+        "toxic_penalty": float(toxic_penalty),
+        "copy_penalty": float(copy_penalty),
+        "decode_seconds": seconds,
+        "decode_reused": reused,
+        **meta,
+        **metrics,
+        "objective": objective_value(metrics, sweep),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → ``a/b`` keys (as Tune's DataFrames do); lists → JSON text so parquet can store them."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            out.update(_flatten(item, name + "/"))
+        elif isinstance(item, (list, tuple)):
+            out[name] = json.dumps(item, sort_keys=True)
+        else:
+            out[name] = item
+    return out
+
+
+def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of a ``result.json``; an unfinished last line (trial still writing) is skipped."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # Tune writes whole lines; a partial last one is a write in progress
+            raise ValueError(f"{path}:{number}: not a JSON object: {err}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((number, obj))
+    return rows
+
+
+def trial_dirs(results_dir: Path) -> list[Path]:
+    """The trial directories of a sweep (those holding a ``result.json``), sorted by name."""
+    return sorted(p for p in results_dir.iterdir() if p.is_dir() and (p / RESULT_FILE).is_file())
+
+
+def _trial_config(trial_dir: Path, lines: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    params = trial_dir / PARAMS_FILE
+    if params.is_file():
+        try:
+            config = json.loads(params.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{params}: invalid JSON: {err}") from None
+    else:  # every Tune result line also carries the config
+        config = next((obj["config"] for _, obj in reversed(lines) if isinstance(obj.get("config"), dict)), {})
+    if not isinstance(config, dict):
+        raise ValueError(f"{params}: expected a JSON object (the trial config)")
+    return config
+
+
+def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every contract row of a Tune experiment dir as one DataFrame, each row exactly once.
+
+    One row per report carrying a ``phase``; the trial config is flattened into ``config/...`` columns and
+    the schedule the trial ran is added as JSON text in ``schedule``. A resumed trial that reports a stage
+    again keeps only its LAST report per (trial_id, phase, stage_index, toxic_penalty, copy_penalty).
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"{results_dir}: results directory not found")
+    dirs = trial_dirs(results_dir)
+    if not dirs:
+        raise FileNotFoundError(f"{results_dir}: no trial directories containing {RESULT_FILE}")
+    records: list[dict[str, Any]] = []
+    for trial_dir in dirs:
+        path = trial_dir / RESULT_FILE
+        lines = _read_json_lines(path)
+        config = _trial_config(trial_dir, lines)
+        config_cols = {f"config/{k}": v for k, v in _flatten(config).items()}
+        try:
+            schedule = json.dumps(trial_schedule(config)) if config else None
+        except KeyError as err:
+            raise ValueError(f"{trial_dir / PARAMS_FILE}: {err.args[0]}") from None
+        for number, obj in lines:
+            if obj.get("phase") is None:
+                continue
+            if obj["phase"] not in PHASES:
+                raise ValueError(f"{path}:{number}: key 'phase': expected one of {PHASES}, got {obj['phase']!r}")
+            missing = [k for k in KEY_COLUMNS if obj.get(k) is None]
+            if missing:
+                raise ValueError(f"{path}:{number}: row is missing key(s) {missing}")
+            row = _flatten({k: v for k, v in obj.items() if k != "config"})
+            for key in ("ordering", "is_baseline"):  # the contract puts them in rows; older rows: the config
+                if key not in row:
+                    row[key] = config.get(key, config.get("variant", {}).get(key))
+            records.append({**row, **config_cols, "schedule": schedule, "trial_dir": trial_dir.name})
+    if not records:
+        raise ValueError(f"{results_dir}: the trials have not reported any stage or decode row yet")
+    df = pd.DataFrame.from_records(records)
+    df["stage_index"] = df["stage_index"].astype(int)
+    for col in ("toxic_penalty", "copy_penalty"):
+        df[col] = df[col].astype(float)
+    df = df.drop_duplicates(list(KEY_COLUMNS), keep="last")
+    order = df["phase"].map({p: i for i, p in enumerate(PHASES)})
+    df = df.assign(_phase_order=order).sort_values(
+        ["trial_id", "_phase_order", "stage_index", "toxic_penalty", "copy_penalty"], kind="stable"
+    )
+    return df.drop(columns="_phase_order").reset_index(drop=True)

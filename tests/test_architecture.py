@@ -1,0 +1,62 @@
+"""The package's import graph has no cycle, lazy (function-level) imports included.
+
+Data flows one way (config → data → stages → trainer → metrics → sweep → analysis); an import circle —
+even one hidden by a function-level import — means two modules each own half of a concept.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raydetox"
+
+
+def _module_name(path: Path, package: Path) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path = PACKAGE) -> nx.DiGraph:
+    """Edges module → raydetox module it imports, from every import statement anywhere in the file."""
+    modules = {_module_name(p, package): p for p in package.rglob("*.py")}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(modules)
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative import: resolve against this module's package
+                    base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                # `from raydetox import results` imports the module raydetox.results
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names]
+            for target in targets:
+                while target and target not in modules:  # `import raydetox.data.io as x` → its module
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph.add_edge(name, target)
+    return graph
+
+
+def test_package_import_graph_has_no_cycle() -> None:
+    graph = import_graph()
+    assert graph.number_of_edges() > 20, "the import graph looks empty: the parser found no imports"
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, "import cycles in raydetox/: " + "; ".join(" → ".join(c + [c[0]]) for c in cycles)
+
+
+def test_cycle_detector_finds_a_lazy_import_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "raydetox"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from raydetox.b import thing\n")
+    (pkg / "b.py").write_text("def thing():\n    from raydetox import a  # lazy\n    return a\n")
+    assert list(nx.simple_cycles(import_graph(pkg))) != []
