@@ -12,7 +12,7 @@ CONFIG ?= experiments/quickstart.yaml
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.raydetox-installed
 
-.PHONY: install test quickstart clean
+.PHONY: install test test-fast quickstart clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The development loop: everything except the Ray sweeps, fault injection and benchmark smoke tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # The offline sweep (embedded base, built once and cached in ~/.cache/raydetox), then its analysis.
 quickstart: $(STAMP)
