@@ -72,7 +72,7 @@ def _rows(values: ArrayLike, name: str, statistic: Statistic | None) -> np.ndarr
         raise ValueError(f"{name}: no rows to resample")
     if statistic is None:
         if rows.ndim != 1:
-            raise ValueError(f"{name}: rows of shape {rows.shape} need a statistic; the default is the mean of 1-D values")
+            raise ValueError(f"{name}: rows of shape {rows.shape} need a statistic (the default averages 1-D values)")
         bad = np.flatnonzero(~np.isfinite(rows))
         if len(bad):
             raise ValueError(f"{name}: non-finite values at rows {bad[:10].tolist()}")

@@ -152,7 +152,9 @@ def test_verdict_sentences():
     better = Interval(0.05, 0.01, 0.09, 0.95, 400)
     v = verdict(better, "j", "best", "delete")
     assert v.outcome == "better" and str(v) == v.text
-    assert v.text == "best is significantly better than delete on j (best − delete = +0.05, 95% CI +0.01 to +0.09, 400 sentences)."
+    assert v.text == (
+        "best is significantly better than delete on j (best − delete = +0.05, 95% CI +0.01 to +0.09, 400 sentences)."
+    )
     # lower is better for toxicity: a positive difference is worse
     assert verdict(better, "toxicity", higher_is_better=False).outcome == "worse"
     assert verdict(Interval(-0.05, -0.09, -0.01, 0.95, 400), "toxicity", higher_is_better=False).outcome == "better"
