@@ -1,7 +1,7 @@
 """Degenerate outputs: n-gram loops, low diversity and length blow-ups.
 
 A loop is a failure of decoding, not a poor rewrite, so it is detected per sentence and reported as
-a rate (see :func:`is_loop` for the exact definition). Diversity is distinct-n over a set of outputs
+a rate (:class:`LoopRule` has the exact definition). Diversity is distinct-n over a set of outputs
 and length is the output/input ratio in characters.
 
 Text is split into *units* by :func:`units`: characters for scripts written without spaces (Han,
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import regex
@@ -26,11 +27,6 @@ _WORD = rf"[[\p{{L}}\p{{N}}]--[{_CJK}]][[\p{{L}}\p{{M}}\p{{N}}]--[{_CJK}]]*"
 _UNIT = regex.compile(rf"(?V1)[{_CJK}]|{_WORD}(?:['’\-]{_WORD})*|[^\s\p{{L}}\p{{N}}]+")
 _NOT_TEXT = regex.compile(r"[^\p{L}\p{N}]+")
 
-SHORT_SPAN = 2
-SHORT_REPEATS = 4
-LONG_REPEATS = 2
-
-
 def units(text: str) -> list[str]:
     """Case-folded units of ``text``: CJK characters, words, and punctuation/symbol runs.
 
@@ -40,18 +36,35 @@ def units(text: str) -> list[str]:
     return _UNIT.findall(text.casefold())
 
 
-def longest_loop(
-    text: str | Sequence[str],
-    short_span: int = SHORT_SPAN,
-    short_repeats: int = SHORT_REPEATS,
-    long_repeats: int = LONG_REPEATS,
-    max_span: int | None = None,
-) -> tuple[int, float] | None:
-    """(span length in units, number of back-to-back copies) of the first loop found, else ``None``.
+@dataclass(frozen=True)
+class LoopRule:
+    """What counts as an n-gram loop: one span of units repeated back to back.
 
-    Spans are tried from the shortest; the copy count may be fractional when the last copy is cut
-    off (``a b c a b c a`` is span 3 × 2.33). ``text`` is a string or its :func:`units`. See
-    :func:`is_loop` for the thresholds.
+    A span of 1..``short_span`` units (default 1–2) is a loop from ``short_repeats`` copies on
+    (default 4): "very very good", "ha ha ha", "no no no", "谢谢", "哈哈哈" are normal, "fuck fuck fuck
+    fuck" is not. A longer span (3 units up to ``max_span``, default half the text) is a loop from
+    ``long_repeats`` copies (default 2): a phrase of three or more words (characters in CJK)
+    immediately said again, as in "чтобы её расплавить к хthingт чтобы её расплавить к хthingт".
+    Punctuation is a unit, so "no, no." and "小仙女，小仙女没有" are not loops, and spans made of
+    punctuation or symbols only never are. On 44,000 human sentences (ParaDetox, multilingual
+    ParaDetox, TextDetox 2024 inputs) the defaults flag 0.08%, and 0.05% of the references: those
+    that keep a repetition of their toxic input.
+    """
+
+    short_span: int = 2
+    short_repeats: int = 4
+    long_repeats: int = 2
+    max_span: int | None = None
+
+
+DEFAULT_LOOP_RULE = LoopRule()
+
+
+def find_loop(text: str | Sequence[str], rule: LoopRule = DEFAULT_LOOP_RULE) -> tuple[int, float] | None:
+    """(span length in units, number of back-to-back copies) of the shortest-span loop, else ``None``.
+
+    The copy count may be fractional when the last copy is cut off (``a b c a b c a`` is span 3 ×
+    2.33). ``text`` is a string or its :func:`units`.
     """
     toks = units(text) if isinstance(text, str) else list(text)
     n = len(toks)
@@ -59,9 +72,9 @@ def longest_loop(
         return None
     ids = np.unique(np.array(toks, dtype=object), return_inverse=True)[1].reshape(-1)
     is_text = np.array([_NOT_TEXT.fullmatch(t) is None for t in toks])
-    longest = n // 2 if max_span is None else min(max_span, n // 2)
+    longest = n // 2 if rule.max_span is None else min(rule.max_span, n // 2)
     for span in range(1, longest + 1):
-        repeats = short_repeats if span <= short_span else long_repeats
+        repeats = rule.short_repeats if span <= rule.short_span else rule.long_repeats
         # A region of c copies of a span of length L has c·L − L positions where u[i] == u[i + L].
         need = (repeats - 1) * span
         if need <= 0:
@@ -75,26 +88,9 @@ def longest_loop(
     return None
 
 
-def is_loop(
-    text: str | Sequence[str],
-    short_span: int = SHORT_SPAN,
-    short_repeats: int = SHORT_REPEATS,
-    long_repeats: int = LONG_REPEATS,
-    max_span: int | None = None,
-) -> bool:
-    """Whether ``text`` contains an n-gram loop: one span of units repeated back to back.
-
-    A span of 1..``short_span`` units (default 1–2) is a loop from ``short_repeats`` copies on
-    (default 4): "very very good", "ha ha ha", "no no no", "谢谢", "哈哈哈" are normal, "fuck fuck fuck
-    fuck" is not. A longer span (3 units up to ``max_span``, default half the text) is a loop from
-    ``long_repeats`` copies (default 2): a phrase of three or more words (characters in CJK)
-    immediately said again, as in "чтобы её расплавить к хthingт чтобы её расплавить к хthingт".
-    Punctuation is a unit, so "no, no." and "小仙女，小仙女没有" are not loops, and spans made of
-    punctuation or symbols only never are. On 44,000 human sentences (ParaDetox, multilingual
-    ParaDetox, TextDetox 2024 inputs) these defaults flag 0.08%, and 0.05% of the references: those
-    that keep a repetition of their toxic input.
-    """
-    return longest_loop(text, short_span, short_repeats, long_repeats, max_span) is not None
+def is_loop(text: str | Sequence[str], rule: LoopRule = DEFAULT_LOOP_RULE) -> bool:
+    """Whether ``text`` contains an n-gram loop as :class:`LoopRule` defines it."""
+    return find_loop(text, rule) is not None
 
 
 def distinct_n(texts: Iterable[str], n: int) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raydetox.degeneration import distinct_n, is_loop, length_ratio, longest_loop, units
+from raydetox.degeneration import LoopRule, distinct_n, find_loop, is_loop, length_ratio, units
 
 # A loop from a real model output (ru); the ellipses stand for the rest of the sentence.
 RU_LOOP = "… чтобы её расплавить к хthingт чтобы её расплавить к хthingт чтобы …"
@@ -51,25 +51,25 @@ def test_loops_are_caught(name):
 
 @pytest.mark.parametrize("name", sorted(NORMAL))
 def test_normal_sentences_are_not_loops(name):
-    assert not is_loop(NORMAL[name]), (NORMAL[name], longest_loop(NORMAL[name]))
+    assert not is_loop(NORMAL[name]), (NORMAL[name], find_loop(NORMAL[name]))
 
 
 def test_loop_span_and_copies():
-    assert longest_loop(RU_LOOP) == (5, 2.2)  # 5 words, two copies and the first word of a third
-    assert longest_loop(LOOPS["en_word"]) == (1, 5.0)
-    assert longest_loop(LOOPS["zh_char"]) == (1, 12.0)
-    assert longest_loop(LOOPS["ja_phrase"]) == (10, 2.0)  # characters, not one space-less "word"
-    assert longest_loop("a b c a b c a") == (3, 7 / 3)
+    assert find_loop(RU_LOOP) == (5, 2.2)  # 5 words, two copies and the first word of a third
+    assert find_loop(LOOPS["en_word"]) == (1, 5.0)
+    assert find_loop(LOOPS["zh_char"]) == (1, 12.0)
+    assert find_loop(LOOPS["ja_phrase"]) == (10, 2.0)  # characters, not one space-less "word"
+    assert find_loop("a b c a b c a") == (3, 7 / 3)
 
 
 def test_thresholds_are_parameters():
-    assert not is_loop("ha ha ha") and is_loop("ha ha ha", short_repeats=3)
-    assert is_loop("ha ha ha ha") and not is_loop("ha ha ha ha", short_repeats=5)
+    assert not is_loop("ha ha ha") and is_loop("ha ha ha", LoopRule(short_repeats=3))
+    assert is_loop("ha ha ha ha") and not is_loop("ha ha ha ha", LoopRule(short_repeats=5))
     three = RU_LOOP.rstrip("… ") + " её расплавить к хthingт"
-    assert not is_loop(RU_LOOP, long_repeats=3) and is_loop(three, long_repeats=3)
+    assert not is_loop(RU_LOOP, LoopRule(long_repeats=3)) and is_loop(three, LoopRule(long_repeats=3))
     # spans of 1-2 units need short_repeats copies; with short_span=1 a pair needs only long_repeats
-    assert not is_loop("go on go on") and is_loop("go on go on", short_span=1)
-    assert not is_loop(RU_LOOP, max_span=4)
+    assert not is_loop("go on go on") and is_loop("go on go on", LoopRule(short_span=1))
+    assert not is_loop(RU_LOOP, LoopRule(max_span=4))
 
 
 def test_units_by_script():
@@ -77,7 +77,7 @@ def test_units_by_script():
     assert units("I don't know из-за") == ["i", "don't", "know", "из-за"]
     assert units("ラーメン") == ["ラ", "ー", "メ", "ン"]
     assert units("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]  # vowel signs stay inside their word
-    assert units("") == [] and longest_loop("") is None and longest_loop("word") is None
+    assert units("") == [] and find_loop("") is None and find_loop("word") is None
 
 
 def test_distinct_n_by_hand():
@@ -119,4 +119,4 @@ def test_human_references_are_almost_never_loops(mpd_all):
 def test_real_character_loop_in_toxic_input(mpd_all):
     zh = mpd_all.loc[mpd_all["lang"] == "zh", "toxic_sentence"]
     hits = [t for t in zh if "默默默默" in t]
-    assert hits and all(longest_loop(t)[0] == 1 for t in hits)
+    assert hits and all(find_loop(t)[0] == 1 for t in hits)
