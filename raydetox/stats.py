@@ -19,12 +19,15 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Statistic = Callable[[np.ndarray], float]
 Method = Literal["BCa", "percentile", "basic"]
@@ -91,13 +94,22 @@ def _on_indices(rows: np.ndarray, statistic: Statistic | None) -> Callable[[np.n
     return apply
 
 
+class BootstrapOptions(TypedDict, total=False):
+    """Keyword options shared by :func:`bootstrap_interval` and :func:`paired_bootstrap`."""
+
+    confidence: float  # default 0.95
+    n_resamples: int  # default 9999
+    seed: int  # default 0; the same seed gives the same interval
+    method: Method  # default "BCa" (scipy.stats.bootstrap's method)
+
+
 def _bootstrap(
     on_indices: Callable[[np.ndarray], np.ndarray],
     n: int,
-    confidence: float,
-    n_resamples: int,
-    seed: int,
-    method: Method,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    method: Method = "BCa",
 ) -> Interval:
     estimate = float(on_indices(np.arange(n)))
     if n < 2:
@@ -123,44 +135,32 @@ def _bootstrap(
 
 
 def bootstrap_interval(
-    values: ArrayLike,
-    confidence: float = 0.95,
-    n_resamples: int = 9999,
-    seed: int = 0,
-    statistic: Statistic | None = None,
-    method: Method = "BCa",
+    values: ArrayLike, statistic: Statistic | None = None, **options: Unpack[BootstrapOptions]
 ) -> Interval:
     """Estimate and bootstrap interval of a score over sentences.
 
     ``values`` holds one row per sentence: a value (the score is their mean) or, with ``statistic``,
     a vector of sufficient statistics that ``statistic`` turns into the score of any set of rows.
+    ``options``: :class:`BootstrapOptions`.
     """
     rows = _rows(values, "bootstrap_interval", statistic)
-    return _bootstrap(_on_indices(rows, statistic), len(rows), confidence, n_resamples, seed, method)
+    return _bootstrap(_on_indices(rows, statistic), len(rows), **options)
 
 
 def paired_bootstrap(
-    a: ArrayLike,
-    b: ArrayLike,
-    confidence: float = 0.95,
-    n_resamples: int = 9999,
-    seed: int = 0,
-    statistic: Statistic | None = None,
-    method: Method = "BCa",
+    a: ArrayLike, b: ArrayLike, statistic: Statistic | None = None, **options: Unpack[BootstrapOptions]
 ) -> Interval:
     """Estimate and interval of score(a) − score(b) for two systems scored on the same sentences.
 
     Row i of ``a`` and of ``b`` must be the same sentence; each resample draws the same rows from both.
-    ``statistic`` is as in :func:`bootstrap_interval`.
+    ``statistic`` is as in :func:`bootstrap_interval`; ``options``: :class:`BootstrapOptions`.
     """
     rows_a = _rows(a, "paired_bootstrap", statistic)
     rows_b = _rows(b, "paired_bootstrap", statistic)
     if rows_a.shape != rows_b.shape:
         raise ValueError(f"paired_bootstrap: a and b differ in shape: {rows_a.shape} vs {rows_b.shape}")
     stat_a, stat_b = _on_indices(rows_a, statistic), _on_indices(rows_b, statistic)
-    return _bootstrap(
-        lambda idx: stat_a(idx) - stat_b(idx), len(rows_a), confidence, n_resamples, seed, method
-    )
+    return _bootstrap(lambda idx: stat_a(idx) - stat_b(idx), len(rows_a), **options)
 
 
 def seed_summary(
