@@ -4,7 +4,7 @@ One :class:`Scorer` per process (:func:`get_scorer`) holds the scoring models; t
 and the toxicity classifier are loaded once per process in module-level caches, whatever the number
 of scorers, so Ray workers and repeated evaluations never reload them.
 
-Metrics (all in [0, 1] except BLEU and chrF, which keep sacrebleu's 0–100 scale):
+Metrics (all in [0, 1] except BLEU and chrF, which keep sacrebleu's 0–100 scale, and length_ratio):
 
 - ``copy_rate``: output identical to the input after whitespace normalisation;
   ``copy_rate_loose``: the same ignoring case and punctuation.
@@ -13,6 +13,11 @@ Metrics (all in [0, 1] except BLEU and chrF, which keep sacrebleu's 0–100 scal
 - ``bertscore_f1``: BERTScore F1 vs the references (best reference); ``bertscore_src_f1``: vs the input.
 - ``toxicity``: share of toxic outputs (lexicon hit), or mean toxic probability of a classifier.
 - ``j``: TextDetox joint score, mean over sentences of STA × SIM × ChrF/100.
+- ``degenerate_rate``: share of outputs with an n-gram loop (:func:`raydetox.degeneration.is_loop`).
+- ``distinct_1`` / ``distinct_2``: distinct unigrams / bigrams over all of them in the outputs
+  (words, or characters for CJK); they fall with the number of rows, so per-language values are
+  comparable only with each other.
+- ``length_ratio``: mean over sentences of output/input length in characters (1 for a copy).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch.nn.utils.rnn import pad_sequence
 from sacrebleu.metrics import BLEU, CHRF
 
 from raydetox.config import MetricsConfig
+from raydetox.degeneration import distinct_n, is_loop, length_ratio
 
 if TYPE_CHECKING:
     from bert_score import BERTScorer
@@ -48,6 +54,10 @@ METRICS: tuple[str, ...] = (
     "bertscore_src_f1",
     "toxicity",
     "j",
+    "degenerate_rate",
+    "distinct_1",
+    "distinct_2",
+    "length_ratio",
     "n",
 )
 
@@ -431,6 +441,8 @@ class Scorer:
                 "toxicity": toxicity,
                 "sta": sta,
                 "j": sta * sim * np.array(chrf) / 100.0,
+                "degenerate": np.array([is_loop(o) for o in outputs], dtype=np.float64),
+                "length_ratio": np.array([length_ratio(o, s) for o, s in zip(outputs, sources)]),
             }
         )
         return frame, bleu_stats, chrf_stats
@@ -443,7 +455,8 @@ class Scorer:
         langs: Sequence[str],
     ) -> pd.DataFrame:
         """One row per input row: lang, copy, copy_loose, exact, chrf (0–100), bertscore_f1,
-        bertscore_src_f1, sim (clipped to [0, 1]), toxicity, sta, j."""
+        bertscore_src_f1, sim (clipped to [0, 1]), toxicity, sta, j, degenerate (1 for an n-gram loop),
+        length_ratio (output/input characters; NaN for an empty input)."""
         return self._evaluate(sources, outputs, refs, langs)[0]
 
     def score(
@@ -457,6 +470,7 @@ class Scorer:
         """Every metric of :data:`METRICS` overall (``{prefix}{metric}``) and per language
         (``{prefix}{metric}/{lang}``). Without lexicon and classifier, toxicity and j are NaN."""
         frame, bleu_stats, chrf_stats = self._evaluate(sources, outputs, refs, langs)
+        outputs = list(outputs)
         bleu = self._bleu_for(DEFAULT_BLEU_TOKENIZER)  # aggregation only: stats are tokenizer-independent
         groups = [("", np.arange(len(frame)))]
         groups += [(f"/{lang}", np.flatnonzero(frame["lang"].to_numpy() == lang)) for lang in sorted(set(langs))]
@@ -473,6 +487,10 @@ class Scorer:
                 "bertscore_src_f1": part["bertscore_src_f1"].mean(),
                 "toxicity": part["toxicity"].mean(),
                 "j": part["j"].mean(),
+                "degenerate_rate": part["degenerate"].mean(),
+                "distinct_1": distinct_n([outputs[i] for i in rows], 1),
+                "distinct_2": distinct_n([outputs[i] for i in rows], 2),
+                "length_ratio": part["length_ratio"].mean(),
                 "n": len(part),
             }
             result.update({f"{prefix}{name}{suffix}": float(values[name]) for name in METRICS})

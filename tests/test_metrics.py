@@ -186,6 +186,42 @@ def test_per_language_keys_and_weighted_overall(mpd, scorer):
     assert 0 < m["test_copy_rate"] < 1
 
 
+def test_degeneration_columns_and_keys(mpd, scorer):
+    """Loops, length ratio and distinct-n, per sentence and per language, on all 9 languages."""
+    refs = mpd["neutral_sentence"].tolist()
+    outputs = list(refs)
+    ru, zh = np.flatnonzero(mpd["lang"] == "ru"), np.flatnonzero(mpd["lang"] == "zh")
+    outputs[ru[0]] = refs[ru[0]] + " чтобы её расплавить к хthingт чтобы её расплавить к хthingт чтобы"
+    outputs[zh[1]] = "哈" * 12
+    outputs[zh[2]] = refs[zh[2]][:3]
+    frame = scorer.sentence_scores(mpd["toxic_sentence"], outputs, _refs(mpd), mpd["lang"])
+    assert frame["degenerate"].tolist() == [float(i in (ru[0], zh[1])) for i in range(len(mpd))]
+    by_hand = [len(" ".join(o.split())) / len(" ".join(s.split())) for o, s in zip(outputs, mpd["toxic_sentence"])]
+    np.testing.assert_allclose(frame["length_ratio"], by_hand)
+    m = scorer.score(mpd["toxic_sentence"], outputs, _refs(mpd), mpd["lang"], prefix="test_")
+    assert m["test_degenerate_rate"] == pytest.approx(2 / 54)
+    assert m["test_degenerate_rate/ru"] == pytest.approx(1 / 6) and m["test_degenerate_rate/zh"] == pytest.approx(1 / 6)
+    assert all(m[f"test_degenerate_rate/{lang}"] == 0.0 for lang in OTHER_LANGS if lang != "ru")
+    assert m["test_length_ratio/zh"] == pytest.approx(np.mean([by_hand[i] for i in zh]))
+    for lang in mpd["lang"].unique():
+        assert {f"test_{k}/{lang}" for k in ("distinct_1", "distinct_2", "length_ratio")} <= set(m)
+        assert 0 < m[f"test_distinct_1/{lang}"] <= m[f"test_distinct_2/{lang}"] <= 1
+    # the looping rows repeat n-grams, so the outputs are less diverse than the references alone
+    plain = scorer.score(mpd["toxic_sentence"], refs, _refs(mpd), mpd["lang"])
+    assert m["test_distinct_2/ru"] < plain["distinct_2/ru"] and m["test_distinct_1/zh"] < plain["distinct_1/zh"]
+    assert plain["degenerate_rate"] == 0.0
+
+
+def test_distinct_n_by_hand_in_score(mpd_dir, scorer):
+    en = _read_lang(mpd_dir, "en", 2)
+    outputs = ["a b a", "b c"]  # unigrams a b a b c: 3 of 5 distinct; bigrams ab ba bc: all distinct
+    m = scorer.score(en["toxic_sentence"], outputs, _refs(en), en["lang"])
+    assert m["distinct_1"] == pytest.approx(3 / 5) and m["distinct_1/en"] == pytest.approx(3 / 5)
+    assert m["distinct_2"] == 1.0 and m["degenerate_rate"] == 0.0
+    copy = scorer.score(en["toxic_sentence"], en["toxic_sentence"], _refs(en), en["lang"])
+    assert copy["length_ratio"] == 1.0
+
+
 def test_scorer_and_bertscorer_loaded_once(lexicon, scorer):
     loads = load_counts()["bertscore"]
     assert get_scorer(MetricsConfig(), lexicon) is scorer
