@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raydetox.cli import main
+from raydetox.cli import _load, build_parser, main
 from raydetox.config import (
     ConfigError,
     ExperimentConfig,
@@ -16,8 +16,10 @@ from raydetox.config import (
     dump_config,
     load_config,
 )
+from raydetox.data.io import load_pairs
 
 REPO = Path(__file__).resolve().parents[1]
+LANGS = ["am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh"]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name)
@@ -279,3 +281,15 @@ def test_ray_executor_resolution_and_the_one_worker_rule() -> None:
     assert not config_from_dict({"ray": {"executor": "ray_train"}}).ray.in_trial()
     with pytest.raises(ConfigError, match="key 'ray'.*needs ray.num_workers 1"):
         config_from_dict({"ray": {"executor": "trial", "num_workers": 2}}, origin="x.yaml")
+
+
+def test_data_override_detects_its_own_format(mpd_dir: Path) -> None:
+    # sweep_mt5.yaml sets data.format: hub for its hub source; --data with a local directory must not be
+    # sent to the hub loader (it would lose the languages of the file names).
+    config = REPO / "experiments" / "sweep_mt5.yaml"
+    cfg = _load(build_parser().parse_args(["prepare", str(config), "--data", str(mpd_dir)]))
+    assert (cfg.data.source, cfg.data.format) == (str(mpd_dir), "dir")
+    assert load_pairs(cfg.data).groupby("lang").size().to_dict() == {lang: 400 for lang in LANGS}
+    # A format given with --set wins over detection.
+    args = ["prepare", str(config), "--data", str(mpd_dir), "--set", "data.format=saved"]
+    assert _load(build_parser().parse_args(args)).data.format == "saved"
