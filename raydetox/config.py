@@ -523,18 +523,24 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_MAX_ERRORS = 5  # a YAML alias can repeat one mistake thousands of times
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     """One line: ``origin: key 'a.b': problem (got …); key 'c': …``."""
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:_MAX_ERRORS]:
         loc = (*e["loc"], *([e["ctx"]["field"]] if "field" in e.get("ctx", {}) else []))
-        key = ".".join(str(p) for p in loc) or "<root>"
+        # A key is YAML text: it may hold a line break or other control characters; escape them.
+        key = "".join(c if c.isprintable() else repr(c)[1:-1] for c in ".".join(str(p) for p in loc)) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
         got = "" if e["type"] in ("missing", "invalid") else f" (got {_short(e.get('input'))})"
         parts.append(f"key '{key}': {msg}{got}")
-    return f"{origin}: " + "; ".join(parts)
+    more = f"; and {len(errors) - _MAX_ERRORS} more" if len(errors) > _MAX_ERRORS else ""
+    return f"{origin}: " + "; ".join(parts) + more
 
 
 def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> ExperimentConfig:
@@ -608,6 +614,8 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise _yaml_error(path, text, err) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{path}: invalid YAML: collections nested too deeply to parse") from None
     if raw is None:  # an empty file (or only comments): the defaults
         raw = {}
     if not isinstance(raw, dict):

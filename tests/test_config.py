@@ -169,6 +169,12 @@ def test_yaml_errors_are_one_line_with_line_and_column(tmp_path: Path, text: str
     assert words in msg and "\n" not in msg
 
 
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[" * 5000 + "]" * 5000 + "\n")  # PyYAML composes recursively
+    with pytest.raises(ConfigError, match=rf"^{path}: invalid YAML: collections nested too deeply to parse$"):
+        load_config(path)
+
+
 def test_merge_keys_may_override_what_they_merge(tmp_path: Path) -> None:
     # "<<: *base" then the same key is the YAML way to override a merged value, not a duplicate.
     path = _write(tmp_path, "cleaning:\n  <<: {min_chrf: 5.0, drop_noisy: false}\n  min_chrf: 7.0\n")

@@ -348,6 +348,8 @@ def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
     if not text.strip():
         raise DataError(f"{path}: empty file (no header): no rows")
     records = _csv_records(path, text, sep, fmt.upper())
+    if not records:  # e.g. a line holding only "" (an empty quoted field): blank, like an empty line
+        raise DataError(f"{path}: no header: every line is blank: no rows")
     header = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(records[0])]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
@@ -368,10 +370,21 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+        except RecursionError as err:  # the json module parses nested arrays/objects recursively
+            raise DataError(f"{path}: line {lineno}: invalid JSON: arrays/objects nested too deeply") from err
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}: line {lineno}: expected a JSON object per line, got {type(obj).__name__}"
             )
+        # JSON may escape half of a UTF-16 pair ("\ud800"): a string no file format can store later.
+        for key, value in obj.items():
+            try:
+                (key + (value if isinstance(value, str) else "")).encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(
+                    f"{path}: line {lineno}, column {key!r}: invalid Unicode: a lone surrogate "
+                    f"{err.object[err.start]!r} (an escaped half of a UTF-16 pair)"
+                ) from err
         records.append(obj)
         lines.append(lineno)
     return pd.DataFrame.from_records(records), lines
