@@ -45,6 +45,14 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _config_error(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """The config file written from ``text`` and the ConfigError that loading it must raise."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return path, str(info.value)
+
+
 @pytest.mark.parametrize(
     "text, key, words",
     [
@@ -131,11 +139,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, words: str) -> None:
-    path = _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
-    assert str(path) in msg and f"'{key}'" in msg and words in msg
+    path, msg = _config_error(tmp_path, text)
+    assert str(path) in msg and f"'{key}'" in msg and words in msg and "\n" not in msg
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
@@ -161,10 +166,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     ],
 )
 def test_yaml_errors_are_one_line_with_line_and_column(tmp_path: Path, text: str, where: str, words: str) -> None:
-    path = _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
+    path, msg = _config_error(tmp_path, text)
     assert msg.startswith(f"{path}: invalid YAML at {where}: "), msg
     assert words in msg and "\n" not in msg
 
@@ -202,10 +204,7 @@ def test_override_through_a_non_mapping_names_file_and_key(tmp_path: Path) -> No
 
 
 def test_several_bad_keys_are_reported_on_one_line(tmp_path: Path) -> None:
-    path = _write(tmp_path, "split:\n  seed: -1\nlexicon:\n  min_count: -5\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
+    _, msg = _config_error(tmp_path, "split:\n  seed: -1\nlexicon:\n  min_count: -5\n")
     assert "\n" not in msg and "'split.seed'" in msg and "'lexicon.min_count'" in msg
 
 
