@@ -44,8 +44,10 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
     if data:
         from raydetox.data.io import detect_format
 
-        detect_format(data)  # fails now, naming the path, if it is neither a local source nor a hub id
         overrides["data.source"] = data
+        # Fails now, naming the path, if it is neither a local source nor a hub id. The config's own
+        # data.format described its own source (sweep_mt5.yaml: hub): a new source is detected anew.
+        overrides.setdefault("data.format", detect_format(data))
     cfg = load_config(args.config, overrides)
     check_paths(cfg, str(args.config))  # a missing data path fails here, before data is read or Ray starts
     return cfg

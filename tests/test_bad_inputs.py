@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from raydetox.cli import main
-from raydetox.config import CleaningConfig, DataConfig
+from raydetox.config import CleaningConfig, ConfigError, DataConfig, load_config
 from raydetox.data.clean import REASONS, clean_pairs
 from raydetox.data.io import DataError, load_pairs
 from tests.bad_inputs.make_inputs import make_inputs
@@ -38,6 +38,33 @@ ERRORS: dict[str, tuple[str, str, str]] = {
     "utf16_bom.tsv": ("line 1", "", r"undecodable bytes b'\\xff' .*looks like UTF-16"),
     "utf16_nobom.tsv": ("line 1", "", r"NUL byte at byte offset 1: not UTF-8 text"),
     "wrong_types.parquet": ("row 1", "neutral", r"expected text, got int 7"),
+    "duplicate_columns.parquet": ("", "", r"duplicate column names \['toxic'\]$"),
+    "lone_surrogate.jsonl": ("line 1", "toxic", r"invalid Unicode: a lone surrogate '\\udc00'"),
+    "deep_nesting.jsonl": ("line 1", "", r"invalid JSON: arrays/objects nested too deeply"),
+    "blank_quoted_header.tsv": ("", "", r"no header: every line is blank"),
+    # per-language directories: every data file is read, or the load stops naming it
+    "dir_stray_file": ("", "", r"not named LANG… .*'new_pairs.tsv' \('new' is ISO 639-3 Nepal Bhasa"),
+    "dir_unknown_code": ("", "", r"not named LANG… with an ISO 639-1 code .*: 'xx.tsv'; "),
+    "dir_dangling_link": ("", "", r"unreadable data file\(s\): 'de.tsv' dangling symbolic link to .*moved-away.tsv$"),
+    "dir_fifo": ("", "", r"unreadable data file\(s\): 'de.tsv' is a FIFO \(named pipe\), not a file$"),
+    "dir_subdir_named_like_data": ("", "", r"unreadable data file\(s\): 'de.tsv' is a directory, not a file$"),
+}
+
+# config file in configs/ → (dotted key or YAML position, message pattern): one ConfigError line naming the file.
+CONFIG_ERRORS: dict[str, tuple[str, str]] = {
+    "duplicate_key.yaml": ("invalid YAML at line 3, column 3", r"duplicate key 'source' \(first given at line 2\)"),
+    "syntax_error.yaml": ("invalid YAML at line 3, column 14", r"mapping values are not allowed here"),
+    "top_level_list.yaml": ("", r"expected a mapping \(key: value lines\) at the top level, got list$"),
+    "name_escapes_storage.yaml": ("key 'name'", r"plain folder name .*must stay inside STORAGE \(got '\.\./\.\.'\)"),
+    "absolute_ray_name.yaml": ("key 'ray.name'", r"plain folder name"),
+    "nan_threshold.yaml": ("key 'cleaning.min_chrf'", r"finite number \(got nan\)"),
+    "inverted_bounds.yaml": ("key 'cleaning.min_length_ratio'", r"must be < cleaning.max_length_ratio \(3 >= 0.5\)"),
+    "negative_overlap.yaml": ("key 'cleaning.min_token_overlap'", r"greater than or equal to 0 \(got -0.5\)"),
+    "negative_seed.yaml": ("key 'split.seed'", r"greater than or equal to 0 \(got -1\)"),
+    "negative_min_count.yaml": ("key 'lexicon.min_count'", r"greater than or equal to 1 \(got -5\)"),
+    "stage_twice.yaml": ("key 'sweep.orderings'", r"stage\(s\) \['easy'\] listed twice"),
+    "empty_grid.yaml": ("key 'sweep.lr'", r"at least one value"),
+    "alias_repeats_a_mistake.yaml": ("key 'sweep.lr.0'", r"valid number .*key 'sweep.lr.4'.*; and 4 more$"),
 }
 
 # file → (expected ids, {id: drop reason}; ids not listed are kept).
@@ -77,6 +104,7 @@ def load(path: Path) -> pd.DataFrame:
 
 
 def test_every_corpus_file_has_an_expected_outcome(generated: dict[str, Path]) -> None:
+    assert {p.name for p in (CORPUS / "configs").iterdir()} == set(CONFIG_ERRORS)
     committed = {p.name for p in CORPUS.iterdir() if p.is_file() and p.suffix not in (".md", ".py", "")}
     committed -= {".gitattributes"}
     files = committed | set(generated)
@@ -102,6 +130,21 @@ def test_bad_file_gives_a_clear_error(name: str, generated: dict[str, Path]) -> 
     if column:
         assert f"column '{column}'" in msg, msg
     assert re.search(pattern, msg), msg
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_ERRORS))
+def test_bad_config_gives_one_line_naming_file_and_key(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = CORPUS / "configs" / name
+    where, pattern = CONFIG_ERRORS[name]
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: {where}"), msg
+    assert "\n" not in msg and re.search(pattern, msg), msg
+    # The same through the CLI, with a data override applied on top (a list config used to crash here).
+    assert main(["prepare", str(path), "--data", str(CORPUS / "bom.csv"), "--set", "seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"raydetox prepare: error: {msg}\n"
 
 
 @pytest.mark.parametrize("name", sorted(LOADS))

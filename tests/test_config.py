@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raydetox.cli import main
+from raydetox.cli import _load, build_parser, main
 from raydetox.config import (
     ConfigError,
     ExperimentConfig,
@@ -15,9 +15,11 @@ from raydetox.config import (
     dump_config,
     load_config,
 )
+from raydetox.data.io import load_pairs
 from raydetox.preflight import check_paths
 
 REPO = Path(__file__).resolve().parents[1]
+LANGS = ["am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh"]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name)
@@ -41,6 +43,14 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "exp.yaml"
     path.write_text(text)
     return path
+
+
+def _config_error(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """The config file written from ``text`` and the ConfigError that loading it must raise."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return path, str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -89,14 +99,48 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("data:\n  default_lang: english\n", "data.default_lang", "not a language code"),
         ("data:\n  languages: [en, 'de/at']\n", "data.languages", "not language codes: ['de/at']"),
         ("cleaning:\n  max_chars: 0\n", "cleaning.max_chars", ">= 1"),
+        # ranges, NaN and bound order, checked when the file is loaded (issue 10)
+        ("split:\n  seed: -1\n", "split.seed", "greater than or equal to 0"),
+        ("seed: 4294967296\n", "seed", "less than or equal to 4294967295"),
+        ("lexicon:\n  min_count: -5\n", "lexicon.min_count", "greater than or equal to 1"),
+        ("lexicon:\n  smoothing: 0\n", "lexicon.smoothing", "greater than 0"),
+        ("cleaning:\n  min_token_overlap: -0.1\n", "cleaning.min_token_overlap", "greater than or equal to 0"),
+        ("cleaning:\n  already_neutral_overlap: 1.5\n", "cleaning.already_neutral_overlap", "less than or equal to 1"),
+        ("cleaning:\n  min_chrf: .nan\n", "cleaning.min_chrf", "finite number"),
+        ("cleaning:\n  min_length_ratio: .nan\n", "cleaning.min_length_ratio", "finite number"),
+        ("cleaning:\n  min_length_ratio: 3\n  max_length_ratio: 1\n", "cleaning.min_length_ratio",
+         "must be < cleaning.max_length_ratio (3 >= 1)"),
+        ("curriculum:\n  quantiles: [0.0, 0.5]\n", "curriculum.quantiles", "strictly between 0 and 1"),
+        ("curriculum:\n  quantiles: [.nan, 0.5]\n", "curriculum.quantiles.0", "finite number"),
+        ("curriculum:\n  overlap_weight: 0\n  toxicity_weight: 0\n  length_weight: 0\n",
+         "curriculum.overlap_weight", "all 0"),
+        ("training:\n  batch_size: 0\n", "training.batch_size", "must be >= 1, got 0"),
+        ("training:\n  warmup_ratio: 2\n", "training.warmup_ratio", "within [0, 1]"),
+        ("training:\n  weight_decay: .nan\n", "training.weight_decay", "finite number"),
+        ("decoding:\n  toxic_penalty: .nan\n", "decoding.toxic_penalty", ">= 0"),
+        ("decoding:\n  num_beams: 0\n", "decoding.num_beams", "greater than or equal to 1"),
+        ("sweep:\n  toxic_penalty: [0, .nan]\n", "sweep.toxic_penalty", "got [nan]"),
+        ("sweep:\n  copy_rate_bound: -0.5\n", "sweep.copy_rate_bound", "greater than or equal to 0"),
+        ("sweep:\n  orderings: [[easy, hard, easy]]\n", "sweep.orderings", "['easy'] listed twice"),
+        ("sweep:\n  orderings: []\n", "sweep.orderings", "at least one ordering"),
+        ("data:\n  languages: []\n", "data.languages", "at least one"),
+        ("data:\n  languages: [en, EN]\n", "data.languages", "listed twice"),
+        ("data:\n  neutral_columns: []\n", "data.neutral_columns", "at least one"),
+        ("data:\n  min_lang_confidence: 1.5\n", "data.min_lang_confidence", "less than or equal to 1"),
+        ("lora:\n  target_modules: []\n", "lora.target_modules", "at least 1 item"),
+        ("model:\n  max_source_length: 0\n", "model.max_source_length", "greater than or equal to 1"),
+        ("ray:\n  num_workers: 0\n", "ray.num_workers", "greater than or equal to 1"),
+        # names that would put results (and --overwrite's deletions) outside the storage folder
+        ("name: ../..\n", "name", "plain folder name"),
+        ("name: /tmp/elsewhere\n", "name", "plain folder name"),
+        ("name: a/b\n", "name", "plain folder name"),
+        ("name: ''\n", "name", "plain folder name"),
+        ("ray:\n  name: ..\n", "ray.name", "plain folder name"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, words: str) -> None:
-    path = _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
-    assert str(path) in msg and f"'{key}'" in msg and words in msg
+    path, msg = _config_error(tmp_path, text)
+    assert str(path) in msg and f"'{key}'" in msg and words in msg and "\n" not in msg
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
@@ -106,6 +150,62 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "data: [unclosed\n"))
     with pytest.raises(ConfigError, match="mapping"):
         load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+@pytest.mark.parametrize(
+    "text, where, words",
+    [
+        ("data: [unclosed\n", "line 2, column 1", "expected ',' or ']'"),
+        ("a: b\n  c: d\n", "line 2, column 4", "mapping values are not allowed here"),
+        ("name: x\n\tseed: 1\n", "line 2, column 1", "found character '\\t'"),
+        ("name: x\x07\n", "line 1, column 8", "character '\\x07' is not allowed"),
+        # PyYAML keeps the last of two equal keys without a word: here it is an error
+        ("data:\n  source: a.tsv\n  format: tsv\n  source: b.tsv\n", "line 4, column 3",
+         "duplicate key 'source' (first given at line 2)"),
+        ("seed: 1\nname: x\nseed: 2\n", "line 3, column 1", "duplicate key 'seed' (first given at line 1)"),
+    ],
+)
+def test_yaml_errors_are_one_line_with_line_and_column(tmp_path: Path, text: str, where: str, words: str) -> None:
+    path, msg = _config_error(tmp_path, text)
+    assert msg.startswith(f"{path}: invalid YAML at {where}: "), msg
+    assert words in msg and "\n" not in msg
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[" * 5000 + "]" * 5000 + "\n")  # PyYAML composes recursively
+    with pytest.raises(ConfigError, match=rf"^{path}: invalid YAML: collections nested too deeply to parse$"):
+        load_config(path)
+
+
+def test_merge_keys_may_override_what_they_merge(tmp_path: Path) -> None:
+    # "<<: *base" then the same key is the YAML way to override a merged value, not a duplicate.
+    path = _write(tmp_path, "cleaning:\n  <<: {min_chrf: 5.0, drop_noisy: false}\n  min_chrf: 7.0\n")
+    assert load_config(path).cleaning.min_chrf == 7.0
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n", "false\n"])
+def test_top_level_not_a_mapping_is_one_line_even_with_overrides(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, text)
+    for overrides in (None, {"data.source": "x.tsv"}, {"seed": 1}):
+        with pytest.raises(ConfigError, match=rf"^{path}: expected a mapping .* at the top level, got \w+$"):
+            load_config(path, overrides)
+    # The CLI path: --data and --set are overrides applied to the parsed file.
+    assert main(["prepare", str(path), "--data", str(tmp_path), "--set", "seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "top level" in err, err
+
+
+def test_override_through_a_non_mapping_names_file_and_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "cleaning: 5\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: override 'cleaning.min_chrf': key 'cleaning' is a int"):
+        load_config(path, {"cleaning.min_chrf": 1.0})
+
+
+def test_several_bad_keys_are_reported_on_one_line(tmp_path: Path) -> None:
+    _, msg = _config_error(tmp_path, "split:\n  seed: -1\nlexicon:\n  min_count: -5\n")
+    assert "\n" not in msg and "'split.seed'" in msg and "'lexicon.min_count'" in msg
 
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
@@ -235,3 +335,15 @@ def test_config_command_lists_hf_arguments_and_owned_ones(capsys: pytest.Capture
     assert "training.bf16: bool = False" in out and "training.gradient_accumulation_steps: int = 1" in out
     assert "training.learning_rate: owned; use schedule[i].lr" in out
     assert main(["config", "--section", "nope"]) == 2
+
+
+def test_data_override_detects_its_own_format(mpd_dir: Path) -> None:
+    # sweep_mt5.yaml sets data.format: hub for its hub source; --data with a local directory must not be
+    # sent to the hub loader (it would lose the languages of the file names).
+    config = REPO / "experiments" / "sweep_mt5.yaml"
+    cfg = _load(build_parser().parse_args(["prepare", str(config), "--data", str(mpd_dir)]))
+    assert (cfg.data.source, cfg.data.format) == (str(mpd_dir), "dir")
+    assert load_pairs(cfg.data).groupby("lang").size().to_dict() == {lang: 400 for lang in LANGS}
+    # A format given with --set wins over detection.
+    args = ["prepare", str(config), "--data", str(mpd_dir), "--set", "data.format=saved"]
+    assert _load(build_parser().parse_args(args)).data.format == "saved"

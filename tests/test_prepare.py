@@ -83,3 +83,59 @@ def test_cli_reports_bad_input_without_traceback(tmp_path: Path, capsys: pytest.
     assert main(["prepare", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "cleaning.min_chrf" in err
+
+
+def test_nothing_kept_is_an_error_naming_the_reasons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "copies.tsv"
+    path.write_text("toxic\tneutral\nyou are stupid\tyou are stupid\nshut up\tShut  up\n\tnothing\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")  # left by an earlier, successful run
+    code = main(["prepare", str(REPO / "experiments/quickstart.yaml"), "--data", str(path), "--out", str(out),
+                 "--set", "data.default_lang=en"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (f"raydetox prepare: error: {path}: no pair kept: all 3 rows dropped (identical 2, empty_toxic 1); "
+                   f"each with its reason in {out / 'dropped.csv'}\n")
+    dropped = pd.read_csv(out / "dropped.csv")
+    assert sorted(dropped["reason"]) == ["empty_toxic", "identical", "identical"]
+    # Nothing claims success: no manifest (what `sweep --resume` trusts), report or stage files.
+    assert not (out / "manifest.json").exists() and not (out / "report.md").exists()
+    assert not list((out / "stages").glob("*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def unlabelled_pairs(tmp_path_factory: pytest.TempPathFactory, mpd_pairs: pd.DataFrame) -> Path:
+    """40 real pairs per language in one file without a language column."""
+    path = tmp_path_factory.mktemp("unlabelled") / "pairs.jsonl"
+    mpd_pairs.groupby("lang").head(40)[["toxic", "neutral"]].to_json(
+        path, orient="records", lines=True, force_ascii=False
+    )
+    return path
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_prepare_identifies_languages_and_reports_them(unlabelled_pairs: Path, tmp_path: Path, keep: bool) -> None:
+    # A high threshold, so that some rows are left undetermined.
+    sets = ["data.min_lang_confidence=0.9", f"data.keep_unidentified={str(keep).lower()}"]
+    code = main(["prepare", str(REPO / "experiments/quickstart.yaml"), "--data", str(unlabelled_pairs), "--out",
+                 str(tmp_path), *[a for s in sets for a in ("--set", s)]])
+    assert code == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    identified = manifest["identified_languages"]
+    assert sum(identified.values()) == manifest["input"] == 360
+    assert identified["und"] > 0 and identified["am"] == 40 and set(LANGS) <= set(identified)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Languages identified from the text" in report
+    assert re.search(rf"^\| und\s+\|\s+{identified['und']} \|$", report, re.MULTILINE), report
+    kept = pd.read_parquet(tmp_path / "pairs.parquet")
+    dropped = pd.read_csv(tmp_path / "dropped.csv")
+    unidentified = dropped[dropped["reason"] == "unidentified_language"]
+    if keep:
+        assert unidentified.empty and (kept["lang"] == "und").any()
+    else:
+        assert "und" not in set(kept["lang"])
+        assert len(unidentified) > 0 and set(unidentified["lang"]) == {"und"}
+        assert unidentified["detail"].str.fullmatch(
+            r"language identifier's best guess '\w+' has probability 0\.\d\d, under data\.min_lang_confidence"
+        ).all()

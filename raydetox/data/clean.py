@@ -26,6 +26,7 @@ import regex
 from sacrebleu.metrics import CHRF
 
 from raydetox.config import CleaningConfig
+from raydetox.data.langid import unidentified
 
 if TYPE_CHECKING:
     from raydetox.data.lexicon import Lexicon
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 REASONS: tuple[str, ...] = (
     "empty_toxic",
     "empty_neutral",
+    "unidentified_language",
     "too_long",
     "duplicate",
     "identical",
@@ -181,8 +183,13 @@ def _drop_duplicates(table: pd.DataFrame, marks: _Marks, toxic: list[str], neutr
         marks.drop(frame["row"].to_numpy()[dup], "duplicate", details)
 
 
-def clean_pairs(pairs: pd.DataFrame, cfg: CleaningConfig, lexicon: Lexicon | None = None) -> CleanResult:
+def clean_pairs(
+    pairs: pd.DataFrame, cfg: CleaningConfig, lexicon: Lexicon | None = None, drop_unidentified: bool = True
+) -> CleanResult:
     """Apply the cleaning rules of ``cfg`` (see :data:`REASONS` for their order) to a pairs table.
+
+    ``unidentified_language``: the language identifier left the row ``und`` (its ``lang_confidence`` is
+    under ``data.min_lang_confidence``); ``drop_unidentified=False`` (``data.keep_unidentified``) keeps it.
 
     ``too_long``: the toxic or neutral text is longer than ``cfg.max_chars`` characters.
     ``already_neutral`` and ``still_toxic`` need ``lexicon``; without one they are skipped with a warning.
@@ -200,6 +207,14 @@ def clean_pairs(pairs: pd.DataFrame, cfg: CleaningConfig, lexicon: Lexicon | Non
     marks.drop([i for i in range(n) if not toxic[i].strip()], "empty_toxic", "toxic text is empty")
     alive = marks.alive()
     marks.drop([i for i in alive if not neutral[i].strip()], "empty_neutral", "neutral text is empty")
+
+    if drop_unidentified:
+        undetermined = unidentified(table).to_numpy()
+        rows = [i for i in marks.alive() if undetermined[i]]
+        marks.drop(rows, "unidentified_language", [
+            f"language identifier's best guess {table['lang_guess'].iat[i]!r} has probability "
+            f"{table['lang_confidence'].iat[i]:.2f}, under data.min_lang_confidence" for i in rows
+        ])
 
     if cfg.max_chars is not None:
         # Before the costly rules: chrF on a megabyte-long cell takes seconds.

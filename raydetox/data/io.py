@@ -3,17 +3,24 @@
 Sources: a TSV/CSV/JSONL/parquet file, a directory of per-language files (``LANG-….parquet``,
 ``LANG.tsv``, …), a dataset saved with ``datasets`` ``save_to_disk`` (Dataset or DatasetDict), or a
 Hugging Face hub id (``owner/name``). Every source goes through the same column mapping and validation,
-and every problem is a :class:`DataError` whose message names the file, the row (1-based data row,
-header excluded; the line for JSONL) and the column.
+and every problem is a :class:`DataError` whose one-line message names the file, the row (1-based data
+row, header excluded; the line for JSONL) and the column. Only the named exceptions of the libraries
+that read a file (pyarrow, datasets, huggingface_hub, the OS) are turned into a :class:`DataError`;
+anything else is a bug and stays a traceback.
+
+A row's language comes from a language column, else the file or split name, else ``data.default_lang``,
+else it is identified from its text (:mod:`raydetox.data.langid`).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import math
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -22,9 +29,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import regex as re
 
 from raydetox.config import LANG_CODE, DataConfig
+from raydetox.data.langid import identify, unidentified
 
 FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "dir", "saved", "hub")
 FILE_SUFFIXES: dict[str, str] = {
@@ -47,6 +57,7 @@ _SCORE_COLUMN = "toxicity_score"
 _PLACEHOLDERS = frozenset(
     {"nan", "NaN", "-nan", "-NaN", "None", "null", "NULL", "NA", "N/A", "n/a", "<NA>", "#N/A", "#NA"}
 )
+_HUB_PROBE_SECONDS = 10.0
 
 
 class DataError(ValueError):
@@ -266,10 +277,21 @@ def _decode(path: Path, raw: bytes) -> str:
     return text
 
 
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (library messages may run to many lines, e.g. schema dumps)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # permissions, I/O errors: the file exists but cannot be read
+        raise DataError(f"{path}: cannot read: {_one_line(err)}") from err
     if not raw:
         raise DataError(f"{path}: empty file (0 bytes): no rows")
     return raw
@@ -326,6 +348,8 @@ def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
     if not text.strip():
         raise DataError(f"{path}: empty file (no header): no rows")
     records = _csv_records(path, text, sep, fmt.upper())
+    if not records:  # e.g. a line holding only "" (an empty quoted field): blank, like an empty line
+        raise DataError(f"{path}: no header: every line is blank: no rows")
     header = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(records[0])]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
@@ -346,21 +370,38 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+        except RecursionError as err:  # the json module parses nested arrays/objects recursively
+            raise DataError(f"{path}: line {lineno}: invalid JSON: arrays/objects nested too deeply") from err
         if not isinstance(obj, dict):
             raise DataError(
                 f"{path}: line {lineno}: expected a JSON object per line, got {type(obj).__name__}"
             )
+        # JSON may escape half of a UTF-16 pair ("\ud800"): a string no file format can store later.
+        for key, value in obj.items():
+            try:
+                (key + (value if isinstance(value, str) else "")).encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DataError(
+                    f"{path}: line {lineno}, column {key!r}: invalid Unicode: a lone surrogate "
+                    f"{err.object[err.start]!r} (an escaped half of a UTF-16 pair)"
+                ) from err
         records.append(obj)
         lines.append(lineno)
     return pd.DataFrame.from_records(records), lines
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    """A parquet file as a table; duplicate column names are an error (pyarrow would dump its schema)."""
     _read_bytes(path)
     try:
-        return pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path}: cannot read as parquet: {type(err).__name__}: {err}") from err
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DataError(f"{path}: duplicate column names {dupes}")
+        return parquet.read().to_pandas()
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid, ArrowNotImplementedError, ArrowIOError, …
+        raise DataError(f"{path}: cannot read as parquet: {_one_line(err)}") from err
 
 
 def _lang_from_name(name: str, whole: bool) -> str | None:
@@ -371,9 +412,50 @@ def _lang_from_name(name: str, whole: bool) -> str | None:
     return m.group(0).lower()
 
 
+@functools.cache
+def _iso639_1() -> frozenset[str]:
+    import pycountry
+
+    return frozenset(lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2"))
+
+
+def _iso639_3_name(code: str) -> str | None:
+    import pycountry
+
+    lang = pycountry.languages.get(alpha_3=code) if len(code) == 3 else None
+    return lang.name if lang is not None else None
+
+
+def _known_lang(code: str, cfg: DataConfig) -> bool:
+    """An ISO 639-1 code, or any code that ``data.languages`` names.
+
+    Three-letter codes need naming: ISO 639-3 holds many three-letter words ('new' is Newari, 'and',
+    'old', 'raw' are languages too), so a stray ``new_pairs.tsv`` would otherwise become a language.
+    """
+    return code in _iso639_1() or (cfg.languages is not None and code in cfg.languages)
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a data file (dangling link, FIFO, directory, …), or None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"dangling symbolic link to {path.readlink()}" if path.is_symlink() else "file not found"
+    except OSError as err:
+        return f"cannot read: {_one_line(err)}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a file"
+    return "is not a regular file (socket or device)"
+
+
 def _read_file(path: Path, fmt: str, **part: Any) -> _Part:
-    if not path.is_file():
-        raise DataError(f"{path}: " + ("is a directory, not a file" if path.is_dir() else "file not found"))
+    why = _not_a_file(path)
+    if why is not None:
+        raise DataError(f"{path}: {why}")
     if fmt in ("tsv", "csv"):
         return _Part(_read_delimited(path, fmt), str(path), **part)
     if fmt == "jsonl":
@@ -383,21 +465,47 @@ def _read_file(path: Path, fmt: str, **part: Any) -> _Part:
 
 
 def _read_dir(path: Path, cfg: DataConfig) -> list[_Part]:
-    """Per-language files in sorted language order; the language comes from the file-name prefix."""
-    files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
-    data = [(f, FILE_SUFFIXES[f.suffix.lower()]) for f in files if f.suffix.lower() in FILE_SUFFIXES]
+    """Per-language files ``LANG…`` in sorted language order; the language comes from the name prefix.
+
+    Every entry with a data suffix is either read (its prefix is a known language code, see
+    :func:`_known_lang`), skipped (a language code that ``data.languages`` leaves out) or an error: a
+    name without a known code, a dangling link, a FIFO, a directory. Entries without a data suffix
+    (README.md, LICENSE) and hidden ones are not data.
+    """
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as err:
+        raise DataError(f"{path}: cannot list directory: {_one_line(err)}") from err
+    data = [(f, FILE_SUFFIXES[f.suffix.lower()]) for f in entries
+            if f.suffix.lower() in FILE_SUFFIXES and not f.name.startswith(".")]
     if not data:
         raise DataError(f"{path}: no data files ({', '.join(sorted(FILE_SUFFIXES))}) in directory")
-    keyed = sorted(((_lang_from_name(f.name, whole=False), f.name, f, fmt) for f, fmt in data),
-                   key=lambda k: (k[0] or "", k[1]))
+    keyed, strays = [], []
+    for f, fmt in data:
+        lang = _lang_from_name(f.name, whole=False)
+        if lang is not None and _known_lang(lang, cfg):
+            if cfg.languages is None or lang in cfg.languages:
+                keyed.append((lang, f, fmt))
+        elif lang is not None and cfg.languages is not None and (lang in _iso639_1() or _iso639_3_name(lang)):
+            continue  # a language the explicit data.languages filter leaves out
+        else:
+            name = _iso639_3_name(lang) if lang is not None else None
+            strays.append(f"{f.name!r}" + (f" ('{lang}' is ISO 639-3 {name}: list it in data.languages)"
+                                           if name else ""))
+    if strays:
+        raise DataError(
+            f"{path}: file(s) not named LANG… with an ISO 639-1 code or a code listed in data.languages: "
+            f"{', '.join(strays)}; a directory source reads one language per file (e.g. en.tsv, "
+            "de-00000-of-00001.parquet): rename or move them"
+        )
+    unreadable = [f"{f.name!r} {why}" for _, f, _ in keyed if (why := _not_a_file(f)) is not None]
+    if unreadable:
+        raise DataError(f"{path}: unreadable data file(s): {'; '.join(unreadable)}")
     parts: list[_Part] = []
     counts: dict[str, int] = {}
-    for lang, _, f, fmt in keyed:
-        if lang is not None and cfg.languages is not None and lang not in cfg.languages:
-            continue
-        prefix = lang or f.stem
-        part = _read_file(f, fmt, id_prefix=prefix, lang=lang, id_start=counts.get(prefix, 0))
-        counts[prefix] = part.id_start + len(part.frame)
+    for lang, f, fmt in sorted(keyed, key=lambda k: (k[0], k[1].name)):
+        part = _read_file(f, fmt, id_prefix=lang, lang=lang, id_start=counts.get(lang, 0))
+        counts[lang] = part.id_start + len(part.frame)
         parts.append(part)
     return parts
 
@@ -409,7 +517,7 @@ def _dataset_parts(
     else splits."""
     if isinstance(obj, Mapping):
         keys = [str(k) for k in obj.keys()]
-        by_lang = bool(keys) and all(_lang_from_name(k, whole=True) for k in keys)
+        by_lang = bool(keys) and all((c := _lang_from_name(k, whole=True)) and _known_lang(c, cfg) for k in keys)
         parts = []
         for key in sorted(keys) if by_lang else keys:
             lang = key.lower() if by_lang else None
@@ -424,8 +532,15 @@ def _dataset_parts(
 def _to_pandas(ds: Any, origin: str) -> pd.DataFrame:
     try:
         return ds.to_pandas()
-    except Exception as err:
-        raise DataError(f"{origin}: cannot convert dataset to a table: {type(err).__name__}: {err}") from err
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{origin}: cannot convert dataset to a table: {_one_line(err)}") from err
+
+
+def _datasets_errors() -> tuple[type[BaseException], ...]:
+    """What ``datasets`` raises for a missing, unreachable or malformed dataset."""
+    import datasets
+
+    return (datasets.exceptions.DatasetsError, pa.ArrowException, OSError, ValueError, KeyError)
 
 
 def _read_saved(path: Path, cfg: DataConfig) -> list[_Part]:
@@ -435,19 +550,41 @@ def _read_saved(path: Path, cfg: DataConfig) -> list[_Part]:
         raise DataError(f"{path}: not a dataset saved with save_to_disk (no dataset_dict.json or state.json)")
     try:
         obj = datasets.load_from_disk(str(path))
-    except Exception as err:
-        raise DataError(f"{path}: cannot load saved dataset: {type(err).__name__}: {err}") from err
+    except _datasets_errors() as err:
+        raise DataError(f"{path}: cannot load saved dataset: {_one_line(err)}") from err
     return _dataset_parts(obj, cfg, path.name, lambda key: str(path / key) if key else str(path))
+
+
+def _probe_hub(source: str) -> None:
+    """One request without retries, so that an unreachable hub is one line at once, not datasets' eleven
+    lines of retries over half a minute. Offline mode (``HF_HUB_OFFLINE``) reads the cache: no probe."""
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    not_local = f"{source}: no local file or directory of that name, and"
+    try:
+        HfApi().dataset_info(source, timeout=_HUB_PROBE_SECONDS)
+    except HfHubHTTPError as err:
+        raise DataError(f"{not_local} hub dataset '{source}' cannot be loaded: {_one_line(err)}") from err
+    except (httpx2.TransportError, OSError) as err:
+        raise DataError(
+            f"{not_local} the Hugging Face hub cannot be reached ({_one_line(err)}); give a local path, "
+            "or set HF_HUB_OFFLINE=1 to use a cached copy"
+        ) from err
 
 
 def _read_hub(source: str, cfg: DataConfig) -> list[_Part]:
     import datasets  # slow import: only when needed
 
+    _probe_hub(source)
     try:
         obj = datasets.load_dataset(source, split=cfg.hub_split)
-    except Exception as err:
+    except _datasets_errors() as err:
         raise DataError(
-            f"hub dataset '{source}' (split {cfg.hub_split!r}): cannot load: {type(err).__name__}: {err}"
+            f"hub dataset '{source}' (split {cfg.hub_split!r}): cannot load: {_one_line(err)}"
         ) from err
 
     def origin(key: str | None) -> str:
@@ -580,18 +717,21 @@ def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
     part.frame = part.frame.reset_index(drop=True)
     cols = detect_columns(list(part.frame.columns), cfg, part.origin)
     n = len(part.frame)
+    toxic = _text(part, cols.toxic)
+    neutral_cells = [_text(part, c) for c in cols.neutrals]
+    own = [[r for r in row if r.strip()] for row in zip(*neutral_cells)]
 
+    identified = None
     if cols.lang is not None:
         langs = _lang_codes(part, cols.lang)
     else:
         m = re.fullmatch(r"([a-z]{2,3})_toxic_comment", cols.toxic)  # s-nlp/paradetox: en_toxic_comment
         lang = part.lang or (m.group(1) if m else None) or cfg.default_lang
-        if lang is None:
-            raise DataError(
-                f"{part.origin}: no language column (looked for {list(_LANG_COLUMNS)}); "
-                "set data.lang_column or data.default_lang"
-            )
-        langs = [lang] * n
+        if lang is not None:
+            langs = [lang] * n
+        else:
+            identified = _identify(part, cfg, [t + "\n" + "\n".join(refs) for t, refs in zip(toxic, own)])
+            langs = identified.langs
 
     if cols.id is not None:
         ids = _ids(part, cols.id)
@@ -600,9 +740,6 @@ def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
     else:
         ids = [f"{part.id_prefix}-{part.id_start + i + 1}" for i in range(n)]
 
-    toxic = _text(part, cols.toxic)
-    neutral_cells = [_text(part, c) for c in cols.neutrals]
-    own = [[r for r in row if r.strip()] for row in zip(*neutral_cells)]
     table = pd.DataFrame(
         {
             "id": ids,
@@ -614,6 +751,9 @@ def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
             "_multi": len(cols.neutrals) > 1,
         }
     )
+    if identified is not None:
+        table["lang_guess"] = identified.guesses
+        table["lang_confidence"] = np.asarray(identified.confidences, dtype=float)
     if cols.score is not None:
         table["toxicity_score"] = np.asarray(_scores(part, cols.score), dtype=float)
     if cols.split is not None:
@@ -621,6 +761,17 @@ def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
     elif part.split is not None:
         table["split"] = part.split
     return table
+
+
+def _identify(part: _Part, cfg: DataConfig, texts: list[str]) -> Any:
+    """Each row's language from its text (toxic side and references): see :mod:`raydetox.data.langid`."""
+    try:
+        return identify(texts, cfg.min_lang_confidence, cfg.languages)
+    except ValueError as err:  # a data.languages code the identifier does not know
+        raise DataError(
+            f"{part.origin}: no language column, and {err} (data.languages); set data.lang_column or "
+            "data.default_lang"
+        ) from err
 
 
 def _merge_refs(table: pd.DataFrame) -> pd.Series:
@@ -654,12 +805,10 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
     Resolves the format (``cfg.format`` or :func:`detect_format`), maps and validates columns, optionally
     expands references (``cfg.expand_refs``), then keeps ``cfg.languages`` and the first
     ``cfg.max_rows_per_lang`` rows per language. Empty text cells become "" (cleaning drops them).
+    Rows whose language was identified (no language column, file name or default) also get
+    ``lang_guess`` and ``lang_confidence``; those under ``cfg.min_lang_confidence`` have lang ``und``.
     """
     src = str(source if source is not None else cfg.source)
-    if cfg.languages is not None and not cfg.languages:
-        raise DataError(f"{src}: data.languages is empty; use null for all languages")
-    if cfg.max_rows_per_lang is not None and cfg.max_rows_per_lang <= 0:
-        raise DataError(f"{src}: data.max_rows_per_lang must be > 0, got {cfg.max_rows_per_lang}")
     fmt = cfg.format or detect_format(src)
     parts = _read_parts(src, fmt, cfg)
     if not parts:
@@ -681,13 +830,17 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
             raise DataError(
                 f"{src}: languages {missing} (data.languages) not found; found {sorted(set(table['lang']))}"
             )
-        table = table[table["lang"].isin(cfg.languages)]
+        # Unidentified rows stay: cleaning reports them (or keeps them as und), never a silent filter.
+        table = table[table["lang"].isin(cfg.languages) | unidentified(table)]
     if cfg.max_rows_per_lang is not None:
         table = table.groupby("lang", sort=False).head(cfg.max_rows_per_lang)
 
     columns = ["id", "lang", "toxic", "neutral", "refs"]
-    columns += [c for c in ("toxicity_score", "split") if c in table.columns]
+    columns += [c for c in ("toxicity_score", "split", "lang_guess", "lang_confidence") if c in table.columns]
     table = table[columns].reset_index(drop=True)
-    for c in ("id", "lang", "toxic", "neutral") + (("split",) if "split" in table.columns else ()):
-        table[c] = table[c].astype(str)
+    if "lang_guess" in table.columns:  # "" for the rows of parts whose language was given
+        table["lang_guess"] = table["lang_guess"].fillna("")
+    for c in ("id", "lang", "toxic", "neutral", "split", "lang_guess"):
+        if c in table.columns:
+            table[c] = table[c].astype(str)
     return table

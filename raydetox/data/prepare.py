@@ -19,7 +19,7 @@ import pandas as pd
 from raydetox.config import STAGES, ExperimentConfig, dump_config
 from raydetox.data.clean import CleanResult, clean_pairs
 from raydetox.data.curriculum import assign_buckets, score_difficulty, split_pairs, stage_subsets
-from raydetox.data.io import load_pairs
+from raydetox.data.io import DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
 
 EVAL_SPLITS: tuple[str, ...] = ("validation", "test")
@@ -50,16 +50,29 @@ def prepare(cfg: ExperimentConfig, out_dir: str | Path, source: str | None = Non
 
     Writes ``stages/{easy,medium,hard,full,validation,test}.parquet``, ``pairs.parquet`` (every kept row
     with its split, scores and bucket), ``dropped.parquet``/``dropped.csv`` (every dropped row with its
-    reason), ``counts.csv``, ``lexicon.json``, ``config.yaml``, ``report.md`` and ``difficulty.png``.
+    reason), ``counts.csv``, ``lexicon.json``, ``config.yaml``, ``report.md`` and ``difficulty.png``;
+    ``manifest.json`` last, as the mark of success. When cleaning keeps no pair, only the dropped rows and
+    counts are written and a :class:`DataError` names the drop reasons.
     """
     out = Path(out_dir)
     (out / "stages").mkdir(parents=True, exist_ok=True)
+    # A manifest left by an earlier run would claim success for this one until it is rewritten.
+    (out / "manifest.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
 
     pairs = load_pairs(cfg.data, source)
     pairs = split_pairs(pairs, cfg.split, split_column=cfg.data.split_column)
     lexicon = Lexicon.learn(pairs[pairs["split"] == "train"], cfg.lexicon, base_dir=Path.cwd())
-    cleaned: CleanResult = clean_pairs(pairs, cfg.cleaning, lexicon)
+    cleaned: CleanResult = clean_pairs(
+        pairs, cfg.cleaning, lexicon, drop_unidentified=not cfg.data.keep_unidentified
+    )
+    if cleaned.kept.empty:
+        paths = cleaned.write(out)
+        reasons = ", ".join(f"{r} {n}" for r, n in cleaned.dropped["reason"].value_counts().items())
+        raise DataError(
+            f"{source if source is not None else cfg.data.source}: no pair kept: all {len(pairs)} rows dropped "
+            f"({reasons}); each with its reason in {paths['dropped_csv']}"
+        )
     scored = score_difficulty(cleaned.kept, cfg.curriculum, lexicon)
     table = assign_buckets(scored, cfg.curriculum)
     stages = stage_subsets(table)
@@ -75,7 +88,8 @@ def prepare(cfg: ExperimentConfig, out_dir: str | Path, source: str | None = Non
     dump_config(cfg, out / "config.yaml")
 
     prepared = PreparedData(out, stages, evals["validation"], evals["test"], lexicon, cleaned.dropped)
-    write_report(prepared, table, cleaned, n_input=len(pairs), seconds=time.perf_counter() - t0)
+    write_report(prepared, table, cleaned, n_input=len(pairs), seconds=time.perf_counter() - t0,
+                 identified=identified_counts(pairs))
     return prepared
 
 
@@ -115,10 +129,24 @@ def _plot_difficulty(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def identified_counts(pairs: pd.DataFrame) -> pd.Series | None:
+    """Rows per language the identifier gave (``und`` included), or None when no row was identified."""
+    if "lang_confidence" not in pairs.columns:
+        return None
+    counts = pairs.loc[pairs["lang_confidence"].notna(), "lang"].value_counts().sort_index()
+    return counts.rename("rows").rename_axis("identified language")
+
+
 def write_report(
-    prepared: PreparedData, table: pd.DataFrame, cleaned: CleanResult, n_input: int, seconds: float
+    prepared: PreparedData,
+    table: pd.DataFrame,
+    cleaned: CleanResult,
+    n_input: int,
+    seconds: float,
+    identified: pd.Series | None = None,
 ) -> Path:
-    """Markdown report: counts per language, per drop reason, per split and stage; difficulty histogram."""
+    """Markdown report: counts per language, per drop reason, per split and stage; difficulty histogram;
+    the languages identified from the text (``identified``, see :func:`identified_counts`)."""
     out = prepared.out_dir
     _plot_difficulty(table, out / "difficulty.png")
     per_stage = pd.DataFrame(
@@ -145,6 +173,15 @@ def write_report(
         "",
         reasons.to_markdown() if len(reasons) else "(none)",
         "",
+        *([
+            "## Languages identified from the text (no language column, file name or default)",
+            "",
+            "py3langid; `und` = probability under `data.min_lang_confidence` (dropped as "
+            "`unidentified_language` unless `data.keep_unidentified`).",
+            "",
+            identified.to_frame().to_markdown(),
+            "",
+        ] if identified is not None else []),
         "## Kept pairs per language and split",
         "",
         per_split.to_markdown(),
@@ -174,6 +211,7 @@ def write_report(
                 "validation": len(prepared.validation),
                 "test": len(prepared.test),
                 "languages": prepared.languages,
+                **({"identified_languages": identified.to_dict()} if identified is not None else {}),
             },
             indent=2,
         )
