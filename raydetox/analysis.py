@@ -33,8 +33,10 @@ from raydetox.selection import (
     best_config,
     best_row,
     disk_usage,
+    NoEligibleRowError,
     has_language_columns,
     language_table,
+    rank_variants,
 )
 
 
@@ -55,6 +57,8 @@ class AnalysisReport:
     n_trials: int
     n_rows: int
     disk_bytes: int
+    variants: pd.DataFrame
+    refusal_note: str = ""
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -62,6 +66,7 @@ class AnalysisReport:
         lines = [
             f"{self.n_rows} rows from {self.n_trials} trials in {self.results_dir} "
             f"({_human_bytes(self.disk_bytes)} on disk)",
+            *([self.refusal_note.replace("**", "")] if self.refusal_note else []),
             f"best: trial {best['trial_id']} {best['ordering']} after stage {int(best['stage_index'])} "
             f"({best['phase']}, toxic_penalty {label(float(best['toxic_penalty']))}, copy_penalty "
             f"{label(float(best['copy_penalty']))}): objective {best['objective']:.4f}, "
@@ -167,13 +172,23 @@ def analyze(
     disk_bytes = disk_usage(results_dir, exclude=[out_dir])
     df = load_results(results_dir)
     df["objective"] = objective_column(df, sweep)
-    best = best_row(df, sweep)
+    refusal_note = ""
+    try:
+        best = best_row(df, sweep)
+    except NoEligibleRowError as err:
+        # Still say which row comes closest, ranked with the degenerate rows penalised, and say why.
+        refusal_note = f"**No row is eligible**: {err}. The row below is the best with them penalised instead."
+        sweep = dataclasses.replace(sweep, degenerate_action="penalise")
+        df["objective"] = objective_column(df, sweep)
+        best = best_row(df, sweep)
     baseline = baseline_row(df, sweep)
+    variants = rank_variants(df, sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     results_parquet, results_csv = out_dir / "results.parquet", out_dir / "results.csv"
     df.to_parquet(results_parquet, index=False)
     df.to_csv(results_csv, index=False)
+    variants.drop(columns="variant_key").to_csv(out_dir / "variants.csv", index=False)
     chosen = best_config(experiment, best)
     best_yaml = out_dir / "best_config.yaml"
     dump_config(chosen, best_yaml)
@@ -215,6 +230,8 @@ def analyze(
         n_trials=int(df["trial_id"].nunique()),
         n_rows=len(df),
         disk_bytes=disk_bytes,
+        variants=variants,
+        refusal_note=refusal_note,
     )
     report_path.write_text(
         _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
@@ -226,9 +243,27 @@ def analyze(
 
 def _objective_text(cfg: SweepConfig) -> str:
     if cfg.objective == "bertscore_copy_bound":
-        return (f"`bertscore_copy_bound`: BERTScore F1 when copy rate ≤ {cfg.copy_rate_bound:g}, else "
+        text = (f"`bertscore_copy_bound`: BERTScore F1 when copy rate ≤ {cfg.copy_rate_bound:g}, else "
                 f"BERTScore − 1 − (copy rate − {cfg.copy_rate_bound:g}) (any feasible row beats every infeasible one)")
-    return f"`{cfg.objective}`: eval_{cfg.objective} (higher is better)"
+    else:
+        text = f"`{cfg.objective}`: eval_{cfg.objective} (higher is better)"
+    action = "refused" if cfg.degenerate_action == "refuse" else "penalised below every other row"
+    return (f"{text}; rows with more than {cfg.max_degenerate_rate:.0%} degenerate outputs (n-gram loops) are "
+            f"{action}; variants are ranked by their mean over seeds")
+
+
+def _seed_text(row: pd.Series) -> str:
+    n = int(row.get("objective_n", 1) or 1)
+    if n < 2:
+        return " (one seed: no interval across seeds; add `sweep.seeds` for one)"
+    return (f", mean over {n} seeds (std {row['objective_std']:.4f}, 95% t-interval "
+            f"{row['objective_low']:.4f} to {row['objective_high']:.4f}; trials {row['trials']})")
+
+
+def _variants_table(variants: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    cols = [c for c in ("ordering", "phase", "stage_index", "toxic_penalty", "copy_penalty", "objective_n",
+                        "objective_mean", "objective_std", "objective_low", "objective_high", "trials") if c in variants]
+    return variants.head(top)[cols].rename(columns={"objective_n": "seeds"})
 
 
 def _report_markdown(
@@ -262,9 +297,11 @@ def _report_markdown(
         "",
         "## Best schedule",
         "",
+        *([report.refusal_note, ""] if report.refusal_note else []),
         f"Trial `{best['trial_id']}`, ordering `{best['ordering']}`, after stage {int(best['stage_index'])} "
         f"(`{best.get('stage', '')}`), {best['phase']} row, toxic_penalty {label(float(best['toxic_penalty']))}, "
-        f"copy_penalty {label(float(best['copy_penalty']))}: objective **{best['objective']:.4f}**.",
+        f"copy_penalty {label(float(best['copy_penalty']))}: objective **{best['objective']:.4f}**"
+        + _seed_text(best) + ".",
         "",
         schedule.to_markdown(),
         "",
@@ -282,6 +319,10 @@ def _report_markdown(
             base_table = language_table(df, report.baseline)
             parts += ["## Baseline per language", "", base_table.to_markdown(floatfmt=".4f"), ""]
     parts += [
+        "## Variants ranked by mean objective across seeds (top 10)",
+        "",
+        _variants_table(report.variants).to_markdown(index=False, floatfmt=".4f"),
+        "",
         "## Trials",
         "",
         _trials_table(df).to_markdown(floatfmt=".4f"),

@@ -376,6 +376,9 @@ class MetricsConfig:
     bertscore_batch_size: PositiveInt = 64
     toxicity_classifier: str | None = None
     samples_per_lang: NonNegativeInt = 3
+    # Per-sentence outputs of every stage and decoding evaluation (validation split: a few hundred rows
+    # each, zstd parquet) beside the result rows, so a user can read what "best" wrote.
+    keep_predictions: bool = True
 
 
 @dataclass(config=_STRICT)
@@ -396,6 +399,13 @@ class SweepConfig:
     search_alg: Literal["random", "grid", "optuna"] = "grid"
     objective: Literal["bertscore_copy_bound", "j", "chrf"] = "bertscore_copy_bound"
     copy_rate_bound: Fraction = 0.25
+    # Rows whose share of degenerate outputs (n-gram loops, raydetox.degeneration) exceeds the bound
+    # are refused by the objective (-inf: never "best"), or penalised below every row within it.
+    max_degenerate_rate: Fraction = 0.02
+    degenerate_action: Literal["refuse", "penalise"] = "refuse"
+    # Every variant is trained once per seed (LoRA init and data order); analysis ranks variants by the
+    # mean objective across seeds and shows the spread.
+    seeds: Annotated[list[Seed], Field(min_length=1)] | None = None
     max_concurrent_trials: int | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True

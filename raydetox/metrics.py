@@ -469,6 +469,17 @@ class Scorer:
     ) -> dict[str, float]:
         """Every metric of :data:`METRICS` overall (``{prefix}{metric}``) and per language
         (``{prefix}{metric}/{lang}``). Without lexicon and classifier, toxicity and j are NaN."""
+        return self.score_with_sentences(sources, outputs, refs, langs, prefix)[0]
+
+    def score_with_sentences(
+        self,
+        sources: Sequence[str],
+        outputs: Sequence[str],
+        refs: Sequence[Sequence[str]],
+        langs: Sequence[str],
+        prefix: str = "",
+    ) -> tuple[dict[str, float], pd.DataFrame]:
+        """:meth:`score` and :meth:`sentence_scores` from one scoring pass (what predictions files keep)."""
         frame, bleu_stats, chrf_stats = self._evaluate(sources, outputs, refs, langs)
         outputs = list(outputs)
         bleu = self._bleu_for(DEFAULT_BLEU_TOKENIZER)  # aggregation only: stats are tokenizer-independent
@@ -494,7 +505,7 @@ class Scorer:
                 "n": len(part),
             }
             result.update({f"{prefix}{name}{suffix}": float(values[name]) for name in METRICS})
-        return result
+        return result, frame
 
 
 def get_scorer(cfg: MetricsConfig, lexicon: Lexicon | None = None, device: str | None = None) -> Scorer:

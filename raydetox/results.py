@@ -12,6 +12,7 @@ This module imports only the config and pandas: analysis can read a sweep withou
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,7 +51,9 @@ def objective_value(metrics: Mapping[str, Any], cfg: SweepConfig, prefix: str = 
 
     ``bertscore_copy_bound``: BERTScore F1 when the copy rate is within ``cfg.copy_rate_bound``, else
     ``BERTScore - 1 - (copy_rate - bound)``, so any feasible row beats every infeasible one and infeasible
-    rows are ranked by how far they overshoot. ``j`` / ``chrf``: the J score / corpus chrF.
+    rows are ranked by how far they overshoot. ``j`` / ``chrf``: the J score / corpus chrF. Any objective:
+    a row with more degenerate outputs than ``cfg.max_degenerate_rate`` is refused (``-inf``) or
+    penalised (``cfg.degenerate_action``).
     """
 
     def get(name: str) -> float:
@@ -61,20 +64,78 @@ def objective_value(metrics: Mapping[str, Any], cfg: SweepConfig, prefix: str = 
 
     if cfg.objective == "bertscore_copy_bound":
         bertscore, copy_rate = get("bertscore_f1"), get("copy_rate")
-        if copy_rate <= cfg.copy_rate_bound:
-            return bertscore
-        return bertscore - 1.0 - (copy_rate - cfg.copy_rate_bound)
-    if cfg.objective == "j":
-        return get("j")
-    if cfg.objective == "chrf":
-        return get("chrf")
-    raise ValueError(f"sweep.objective: unknown objective {cfg.objective!r}")
+        value = bertscore if copy_rate <= cfg.copy_rate_bound else bertscore - 1.0 - (copy_rate - cfg.copy_rate_bound)
+    elif cfg.objective == "j":
+        value = get("j")
+    elif cfg.objective == "chrf":
+        value = get("chrf")
+    else:
+        raise ValueError(f"sweep.objective: unknown objective {cfg.objective!r}")
+    return _degeneration_guard(value, metrics.get(prefix + "degenerate_rate"), cfg)
+
+
+def _degeneration_guard(value: float, degenerate_rate: Any, cfg: SweepConfig) -> float:
+    """Degenerate outputs are a failure, not a low score: refuse (-inf) or penalise a row over the bound.
+
+    Rows written before the metric existed carry no ``degenerate_rate`` and pass unchanged.
+    """
+    if degenerate_rate is None or math.isnan(float(degenerate_rate)):
+        return value
+    excess = float(degenerate_rate) - cfg.max_degenerate_rate
+    if excess <= 0:
+        return value
+    if cfg.degenerate_action == "refuse":
+        return -math.inf
+    span = 100.0 if cfg.objective == "chrf" else 1.0  # below every row within the bound on its scale
+    return value - span - excess * span
 
 
 def objective_column(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
     """:func:`objective_value` of every row (NaN where a needed metric is NaN)."""
     values = [objective_value(row, cfg) for row in df.to_dict("records")]
     return pd.Series(values, index=df.index, name="objective", dtype=float)
+
+
+# Per-sentence outputs kept beside every stage and decode row (the ``predictions`` key of a row names the
+# file, relative to the sweep's directory). References are JSON text so any reader can load the file.
+PREDICTION_KEYS: tuple[str, ...] = ("id", "lang", "input", "output", "references")
+PREDICTIONS_DIR = "predictions"
+
+
+def predictions_frame(pairs: pd.DataFrame, outputs: list[str], sentences: pd.DataFrame) -> pd.DataFrame:
+    """One row per evaluated pair: id, lang, input, output, references and the per-sentence metrics
+    (``raydetox.metrics.Scorer.sentence_scores`` columns: copy, chrf, sim, toxicity, sta, j, degenerate…)."""
+    if not len(pairs) == len(outputs) == len(sentences):
+        raise ValueError(f"predictions: {len(pairs)} pairs, {len(outputs)} outputs, {len(sentences)} scored rows")
+    frame = pd.DataFrame({
+        "id": pairs["id"].astype(str).to_numpy(),
+        "lang": pairs["lang"].astype(str).to_numpy(),
+        "input": pairs["toxic"].to_numpy(),
+        "output": list(outputs),
+        "references": [json.dumps(list(r), ensure_ascii=False) for r in pairs["refs"]],
+    })
+    metrics = sentences.drop(columns=[c for c in ("lang",) if c in sentences]).reset_index(drop=True)
+    return pd.concat([frame, metrics], axis=1)
+
+
+def write_predictions(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a predictions frame as zstd-compressed parquet (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False, compression="zstd")
+    tmp.replace(path)
+    return path
+
+
+def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A predictions file back as a frame, with ``references`` as lists."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in PREDICTION_KEYS if c not in frame]
+    if missing:
+        raise ValueError(f"{path}: not a predictions file (missing columns {missing})")
+    frame["references"] = [json.loads(r) for r in frame["references"]]
+    return frame
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -20,6 +20,7 @@ import pandas as pd
 
 from raydetox.config import ExperimentConfig, StageConfig, SweepConfig
 from raydetox.results import objective_column
+from raydetox.stats import seed_summary
 
 _LANG_METRIC = re.compile(r"^(?P<metric>eval_[^/]+)/(?P<lang>[^/]+)$")
 
@@ -30,15 +31,61 @@ def baseline_mask(df: pd.DataFrame) -> pd.Series:
     return df["is_baseline"].map(lambda v: v is True or v == 1)
 
 
-def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
-    """The row (stage or decode) with the highest objective, recomputed from its metrics under ``cfg``."""
+class NoEligibleRowError(ValueError):
+    """Every row is refused by the objective (degenerate share above ``sweep.max_degenerate_rate``)."""
+
+
+# Where a row sits in its trial; with the trial's config (minus its seed) it names a variant's row.
+ROW_POSITION: tuple[str, ...] = ("phase", "stage_index", "toxic_penalty", "copy_penalty")
+
+
+def variant_key(df: pd.DataFrame) -> pd.Series:
+    """A key shared by the rows of one variant across seeds: the trial config except its seed, and the
+    row's position (phase, stage, penalties). Without seeds every trial is its own variant."""
+    columns = sorted(c for c in df.columns if str(c).startswith("config/") and c != "config/seed")
+    columns += [c for c in ROW_POSITION if c in df]
+    return df[columns].astype(str).agg("\x1f".join, axis=1).rename("variant_key")
+
+
+def rank_variants(df: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
+    """One row per variant row: the objective's mean, std, number of seeds and 95% t-interval across
+    seeds, the trials, and the variant's description; sorted by the mean (best first).
+
+    A variant is ranked by its mean over seeds, never by its luckiest run; a seed whose row is refused
+    (``-inf``, e.g. degenerate outputs) makes the whole variant refused.
+    """
     if df.empty:
         raise ValueError("no result rows to choose from")
-    scores = objective_column(df, cfg)
-    if scores.isna().all():
+    frame = pd.DataFrame({"variant_key": variant_key(df), "objective": objective_column(df, cfg)})
+    summary = seed_summary(frame, "variant_key", ["objective"]).drop(columns="metric")
+    summary = summary.rename(columns={c: f"objective_{c}" for c in ("mean", "std", "n", "low", "high")})
+    first = df.assign(variant_key=frame["variant_key"]).groupby("variant_key", sort=False)
+    describe = first[[c for c in ("ordering", *ROW_POSITION, "stage", "is_baseline") if c in df]].first()
+    describe["trials"] = first["trial_id"].agg(lambda ids: ",".join(sorted(map(str, ids))))
+    ranked = summary.merge(describe, left_on="variant_key", right_index=True)
+    return ranked.sort_values("objective_mean", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
+    """The best variant's row (stage or decode) under the objective, recomputed from its metrics under
+    ``cfg``: the variant with the highest MEAN objective across seeds. The row returned is that variant's
+    lowest-seed run, with ``objective`` set to the mean and ``objective_std|n|low|high`` and ``trials``."""
+    ranked = rank_variants(df, cfg)
+    if ranked["objective_mean"].isna().all():
         raise ValueError(f"objective {cfg.objective!r} is NaN on every row (metrics missing or NaN)")
-    row = df.loc[scores.idxmax()].copy()
-    row["objective"] = scores[scores.idxmax()]
+    eligible = ranked[np.isfinite(ranked["objective_mean"].to_numpy(float))]
+    if eligible.empty:
+        raise NoEligibleRowError(
+            f"every row is refused by the objective: degenerate share above sweep.max_degenerate_rate "
+            f"({cfg.max_degenerate_rate:g}) in every variant (set sweep.degenerate_action: penalise to rank them)"
+        )
+    top = eligible.iloc[0]
+    members = df[variant_key(df) == top["variant_key"]]
+    order = members.sort_values("seed", kind="stable") if "seed" in members else members
+    row = order.iloc[0].copy()
+    for col in ("objective_mean", "objective_std", "objective_n", "objective_low", "objective_high", "trials"):
+        row[col] = top[col]
+    row["objective"] = top["objective_mean"]
     return row
 
 

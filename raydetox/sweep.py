@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from raydetox.config import STAGES, ExperimentConfig, dump_config
 from raydetox.data.prepare import prepare
 from raydetox.experiment import base_corpus
-from raydetox.results import trial_schedule
+from raydetox.results import PREDICTIONS_DIR, trial_schedule
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -122,6 +122,9 @@ def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
         space["lora_r"] = tune.grid_search(list(cfg.sweep.lora_r)) if cfg.sweep.search_alg == "grid" else tune.choice(
             list(cfg.sweep.lora_r)
         )
+    if cfg.sweep.seeds:
+        seeds = [int(x) for x in cfg.sweep.seeds]
+        space["seed"] = tune.grid_search(seeds) if cfg.sweep.search_alg == "grid" else tune.choice(seeds)
     return space
 
 
@@ -139,6 +142,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     experiment = dict(setup["experiment"])
     if "lora_r" in config and experiment.get("lora"):
         experiment["lora"] = {**experiment["lora"], "r": int(config["lora_r"])}
+    if "seed" in config:  # the seed drives the LoRA init and the data order (training.seed)
+        experiment["training"] = {**experiment["training"], "seed": int(config["seed"])}
     ray_cfg = experiment["ray"]
     per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
     if ray_cfg["use_gpu"]:
@@ -150,11 +155,13 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         # decode_reuse off: the trial scores only its own penalty combination.
         "decode_grid": [list(config["decode"])] if "decode" in config else setup["decode_grid"],
         "work_dir": str(Path(setup["prepared_dir"]).parent / "work"),
+        "predictions_dir": str(Path(setup["prepared_dir"]).parent / PREDICTIONS_DIR),
         "callbacks": list(setup.get("callbacks") or []),
         "meta": {
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
             "is_baseline": config["variant"]["is_baseline"],
+            "seed": int(experiment["training"]["seed"]),
         },
     }
     if setup.get("fail_once_at_stage") is not None:
@@ -179,7 +186,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             name=f"train-{trial_id}",
             storage_path=setup["train_storage"],
             failure_config=train.FailureConfig(max_failures=int(setup["max_failures"])),
-            checkpoint_config=train.CheckpointConfig(num_to_keep=num_to_keep(int(setup["keep_checkpoints"]))),
+            checkpoint_config=retention(int(setup["keep_checkpoints"]), train.CheckpointConfig),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -189,6 +196,14 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 def num_to_keep(keep_checkpoints: int) -> int | None:
     """Ray's ``num_to_keep`` for ``training.keep_checkpoints``: the last N, all when N <= 0 (Ray refuses 0)."""
     return keep_checkpoints if keep_checkpoints > 0 else None
+
+
+def retention(keep_checkpoints: int, checkpoint_config: type):
+    """Ray's checkpoint retention for a trial: the ``keep_checkpoints`` best stage checkpoints by the
+    objective, plus the latest (Ray never deletes the latest; decode rows are scored on it), so the
+    checkpoint of a trial's best row is never deleted."""
+    return checkpoint_config(num_to_keep=num_to_keep(keep_checkpoints), checkpoint_score_attribute="objective",
+                             checkpoint_score_order="max")
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
@@ -202,7 +217,8 @@ def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
 def trial_name(trial: Any) -> str:
     """Short, readable trial names in Tune's progress table: id and ordering."""
     variant = trial.config.get("variant", {})
-    return f"{trial.trial_id} {variant.get('ordering', '')}".strip()
+    seed = f" seed={trial.config['seed']}" if "seed" in trial.config else ""
+    return f"{trial.trial_id} {variant.get('ordering', '')}{seed}".strip()
 
 
 def trial_dirname(trial: Any) -> str:
@@ -349,7 +365,7 @@ def run_sweep(
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                 # Trials that train in-process checkpoint through Tune: the same retention applies.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep(cfg.training.keep_checkpoints)),
+                checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
             ),
         )
     return tuner.fit()

@@ -124,11 +124,15 @@ def _keep_process_group_on_loopback() -> None:
 class RayStageReporter(TrainerCallback):
     """Reports each finished stage to Ray Train (and so to Tune) with a resumable checkpoint."""
 
-    def __init__(self, cfg: ExperimentConfig, meta: dict[str, Any], n_stages: int, session: Session) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, meta: dict[str, Any], n_stages: int, session: Session,
+        predictions_dir: Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.meta = meta
         self.n_stages = n_stages
         self.session = session
+        self.predictions_dir = predictions_dir  # the trial's folder under the sweep's predictions/
 
     def on_stage_end(self, args, state, control, result: StageResult, trainer: CurriculumSeq2SeqTrainer, **_: Any):
         if self.session.rank != 0:
@@ -143,6 +147,10 @@ class RayStageReporter(TrainerCallback):
             flush=True,
         )
         out = Path(args.output_dir)
+        if result.predictions and self.predictions_dir is not None:
+            target = self.predictions_dir / Path(result.predictions).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out / result.predictions, target)
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy2(out / STATE_FILE, Path(tmp) / STATE_FILE)
             shutil.copytree(out / result.checkpoint, Path(tmp) / result.checkpoint)
@@ -150,9 +158,18 @@ class RayStageReporter(TrainerCallback):
 
 
 def stage_row(result: StageResult, cfg: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
-    """The results-contract row of a finished stage, scored with the run's own decoding settings."""
-    return results.stage_row(dataclasses.asdict(result), cfg.decoding.toxic_penalty, cfg.decoding.copy_penalty,
-                             meta, cfg.sweep)
+    """The results-contract row of a finished stage, scored with the run's own decoding settings; its
+    ``predictions`` names the trial's copy of the stage's predictions file."""
+    row = results.stage_row(dataclasses.asdict(result), cfg.decoding.toxic_penalty, cfg.decoding.copy_penalty,
+                            meta, cfg.sweep)
+    if result.predictions:
+        row["predictions"] = _predictions_key(meta, Path(result.predictions).name)
+    return row
+
+
+def _predictions_key(meta: dict[str, Any], filename: str) -> str:
+    """Where a trial's predictions file lives, relative to the sweep's directory (the row's ``predictions``)."""
+    return f"{results.PREDICTIONS_DIR}/{meta.get('trial', 'run')}/{filename}"
 
 
 def _restore(checkpoint: Any, output_dir: Path) -> list[StageResult]:
@@ -228,7 +245,9 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
         finished = _restore(session.checkpoint(), output_dir)
         _replay(finished, cfg, meta, session)
         fail_at = config.get("fail_once_at_stage")
-        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule), session),
+        predictions_dir = (Path(config["predictions_dir"]) / str(meta.get("trial", "run"))
+                           if config.get("predictions_dir") and cfg.metrics.keep_predictions else None)
+        callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule), session, predictions_dir),
                                             *config.get("callbacks", [])]
         if fail_at is not None:
             callbacks.append(FailOnceCallback(int(fail_at), Path(config["fail_marker"])))
@@ -238,7 +257,8 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
 
             trainer = prepare_trainer(trainer)
         trainer.run_schedule(schedule, resume=True)
-        _decode_sweep(trainer, cfg, prepared, meta, len(schedule), schedule[-1].stage, config["decode_grid"], session)
+        _decode_sweep(trainer, cfg, prepared, meta, len(schedule), schedule[-1].stage, config["decode_grid"], session,
+                      predictions_dir)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 
@@ -252,8 +272,10 @@ def _decode_sweep(
     last_stage: str,
     grid: list[list[float]],
     session: Session,
+    predictions_dir: Path | None = None,
 ) -> None:
-    """Score every (toxic_penalty, copy_penalty) on the final weights; one report per combination."""
+    """Score every (toxic_penalty, copy_penalty) on the final weights; one report per combination, each
+    with its predictions file (a reused row shares the last stage's)."""
     rank = session.rank
     last = trainer.stage_results[-1] if trainer.stage_results else None
     for toxic, copy in grid:
@@ -263,13 +285,27 @@ def _decode_sweep(
         decoding = dataclasses.replace(cfg.decoding, toxic_penalty=float(toxic), copy_penalty=float(copy))
         t0 = time.perf_counter()
         reused = last is not None and decoding == cfg.decoding and "eval_copy_rate" in last.metrics
+        kept = None
         if reused:
             # The last stage was scored on these very weights with these settings: the same numbers.
             metrics = dict(last.metrics)
+            if last.predictions and predictions_dir is not None:
+                kept = _predictions_key(meta, Path(last.predictions).name)
         else:
-            metrics, _ = trainer.generate_and_score(prepared.validation, decoding=decoding, prefix="eval_")
-        session.report(results.decode_row(n_stages, last_stage, toxic, copy, metrics, meta, cfg.sweep,
-                                          seconds=time.perf_counter() - t0, reused=reused))
+            metrics, predictions = trainer.generate_and_predict(prepared.validation, decoding=decoding, prefix="eval_")
+            if predictions_dir is not None:
+                name = f"decode-{n_stages:02d}-tox{_label(toxic)}-copy{_label(copy)}.parquet"
+                results.write_predictions(predictions, predictions_dir / name)
+                kept = _predictions_key(meta, name)
+        row = results.decode_row(n_stages, last_stage, toxic, copy, metrics, meta, cfg.sweep,
+                                 seconds=time.perf_counter() - t0, reused=reused)
+        if kept is not None:
+            row["predictions"] = kept
+        session.report(row)
+
+
+def _label(value: float) -> str:
+    return "inf" if value == float("inf") else f"{value:g}"
 
 
 class FailOnceCallback(TrainerCallback):

@@ -27,6 +27,7 @@ from raydetox.config import DecodingConfig, StageConfig
 from raydetox.decoding import generate
 from raydetox.losses import EXTRA_LOSSES
 from raydetox.metrics import Scorer, perplexity
+from raydetox.results import predictions_frame, write_predictions
 from raydetox.training_args import CurriculumTrainingArguments
 
 STATE_FILE = "curriculum_state.json"
@@ -47,10 +48,11 @@ class StageResult:
     metrics: dict[str, float]
     checkpoint: str  # relative to the trainer's output_dir, so a copied run dir still resumes
     example_ids: list[str] = field(default_factory=list)
+    predictions: str = ""  # the stage's validation predictions file, relative to output_dir ("" = none)
 
     def row(self) -> dict[str, Any]:
         """Flat metrics row (no id list) for tables and reporting."""
-        row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "example_ids")}
+        row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "example_ids", "predictions")}
         row.update(self.metrics)
         return row
 
@@ -177,8 +179,12 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         out = self.train()
         lr_applied = float(self.optimizer.param_groups[0].get("initial_lr", self.optimizer.param_groups[0]["lr"]))
         seconds = time.perf_counter() - t0
-        metrics = self.evaluate_stage()
+        metrics, predictions = self.evaluate_stage()
         ckpt = self._save_stage_checkpoint(index, stage.stage)
+        kept = ""
+        if predictions is not None:
+            kept = f"predictions/stage-{index:02d}-{stage.stage}.parquet"
+            write_predictions(predictions, Path(self.args.output_dir) / kept)
         result = StageResult(
             index=index,
             stage=stage.stage,
@@ -192,6 +198,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             metrics=metrics,
             checkpoint=str(ckpt.relative_to(self.args.output_dir)),
             example_ids=list(data["id"]) if "id" in data.column_names else [],
+            predictions=kept,
         )
         self.stage_results.append(result)
         self._save_state(schedule)  # before the hooks, so a checkpoint taken there includes this stage
@@ -201,9 +208,11 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
                 hook(self.args, self.state, self.control, result=result, trainer=self)
         return result
 
-    def evaluate_stage(self) -> dict[str, float]:
-        """Validation loss/perplexity (HF ``evaluate``) plus generation metrics on ``eval_pairs``."""
+    def evaluate_stage(self) -> tuple[dict[str, float], pd.DataFrame | None]:
+        """Validation loss/perplexity (HF ``evaluate``) plus generation metrics on ``eval_pairs``, and the
+        per-sentence predictions behind them (``None`` without generation, e.g. on DDP ranks > 0)."""
         metrics: dict[str, float] = {}
+        predictions: pd.DataFrame | None = None
         if self.eval_dataset is not None:
             ev = self.evaluate()
             loss = float(ev.get("eval_loss", math.nan))
@@ -216,14 +225,21 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             and len(self.eval_pairs)
             and self.is_world_process_zero()
         ):
-            scores, _ = self.generate_and_score(self.eval_pairs, prefix="eval_")
+            scores, predictions = self.generate_and_predict(self.eval_pairs, prefix="eval_")
             metrics.update(scores)
-        return metrics
+        return metrics, predictions
 
     def generate_and_score(
         self, pairs: pd.DataFrame, decoding: DecodingConfig | None = None, prefix: str = ""
     ) -> tuple[dict[str, float], list[str]]:
         """Generate rewrites of ``pairs.toxic`` with the decoding controls and score them."""
+        scores, predictions = self.generate_and_predict(pairs, decoding, prefix)
+        return scores, list(predictions["output"])
+
+    def generate_and_predict(
+        self, pairs: pd.DataFrame, decoding: DecodingConfig | None = None, prefix: str = ""
+    ) -> tuple[dict[str, float], pd.DataFrame]:
+        """Generate rewrites of ``pairs.toxic``, score them, and keep the per-sentence predictions."""
         if self.scorer is None:
             raise ValueError("generate_and_score needs a scorer")
         outputs = generate(
@@ -234,10 +250,10 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             toxic_token_ids=self.toxic_token_ids,
             max_source_length=self.max_source_length,
         )
-        scores = self.scorer.score(
+        scores, sentences = self.scorer.score_with_sentences(
             list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
         )
-        return scores, outputs
+        return scores, predictions_frame(pairs, outputs, sentences)
 
     def _save_stage_checkpoint(self, index: int, stage: str) -> Path:
         from raydetox.modeling import save_trained

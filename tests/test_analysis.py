@@ -281,3 +281,59 @@ def test_analyze_writes_tables_plots_config_and_report(sweep_dir: Path, tmp_path
     assert f"({before} bytes)" in text
     assert "toxic_penalty: .inf" in text and "![pareto](pareto.png)" in text
     assert ORDER_A in report.summary()
+
+
+# ------------------------------------------------------------------------------------- seeds and refusal
+
+
+def _seeded_rows() -> pd.DataFrame:
+    """Variant A has the single luckiest run, variant B the better mean over three seeds; variant C is
+    the best on BERTScore but loops (degenerate share above the bound) in one seed."""
+    bertscore = {"A": [0.90, 0.60, 0.60], "B": [0.80, 0.78, 0.79], "C": [0.95, 0.95, 0.95]}
+    degenerate = {"A": [0.0] * 3, "B": [0.01] * 3, "C": [0.0, 0.10, 0.0]}
+    rows = []
+    for variant, scores in bertscore.items():
+        for seed, score in enumerate(scores):
+            rows.append({
+                "trial_id": f"{variant}{seed}", "phase": "stage", "stage_index": 1, "toxic_penalty": 0.0,
+                "copy_penalty": 0.0, "ordering": variant, "is_baseline": False, "seed": seed,
+                "config/variant/ordering": variant, "config/seed": seed,
+                "eval_bertscore_f1": score, "eval_copy_rate": 0.1, "eval_degenerate_rate": degenerate[variant][seed],
+            })
+    return pd.DataFrame(rows)
+
+
+def test_best_variant_is_ranked_by_its_mean_over_seeds_not_its_luckiest_run() -> None:
+    from raydetox.selection import rank_variants
+
+    df = _seeded_rows()
+    cfg = SweepConfig()
+    ranked = rank_variants(df, cfg)
+    assert list(ranked["ordering"]) == ["B", "A", "C"]  # C is refused: one seed loops
+    b = ranked.iloc[0]
+    assert b["objective_n"] == 3 and b["objective_mean"] == pytest.approx(0.79)
+    assert b["objective_std"] == pytest.approx(np.std([0.80, 0.78, 0.79], ddof=1))
+    assert b["objective_low"] < 0.79 < b["objective_high"]
+    assert ranked.iloc[-1]["objective_mean"] == -math.inf
+    best = best_row(df, cfg)
+    assert best["ordering"] == "B" and best["seed"] == 0 and best["objective"] == pytest.approx(0.79)
+    assert best["trials"] == "B0,B1,B2"
+    # Penalised instead of refused, C ranks below every row within the bound, but is still ranked.
+    penalised = rank_variants(df, SweepConfig(degenerate_action="penalise"))
+    assert list(penalised["ordering"]) == ["B", "A", "C"] and np.isfinite(penalised.iloc[-1]["objective_mean"])
+    # A row that loops is never "best", whatever its score; when every row loops the error says why.
+    with pytest.raises(ValueError, match="max_degenerate_rate"):
+        best_row(df.assign(eval_degenerate_rate=0.5), cfg)
+
+
+def test_analyze_says_when_every_row_is_refused(sweep_dir: Path, tmp_path: Path) -> None:
+    """Every row loops: the report says no row is eligible and shows the least bad one, penalised."""
+    results = tmp_path / "refused"
+    shutil.copytree(sweep_dir, results)
+    for result in results.glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        result.write_text("".join(json.dumps({**r, "eval_degenerate_rate": 0.5}) + "\n" for r in lines))
+    report = analyze(results)
+    text = report.report.read_text()
+    assert "**No row is eligible**" in text and "max_degenerate_rate" in text
+    assert np.isfinite(report.best["objective"]) and "No row is eligible" in report.summary()

@@ -27,13 +27,14 @@ import torch
 import yaml
 
 from raydetox.analysis import analyze
-from raydetox.results import load_results
 from raydetox.cli import main
 from raydetox.config import ConfigError, StageConfig, dump_config, load_config
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer
 from raydetox.modeling import TRAINED_META, load_trained
+from raydetox.results import load_results
 from raydetox.sweep import LOCAL_RAY_ENV, num_to_keep, run_sweep
+from raydetox.trainer import STATE_FILE
 from tests.test_sweep import SWEEP, _is_loopback, _safe_rows, trial_statuses
 from tests.tiny import tiny_config
 
@@ -74,6 +75,19 @@ def _registered_stages(exp_dir: Path) -> list[int]:
     except (OSError, ValueError):  # being rewritten
         return []
     return sorted(r["metrics"].get("stage_index") for r in state.get("checkpoint_results", []))
+
+
+def _kept_stages(checkpoints: list[Path]) -> set[int]:
+    """Stage index of each kept checkpoint (the number of finished stages its curriculum state records)."""
+    return {len(json.loads((c / STATE_FILE).read_text())["stages"]) for c in checkpoints}
+
+
+def _assert_best_and_last_kept(kept: set[int], rows) -> None:
+    """Retention kept the last stage's checkpoint and one of the best stage's (ties: any of them), only."""
+    stages = rows[rows["phase"] == "stage"]
+    best = set(stages.loc[stages["objective"] == stages["objective"].max(), "stage_index"].astype(int))
+    last = int(stages["stage_index"].max())
+    assert last in kept and kept & best and kept <= best | {last} and len(kept) <= 2, (kept, best, last)
 
 
 def _tree_bytes(root: Path, exclude: Path | None = None) -> int:
@@ -200,14 +214,15 @@ def test_worker_killed_mid_stage_resumes_and_sweep_is_contained(
     exposed = [lst for lst in seen["listeners"] if not _is_loopback(lst[1])]
     assert not exposed, f"listening beyond loopback during the sweep: {exposed}"
 
-    # Retention: keep_checkpoints=1 leaves one Ray checkpoint (the last stage's), in safetensors only.
+    # Retention: keep_checkpoints=1 leaves the best stage's checkpoint by the objective and the latest
+    # (the final weights the decode rows were scored on), in safetensors only.
     train_runs = list((exp_dir / "train").iterdir())
     assert len(train_runs) == 1
     ckpts = sorted(p for p in train_runs[0].glob("checkpoint_*") if p.is_dir())
-    assert len(ckpts) == 1, [c.name for c in ckpts]
-    stage_dirs = [p.name for p in (ckpts[0] / "checkpoints").iterdir()]
-    assert stage_dirs == ["stage-01-full"]
-    ckpt_files = [p for p in ckpts[0].rglob("*") if p.is_file()]
+    _assert_best_and_last_kept(_kept_stages(ckpts), df)
+    latest = max(ckpts, key=lambda c: len(json.loads((c / STATE_FILE).read_text())["stages"]))
+    assert [p.name for p in (latest / "checkpoints").iterdir()] == ["stage-01-full"]
+    ckpt_files = [p for c in ckpts for p in c.rglob("*") if p.is_file()]
     assert any(p.name == "adapter_model.safetensors" for p in ckpt_files)
     assert not [p for p in ckpt_files if p.suffix in PICKLE_SUFFIXES]
     # The killed worker's scratch dir (its copy of stage 1) was cleared by its successor, whose own was
@@ -330,9 +345,11 @@ def test_driver_stopped_mid_sweep_resumes_without_rerunning_finished_trials(
         assert len(after) == 8 and not after.duplicated(["trial_id", "phase", "stage_index", "toxic_penalty"]).any()
         # The finished trial was not run again: not a single report was added to its results.
         assert (done_dir / "result.json").read_bytes() == done_result
-        # Retention through Tune: one stage checkpoint per trial is left, and no scratch dir.
+        # Retention through Tune: each trial keeps its best stage checkpoint and its latest, no scratch dir.
         for trial_dir in exp_dir.glob("trial_*"):
-            assert len([p for p in trial_dir.glob("checkpoint_*") if p.is_dir()]) == 1, sorted(trial_dir.iterdir())
+            trial_rows = after[after["trial_dir"] == trial_dir.name]
+            _assert_best_and_last_kept(_kept_stages([p for p in trial_dir.glob("checkpoint_*") if p.is_dir()]),
+                                       trial_rows)
         assert not [p for p in (exp_dir / "work").iterdir()]
 
         # Nothing of the killed sweep outlives it: its Ray processes die with their driver and raylet

@@ -69,6 +69,22 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
         assert row.decode_reused == (row.toxic_penalty == 0.0)
         if row.decode_reused:
             assert row.eval_chrf == last_stage.loc[row.trial_id, "eval_chrf"]
+    # Every row keeps its per-sentence predictions beside it; a row's chrF is recomputed from its file
+    # (sacrebleu, multi-reference), and the reused decode row shares the last stage's file.
+    from sacrebleu.metrics import CHRF
+
+    from raydetox.metrics import ref_streams
+    from raydetox.results import read_predictions
+
+    validation = pd.read_parquet(exp_dir / "data" / "stages" / "validation.parquet")
+    for row in df.itertuples():
+        predictions = read_predictions(exp_dir / row.predictions)
+        assert list(predictions["id"]) == list(validation["id"])
+        chrf = CHRF().corpus_score(list(predictions["output"]), ref_streams(list(predictions["references"])))
+        assert chrf.score == pytest.approx(row.eval_chrf, abs=1e-9)
+        assert predictions["degenerate"].mean() == pytest.approx(row.eval_degenerate_rate)
+        if row.phase == "decode" and row.decode_reused:
+            assert row.predictions == last_stage.loc[row.trial_id, "predictions"]
     # A second sweep into the same results would mix its rows with these: refused before Ray starts.
     with pytest.raises(FileExistsError, match="--resume"):
         run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
@@ -85,7 +101,9 @@ def test_asha_stops_a_worse_trial_at_a_stage_boundary(mpd_dir: Path, tmp_path: P
     cfg = _cfg(
         mpd_dir, tmp_path, embedded_cache,
         **{"sweep.orderings": [["easy", "full"]], "sweep.lr": [1.0e-9, 3.0], "sweep.scheduler": "asha",
-           "sweep.objective": "chrf", "sweep.max_concurrent_trials": 1, "lora": None},
+           "sweep.objective": "chrf", "sweep.max_concurrent_trials": 1, "lora": None,
+           # The tiny base loops in many outputs; this test is about ASHA, not the degeneration guard.
+           "sweep.max_degenerate_rate": 1.0},
     )
     run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
     df = _rows(tmp_path / "sweeps" / cfg.name)
