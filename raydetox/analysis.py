@@ -252,6 +252,39 @@ def _objective_text(cfg: SweepConfig) -> str:
             f"{action}; variants are ranked by their mean over seeds")
 
 
+def _judge_section(results_dir: Path) -> list[str]:
+    """How far to trust STA: the judge's test-split quality, and the reference systems' toxicity under
+    the judge beside the lexicon (the lexicon makes ``delete`` non-toxic by construction)."""
+    import json
+
+    from raydetox.judge import POINTER_FILE, REPORT_JSON
+
+    pointer = results_dir / "data" / POINTER_FILE
+    if not pointer.is_file():
+        return ["## Toxicity judge", "", "STA comes from `metrics.toxicity_classifier` or the lexicon "
+                "(no offline judge recorded for this sweep).", ""]
+    judge_dir = Path(json.loads(pointer.read_text(encoding="utf-8"))["path"])
+    report_file = judge_dir / REPORT_JSON
+    if not report_file.is_file():
+        return ["## Toxicity judge", "", f"Judge `{judge_dir}`: its report is missing.", ""]
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    test = report["test"]
+    systems = pd.DataFrame({name: {"P(toxic), judge": v["judge"], "toxic share, lexicon": v["lexicon"]}
+                            for name, v in report["reference_systems"].items()}).T
+    return [
+        "## Toxicity judge (STA in J)",
+        "",
+        f"An independent classifier (`{judge_dir}`; char n-gram TF-IDF + logistic regression, trained on "
+        f"{report['n_train']} labelled texts, never on validation or test rows). On the test split (toxic "
+        f"inputs vs references): accuracy **{test['accuracy']:.3f}**, ROC-AUC **{test['roc_auc']:.3f}**. "
+        "Read STA as a ranking, not a calibrated probability. The lexicon column is the one that drives "
+        "cleaning, the toxic penalty and the delete system:",
+        "",
+        systems.to_markdown(floatfmt=".3f"),
+        "",
+    ]
+
+
 def _seed_text(row: pd.Series) -> str:
     n = int(row.get("objective_n", 1) or 1)
     if n < 2:
@@ -319,6 +352,7 @@ def _report_markdown(
             base_table = language_table(df, report.baseline)
             parts += ["## Baseline per language", "", base_table.to_markdown(floatfmt=".4f"), ""]
     parts += [
+        *_judge_section(report.results_dir),
         "## Variants ranked by mean objective across seeds (top 10)",
         "",
         _variants_table(report.variants).to_markdown(index=False, floatfmt=".4f"),

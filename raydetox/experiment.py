@@ -21,6 +21,7 @@ from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.embedded_base import corpus_texts
+from raydetox.judge import judge_for
 from raydetox.modeling import apply_lora, load_base
 from raydetox.training_args import CurriculumTrainingArguments
 from raydetox.trainer import (
@@ -134,7 +135,7 @@ def build_trainer(
         callbacks=list(callbacks),
         stage_datasets=stage_data,
         eval_pairs=prepared.validation,
-        scorer=get_scorer(cfg.metrics, prepared.lexicon),
+        scorer=get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared)),
         decoding=cfg.decoding,
         toxic_token_ids=toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding),
         max_source_length=cfg.model.max_source_length,
@@ -191,7 +192,7 @@ def score_reference_systems(cfg: ExperimentConfig, prepared: PreparedData, split
     pairs = prepared.test if split == "test" else prepared.validation
     refs = [list(r) for r in pairs["refs"]]
     systems = reference_systems(list(pairs["toxic"]), refs, list(pairs["lang"]), prepared.lexicon)
-    scorer = get_scorer(cfg.metrics, prepared.lexicon)
+    scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
     return {
         name: scorer.score(list(pairs["toxic"]), outs, refs, list(pairs["lang"]), prefix=f"{split}_")
         for name, outs in systems.items()

@@ -51,6 +51,7 @@ DROPPED_FILE = "dropped.csv"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 META_FILE = "judge.json"
+POINTER_FILE = "judge_path.json"  # in a prepared data dir: which cached judge scores its runs
 # Bump when the recipe changes in a way the config does not capture: old caches are not reused.
 _VERSION = 1
 TRAIN_SPLIT = "train_split"
@@ -543,3 +544,25 @@ def report_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+def judge_for(cfg: ExperimentConfig, prepared: PreparedData) -> ToxicityJudge | None:
+    """The judge that scores STA for runs on ``prepared``: ``None`` when ``metrics.toxicity_classifier``
+    (an HF classifier) judges instead, else the offline judge, built once per prepared data dir.
+
+    The sweep's driver builds it (relative source paths are read from its working directory) and leaves
+    a pointer in the prepared dir, so trials load the cached model instead of re-reading the sources.
+    """
+    if cfg.metrics.toxicity_classifier:
+        return None
+    pointer = Path(prepared.out_dir) / POINTER_FILE
+    if pointer.is_file():
+        path = Path(json.loads(pointer.read_text(encoding="utf-8"))["path"])
+        if (path / META_FILE).is_file():
+            judge = ToxicityJudge.load(path)
+            held_out = held_out_rows(prepared)
+            judge.assert_unseen(held_out["id"], held_out["text"])
+            return judge
+    judge = build_judge(cfg, prepared)
+    pointer.write_text(json.dumps({"path": str(judge.path)}), encoding="utf-8")
+    return judge

@@ -11,7 +11,11 @@ Metrics (all in [0, 1] except BLEU and chrF, which keep sacrebleu's 0–100 scal
 - ``exact_match``: output identical (whitespace-normalised) to any reference.
 - ``bleu`` / ``chrf``: sacrebleu corpus scores with a variable number of references per row.
 - ``bertscore_f1``: BERTScore F1 vs the references (best reference); ``bertscore_src_f1``: vs the input.
-- ``toxicity``: share of toxic outputs (lexicon hit), or mean toxic probability of a classifier.
+- ``toxicity``: share of outputs with a lexicon term (the lexicon also drives cleaning, the toxic
+  penalty and the delete system, so it flatters them: kept as its own column, not used for STA).
+- ``judge_toxicity``: mean P(toxic) from an independent judge — the HF classifier
+  (``metrics.toxicity_classifier``) or the offline judge (:mod:`raydetox.judge`); ``sta`` = 1 − it
+  (1 − lexicon toxicity when there is no judge).
 - ``j``: TextDetox joint score, mean over sentences of STA × SIM × ChrF/100.
 - ``degenerate_rate``: share of outputs with an n-gram loop (:func:`raydetox.degeneration.is_loop`).
 - ``distinct_1`` / ``distinct_2``: distinct unigrams / bigrams over all of them in the outputs
@@ -27,7 +31,7 @@ import math
 import os
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -44,6 +48,14 @@ if TYPE_CHECKING:
 
     from raydetox.data.lexicon import Lexicon
 
+class ToxicityJudge(Protocol):
+    """What the scorer needs of a toxicity judge (e.g. :class:`raydetox.judge.ToxicityJudge`)."""
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(toxic) per text."""
+        ...
+
+
 METRICS: tuple[str, ...] = (
     "copy_rate",
     "copy_rate_loose",
@@ -53,6 +65,8 @@ METRICS: tuple[str, ...] = (
     "bertscore_f1",
     "bertscore_src_f1",
     "toxicity",
+    "judge_toxicity",
+    "sta",
     "j",
     "degenerate_rate",
     "distinct_1",
@@ -266,9 +280,11 @@ class Scorer:
         lexicon: Lexicon | None = None,
         device: str | None = None,
         embedding_cache_mb: float = 512.0,
+        judge: ToxicityJudge | None = None,
     ):
         self.cfg = cfg
         self.lexicon = lexicon
+        self.judge = judge
         self.device = resolve_device(device)
         if cfg.bertscore_model is None:
             model, layers = default_bertscore_model()
@@ -291,6 +307,7 @@ class Scorer:
             get_toxicity_classifier(cfg.toxicity_classifier, self.device) if cfg.toxicity_classifier else None
         )
         self._chrf = CHRF()
+        self.judged = self.classifier is not None or self.judge is not None  # STA from a judge, not the lexicon
         self._emb_cache: collections.OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = collections.OrderedDict()
         self._emb_cache_bytes = 0
         self._emb_cache_budget = int(embedding_cache_mb * 2**20)
@@ -376,11 +393,18 @@ class Scorer:
         values = np.array([f1[p] for p in unique])
         return values[index]
 
-    def _toxicity(self, outputs: list[str], langs: list[str]) -> np.ndarray:
+    def _lexicon_toxicity(self, outputs: list[str], langs: list[str]) -> np.ndarray:
+        if self.lexicon is None:
+            return np.full(len(outputs), np.nan)
+        return np.array([float(self.lexicon.is_toxic(o, lang)) for o, lang in zip(outputs, langs)])
+
+    def _judged_toxicity(self, outputs: list[str]) -> np.ndarray:
+        """P(toxic) from a judge the systems do not use: the HF classifier when configured, else the
+        offline judge; NaN without either (STA then falls back to the lexicon)."""
         if self.classifier is not None:
             return self.classifier(outputs, batch_size=self.cfg.bertscore_batch_size)
-        if self.lexicon is not None:
-            return np.array([float(self.lexicon.is_toxic(o, lang)) for o, lang in zip(outputs, langs)])
+        if self.judge is not None:
+            return self.judge.predict_proba(outputs)
         return np.full(len(outputs), np.nan)
 
     def _evaluate(
@@ -425,8 +449,9 @@ class Scorer:
         np.maximum.at(f1_refs, row_of_ref, f1[: len(row_of_ref)])
         f1_src = f1[len(row_of_ref) :]
 
-        toxicity = self._toxicity(outputs, langs)
-        sta = 1.0 - toxicity
+        toxicity = self._lexicon_toxicity(outputs, langs)
+        judged = self._judged_toxicity(outputs)
+        sta = 1.0 - (judged if self.judged else toxicity)
         sim = np.clip(f1_src, 0.0, 1.0)
         frame = pd.DataFrame(
             {
@@ -439,6 +464,7 @@ class Scorer:
                 "bertscore_src_f1": f1_src,
                 "sim": sim,
                 "toxicity": toxicity,
+                "judge_toxicity": judged,
                 "sta": sta,
                 "j": sta * sim * np.array(chrf) / 100.0,
                 "degenerate": np.array([is_loop(o) for o in outputs], dtype=np.float64),
@@ -455,7 +481,7 @@ class Scorer:
         langs: Sequence[str],
     ) -> pd.DataFrame:
         """One row per input row: lang, copy, copy_loose, exact, chrf (0–100), bertscore_f1,
-        bertscore_src_f1, sim (clipped to [0, 1]), toxicity, sta, j, degenerate (1 for an n-gram loop),
+        bertscore_src_f1, sim (clipped to [0, 1]), toxicity (lexicon), judge_toxicity, sta, j, degenerate (1 for an n-gram loop),
         length_ratio (output/input characters; NaN for an empty input)."""
         return self._evaluate(sources, outputs, refs, langs)[0]
 
@@ -497,6 +523,8 @@ class Scorer:
                 "bertscore_f1": part["bertscore_f1"].mean(),
                 "bertscore_src_f1": part["bertscore_src_f1"].mean(),
                 "toxicity": part["toxicity"].mean(),
+                "judge_toxicity": part["judge_toxicity"].mean(),
+                "sta": part["sta"].mean(),
                 "j": part["j"].mean(),
                 "degenerate_rate": part["degenerate"].mean(),
                 "distinct_1": distinct_n([outputs[i] for i in rows], 1),
@@ -508,10 +536,13 @@ class Scorer:
         return result, frame
 
 
-def get_scorer(cfg: MetricsConfig, lexicon: Lexicon | None = None, device: str | None = None) -> Scorer:
-    """The process-wide :class:`Scorer` for this config, lexicon and device (built on first use)."""
-    # The lexicon is keyed by identity; the cached scorer keeps it alive, so its id cannot be reused.
+def get_scorer(
+    cfg: MetricsConfig, lexicon: Lexicon | None = None, device: str | None = None, judge: ToxicityJudge | None = None
+) -> Scorer:
+    """The process-wide :class:`Scorer` for this config, lexicon, judge and device (built on first use)."""
+    # Lexicon and judge are keyed by identity; the cached scorer keeps them alive, so ids cannot be reused.
     key = (
+        id(judge),
         cfg.bertscore_model,
         cfg.bertscore_num_layers,
         cfg.bertscore_batch_size,
@@ -520,5 +551,5 @@ def get_scorer(cfg: MetricsConfig, lexicon: Lexicon | None = None, device: str |
         resolve_device(device),
     )
     if key not in _SCORERS:
-        _SCORERS[key] = Scorer(cfg, lexicon, device)
+        _SCORERS[key] = Scorer(cfg, lexicon, device, judge=judge)
     return _SCORERS[key]

@@ -319,6 +319,10 @@ def run_sweep(
         from raydetox.modeling import load_base
 
         load_base(cfg.model, texts=base_corpus(prepared))  # build the cached base once, before trials race for it
+    if prepared is not None:
+        from raydetox.judge import judge_for
+
+        judge_for(cfg, prepared)  # likewise the toxicity judge (trials load it from the pointer it leaves)
     _write_experiment_yaml(cfg, storage, name, local_dir)
 
     n_cpus = os.cpu_count() or 1

@@ -289,5 +289,6 @@ def test_classifier_toxicity_path(tmp_path, mpd_dir):
     model = BertForSequenceClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         expected = [torch.softmax(model(**tokenizer(s, return_tensors="pt")).logits, -1)[0, 0].item() for s in src]
-    np.testing.assert_allclose(frame["toxicity"], expected, atol=1e-5)
+    np.testing.assert_allclose(frame["judge_toxicity"], expected, atol=1e-5)
     np.testing.assert_allclose(frame["sta"], 1 - np.array(expected), atol=1e-5)
+    assert frame["toxicity"].isna().all()  # the lexicon column stays the lexicon's (none given here)

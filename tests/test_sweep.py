@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -88,7 +89,12 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     # A second sweep into the same results would mix its rows with these: refused before Ray starts.
     with pytest.raises(FileExistsError, match="--resume"):
         run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    # STA comes from the independent judge, not from the lexicon (kept as its own column).
+    assert df["eval_judge_toxicity"].notna().all()
+    np.testing.assert_allclose(df["eval_sta"], 1 - df["eval_judge_toxicity"])
     report = analyze(exp_dir)
+    text = report.report.read_text()
+    assert "## Toxicity judge (STA in J)" in text and "ROC-AUC" in text
     for path in (report.out_dir / "results.parquet", report.out_dir / "best_config.yaml", report.out_dir / "report.md"):
         assert path.is_file()
     assert len(list(report.out_dir.glob("*.png"))) == 3

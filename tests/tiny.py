@@ -47,7 +47,7 @@ def tiny_config(
             {"stage": "hard", "epochs": 1, "lr": 3.0e-4},
         ],
         "decoding": {"max_new_tokens": 24, "batch_size": 32},
-        "metrics": {"bertscore_batch_size": 32, "samples_per_lang": 1},
+        "metrics": {"bertscore_batch_size": 32, "samples_per_lang": 1, "judge": {"cache_dir": str(cache_dir)}},
     }
     for key, value in overrides.items():
         set_dotted(raw, key, value)
