@@ -32,9 +32,12 @@ from raydetox.selection import (
     baseline_row,
     best_config,
     best_row,
+    checkpoint_of,
+    detox_command,
     disk_usage,
     has_language_columns,
     language_table,
+    write_checkpoint_note,
 )
 
 
@@ -55,6 +58,7 @@ class AnalysisReport:
     n_trials: int
     n_rows: int
     disk_bytes: int
+    best_checkpoint: Path | None = None
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -73,7 +77,8 @@ class AnalysisReport:
                 f"baseline: objective {base['objective']:.4f}, copy rate {base.get('eval_copy_rate', np.nan):.3f}, "
                 f"BERTScore {base.get('eval_bertscore_f1', np.nan):.4f}"
             )
-        lines += [f"best config: {self.best_config}", f"report: {self.report}"]
+        lines += [f"best config: {self.best_config}", f"best checkpoint: {self.best_checkpoint or 'not on disk'}"]
+        lines.append(f"report: {self.report}")
         return "\n".join(lines)
 
 
@@ -118,16 +123,6 @@ def _trials_table(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _checkpoint_of(df: pd.DataFrame, row: pd.Series) -> str | None:
-    """The checkpoint holding the weights of ``row`` (decode rows use their trial's last stage checkpoint)."""
-    if "checkpoint_path" not in df:
-        return None
-    same = df[(df["trial_id"] == row["trial_id"]) & (df["phase"] == "stage")
-              & (df["stage_index"] == row["stage_index"])]
-    paths = same["checkpoint_path"].dropna()
-    return str(paths.iloc[-1]) if len(paths) else None
-
-
 def _disk_breakdown(results_dir: Path, exclude: Sequence[Path]) -> pd.DataFrame:
     """Bytes per top-level entry (trial directories summed into one line): where the disk went."""
     skip = {p.resolve() for p in exclude}
@@ -153,7 +148,8 @@ def analyze(
 
     ``out_dir`` defaults to ``RESULTS_DIR/analysis``; ``config`` to ``RESULTS_DIR/experiment.yaml`` (the
     sweep's objective and the base of the re-runnable best config). The objective is recomputed from each
-    row's metrics with :func:`objective_value`. Prints nothing.
+    row's metrics with :func:`objective_value`. The best row's checkpoint goes into ``best_checkpoint.json``
+    beside ``best_config.yaml``. Prints nothing.
     """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
@@ -177,6 +173,8 @@ def analyze(
     chosen = best_config(experiment, best)
     best_yaml = out_dir / "best_config.yaml"
     dump_config(chosen, best_yaml)
+    checkpoint = checkpoint_of(results_dir, best)
+    write_checkpoint_note(out_dir / "best_checkpoint.json", best, checkpoint, best_yaml)
 
     per_language_path: Path | None = None
     best_languages: pd.DataFrame | None = None
@@ -215,12 +213,11 @@ def analyze(
         n_trials=int(df["trial_id"].nunique()),
         n_rows=len(df),
         disk_bytes=disk_bytes,
+        best_checkpoint=checkpoint,
     )
-    report_path.write_text(
-        _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
-                         _disk_breakdown(results_dir, [out_dir])),
-        encoding="utf-8",
-    )
+    text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
+                            _disk_breakdown(results_dir, [out_dir]))
+    report_path.write_text(text, encoding="utf-8")
     return report
 
 
@@ -242,9 +239,6 @@ def _report_markdown(
 ) -> str:
     best = report.best
     n_stage, n_decode = int((df["phase"] == "stage").sum()), int((df["phase"] == "decode").sum())
-    checkpoint = _checkpoint_of(df, best)
-    if checkpoint is not None and "://" not in checkpoint and not Path(checkpoint).exists():
-        checkpoint += " (no longer on disk: removed by checkpoint retention; re-run best_config.yaml)"
     schedule = pd.DataFrame([config_to_dict(s) for s in chosen.schedule])
     schedule.index = schedule.index + 1
     top_cols = [c for c in (*DESCRIBE_COLUMNS, "eval_copy_rate", "eval_bertscore_f1", "eval_chrf", "eval_j",
@@ -268,7 +262,9 @@ def _report_markdown(
         "",
         schedule.to_markdown(),
         "",
-        f"Checkpoint: `{checkpoint}`" if checkpoint else "Checkpoint: none recorded for this row.",
+        (f"Checkpoint: `{report.best_checkpoint}`. Reuse it: `{detox_command(report.best_checkpoint, report.best_config)}`"
+         if report.best_checkpoint is not None else
+         "Checkpoint: not on disk (checkpoint retention removed it); re-train with `raydetox train best_config.yaml`."),
         "",
         "## Baseline vs best",
         "",

@@ -129,7 +129,9 @@ def _find_lexicon(explicit: str | None, model_dir: Path | None):
 
     if explicit:
         return Lexicon.load(explicit)
-    for parent in [model_dir, *model_dir.parents][:4] if model_dir else []:
+    # Six levels reach a sweep's RESULTS_DIR/data from a stage checkpoint in either layout
+    # (train/train-<id>/checkpoint_*/checkpoints/stage-*), so a chosen checkpoint decodes with its lexicon.
+    for parent in [model_dir, *model_dir.parents][:6] if model_dir else []:
         for candidate in (parent / "lexicon.json", parent / "data" / "lexicon.json"):
             if candidate.is_file():
                 return Lexicon.load(candidate)

@@ -1,5 +1,5 @@
 """Choosing from a sweep's results table: the best row under the objective, the baseline's row, the
-re-runnable config of a row, a row's metrics per language, the Pareto front, disk use.
+re-runnable config of a row, the checkpoint holding a row's weights, a row's metrics per language, the Pareto front, disk use.
 
 Every stage row and every decoding-penalty row is a candidate for "best": the choice is made explicitly
 by :func:`raydetox.results.objective_value` (the single definition the sweep also reports), never by
@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 
 from raydetox.config import ExperimentConfig, StageConfig, SweepConfig
-from raydetox.results import objective_column
+from raydetox.results import (
+    CHECKPOINT_GLOB,
+    DESCRIBE_COLUMNS,
+    STATE_FILE,
+    TRAIN_DIR,
+    objective_column,
+    train_run_name,
+    trial_dir_name,
+)
 
 _LANG_METRIC = re.compile(r"^(?P<metric>eval_[^/]+)/(?P<lang>[^/]+)$")
 
@@ -67,6 +75,70 @@ def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfi
     if lora is not None and lora_r is not None and not pd.isna(lora_r):
         lora = dataclasses.replace(lora, r=int(lora_r))
     return dataclasses.replace(experiment, schedule=stages, decoding=decoding, lora=lora)
+
+
+def _checkpoint_dirs(results_dir: Path, row: pd.Series) -> list[Path]:
+    """A trial's checkpoints in either executor layout, oldest first (Tune numbers them, Ray Train
+    stamps them with the time: both sort by name)."""
+    trial_id = str(row["trial_id"])
+    trial_dir = row.get("trial_dir")
+    trial_dir = trial_dir if isinstance(trial_dir, str) and trial_dir else trial_dir_name(trial_id)
+    found: list[Path] = []
+    for root in (results_dir / trial_dir, results_dir / TRAIN_DIR / train_run_name(trial_id)):
+        if root.is_dir():
+            found += sorted(p for p in root.glob(CHECKPOINT_GLOB) if p.is_dir())
+    return found
+
+
+def checkpoint_of(results_dir: str | os.PathLike[str], row: pd.Series) -> Path | None:
+    """The model directory holding the weights of a result row, or ``None`` when it is not on disk.
+
+    A stage row at stage k lives in the trial checkpoint whose ``curriculum_state.json`` lists k
+    finished stages, as its ``checkpoints/stage-{k-1:02d}-<stage>``; a decoding row scores its trial's
+    final weights, which is the stage checkpoint at its ``stage_index``. Both executor layouts are
+    searched (``trial_<id>/checkpoint_*`` and ``train/train-<id>/checkpoint_*``); ``None`` when checkpoint
+    retention removed it. The newest matching checkpoint wins (a restarted trial may save a stage twice).
+    """
+    results_dir = Path(results_dir)
+    k = int(row["stage_index"])
+    for ckpt in reversed(_checkpoint_dirs(results_dir, row)):
+        state_file = ckpt / STATE_FILE
+        if not state_file.is_file():
+            continue
+        try:
+            stages = json.loads(state_file.read_text(encoding="utf-8"))["stages"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{state_file}: not a curriculum state (expected a 'stages' list): {err}") from None
+        if len(stages) != k:
+            continue
+        stage = stages[k - 1]
+        if isinstance(row.get("stage"), str) and stage.get("stage") != row["stage"]:
+            raise ValueError(
+                f"{state_file}: stage {k} is {stage.get('stage')!r} but the row of trial {row['trial_id']} "
+                f"says {row['stage']!r}"
+            )
+        path = ckpt / stage["checkpoint"]
+        if path.is_dir():
+            return path.resolve()
+    return None
+
+
+def detox_command(checkpoint: Path, config: Path) -> str:
+    """The documented way to reuse a chosen checkpoint on new sentences."""
+    return f"raydetox detox --model {checkpoint} --config {config} INPUT.txt"
+
+
+def write_checkpoint_note(path: Path, row: pd.Series, checkpoint: Path | None, config: Path) -> None:
+    """Write which checkpoint holds ``row``'s weights (``None``: not on disk) and how to reuse it, as JSON."""
+    note: dict[str, object] = {
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "command": detox_command(checkpoint, config) if checkpoint is not None else None,
+    }
+    for key in DESCRIBE_COLUMNS:
+        if key in row:
+            value = row[key]
+            note[key] = value.item() if hasattr(value, "item") else value  # numpy scalars → JSON numbers
+    path.write_text(json.dumps(note, indent=1, allow_nan=True) + "\n", encoding="utf-8")
 
 
 def has_language_columns(df: pd.DataFrame) -> bool:
