@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from raydetox.selection import (
     write_checkpoint_note,
 )
 
+if TYPE_CHECKING:
+    from raydetox.confirm import Confirmation
+
 
 @dataclasses.dataclass
 class AnalysisReport:
@@ -59,6 +62,7 @@ class AnalysisReport:
     n_rows: int
     disk_bytes: int
     best_checkpoint: Path | None = None
+    confirmation: Confirmation | None = None
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -78,6 +82,8 @@ class AnalysisReport:
                 f"BERTScore {base.get('eval_bertscore_f1', np.nan):.4f}"
             )
         lines += [f"best config: {self.best_config}", f"best checkpoint: {self.best_checkpoint or 'not on disk'}"]
+        if self.confirmation is not None:
+            lines.append(f"confirmation: {self.confirmation.paths['csv']}")
         lines.append(f"report: {self.report}")
         return "\n".join(lines)
 
@@ -143,13 +149,16 @@ def analyze(
     results_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     config: str | os.PathLike[str] | None = None,
+    confirm: bool = False,
+    holdouts: Sequence[str | os.PathLike[str]] = (),
 ) -> AnalysisReport:
     """Load a sweep's results, choose the best row, write tables, plots, best_config.yaml and report.md.
 
     ``out_dir`` defaults to ``RESULTS_DIR/analysis``; ``config`` to ``RESULTS_DIR/experiment.yaml`` (the
     sweep's objective and the base of the re-runnable best config). The objective is recomputed from each
     row's metrics with :func:`objective_value`. The best row's checkpoint goes into ``best_checkpoint.json``
-    beside ``best_config.yaml``. Prints nothing.
+    beside ``best_config.yaml``. ``confirm`` (or any ``holdouts``) then runs :func:`raydetox.confirm.confirm`
+    on the test split and the holdout files and appends its section to the report. Prints nothing.
     """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
@@ -217,7 +226,13 @@ def analyze(
     )
     text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
                             _disk_breakdown(results_dir, [out_dir]))
-    report_path.write_text(text, encoding="utf-8")
+    report_path.write_text(text, encoding="utf-8")  # first, so a failing confirmation leaves the report
+    if confirm or holdouts:
+        from raydetox.confirm import Selection, confirm as run_confirmation, confirmation_markdown
+
+        chosen_rows = Selection(results_dir, experiment, df, best, baseline)
+        report.confirmation = run_confirmation(chosen_rows, out_dir, holdouts)
+        report_path.write_text(text + "\n" + confirmation_markdown(report.confirmation), encoding="utf-8")
     return report
 
 

@@ -1,5 +1,6 @@
 """Choosing from a sweep's results table: the best row under the objective, the baseline's row, the
-re-runnable config of a row, the checkpoint holding a row's weights, a row's metrics per language, the Pareto front, disk use.
+re-runnable config of a row, the checkpoint holding a row's weights (and those of its other seeds), a
+row's metrics per language, the Pareto front, disk use.
 
 Every stage row and every decoding-penalty row is a candidate for "best": the choice is made explicitly
 by :func:`raydetox.results.objective_value` (the single definition the sweep also reports), never by
@@ -22,6 +23,7 @@ from raydetox.config import ExperimentConfig, StageConfig, SweepConfig
 from raydetox.results import (
     CHECKPOINT_GLOB,
     DESCRIBE_COLUMNS,
+    KEY_COLUMNS,
     STATE_FILE,
     TRAIN_DIR,
     objective_column,
@@ -139,6 +141,47 @@ def write_checkpoint_note(path: Path, row: pd.Series, checkpoint: Path | None, c
             value = row[key]
             note[key] = value.item() if hasattr(value, "item") else value  # numpy scalars → JSON numbers
     path.write_text(json.dumps(note, indent=1, allow_nan=True) + "\n", encoding="utf-8")
+
+
+def _is_seed_column(column: str) -> bool:
+    return column.startswith("config/") and column.rsplit("/", 1)[-1] == "seed"
+
+
+def seed_rows(df: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The rows of every run of ``row``'s variant: same trial config except the seed, same phase,
+    stage and decoding penalties; one row per trial, ``row``'s own trial first.
+
+    A trial config is the ``config/...`` columns; ``config/seed`` (or any ``config/.../seed``) is what
+    tells repeated runs of a variant apart. A column a trial lacks counts as a difference.
+    """
+    config_cols = [c for c in df.columns if str(c).startswith("config/") and not _is_seed_column(str(c))]
+
+    def key(values: pd.Series) -> tuple[str, ...]:
+        # numpy scalars as Python values: a row taken with .loc and one from iterrows must compare equal
+        return tuple("<missing>" if _missing(v := values.get(c)) else repr(getattr(v, "item", lambda: v)())
+                     for c in config_cols)
+
+    same_row = np.ones(len(df), dtype=bool)
+    for col in KEY_COLUMNS[1:]:
+        same_row &= (df[col] == row[col]).to_numpy()
+    candidates = df[same_row]
+    target = key(row)
+    runs = candidates[[key(r) == target for _, r in candidates.iterrows()]]
+    runs = runs.drop_duplicates("trial_id", keep="last")
+    own = runs["trial_id"] == row["trial_id"]
+    return pd.concat([runs[own], runs[~own].sort_values("trial_id", kind="stable")])
+
+
+def seed_of(row: pd.Series) -> object:
+    """The seed a row's trial ran with (its ``config/.../seed`` value), else its trial id."""
+    for col, value in row.items():
+        if _is_seed_column(str(col)) and not _missing(value):
+            return value
+    return row["trial_id"]
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def has_language_columns(df: pd.DataFrame) -> bool:
