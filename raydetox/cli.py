@@ -129,7 +129,9 @@ def _find_lexicon(explicit: str | None, model_dir: Path | None):
 
     if explicit:
         return Lexicon.load(explicit)
-    for parent in [model_dir, *model_dir.parents][:4] if model_dir else []:
+    # Six levels reach a sweep's RESULTS_DIR/data from a stage checkpoint in either layout
+    # (train/train-<id>/checkpoint_*/checkpoints/stage-*), so a chosen checkpoint decodes with its lexicon.
+    for parent in [model_dir, *model_dir.parents][:6] if model_dir else []:
         for candidate in (parent / "lexicon.json", parent / "data" / "lexicon.json"):
             if candidate.is_file():
                 return Lexicon.load(candidate)
@@ -290,7 +292,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from raydetox.analysis import analyze
 
-    report = analyze(args.results_dir, args.out)
+    report = analyze(args.results_dir, args.out, confirm=args.confirm, holdouts=args.holdout or ())
     print(report.summary())
     return 0
 
@@ -365,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="sweep results → DataFrame, best schedule, plots, report")
     p.add_argument("results_dir", help="the sweep's results directory (STORAGE/NAME)")
     p.add_argument("--out", help="where to write the analysis (default: RESULTS_DIR/analysis)")
+    p.add_argument("--confirm", action="store_true",
+                   help="after selection, score the best variant, baseline, untrained base, copy and delete on the "
+                        "test split (and --holdout files) with bootstrap intervals")
+    p.add_argument("--holdout", action="append", metavar="PATH",
+                   help="also confirm on this pairs file (repeatable; implies --confirm)")
     p.set_defaults(func=cmd_analyze)
     return parser
 

@@ -25,6 +25,23 @@ from raydetox.config import SweepConfig
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 EXPERIMENT_FILE = "experiment.yaml"
+# Where a sweep keeps a trial's checkpoints: a trial that trains in its own process checkpoints through
+# Tune into its trial directory; a Ray Train run writes under TRAIN_DIR/train-<trial id>. Each checkpoint
+# holds STATE_FILE (the stages finished so far) and the last finished stage's model directory.
+STATE_FILE = "curriculum_state.json"
+TRAIN_DIR = "train"
+CHECKPOINT_GLOB = "checkpoint_*"
+DATA_DIR = "data"
+
+
+def trial_dir_name(trial_id: str) -> str:
+    """The directory of a trial inside the sweep's results directory."""
+    return f"trial_{trial_id}"
+
+
+def train_run_name(trial_id: str) -> str:
+    """The Ray Train run of a trial, under ``RESULTS_DIR/TRAIN_DIR``."""
+    return f"train-{trial_id}"
 PHASES: tuple[str, ...] = ("stage", "decode")
 # A report must carry these to be a row; Tune-only or non-rank-0 reports lack ``phase`` and are skipped.
 KEY_COLUMNS: tuple[str, ...] = ("trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from raydetox.config import STAGES, ExperimentConfig, dump_config
 from raydetox.data.prepare import prepare
 from raydetox.experiment import base_corpus
-from raydetox.results import PREDICTIONS_DIR, trial_schedule
+from raydetox.results import DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -183,7 +183,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             num_workers=int(ray_cfg["num_workers"]), use_gpu=bool(ray_cfg["use_gpu"]), resources_per_worker=per_worker
         ),
         run_config=train.RunConfig(
-            name=f"train-{trial_id}",
+            name=train_run_name(trial_id),
             storage_path=setup["train_storage"],
             failure_config=train.FailureConfig(max_failures=int(setup["max_failures"])),
             checkpoint_config=retention(int(setup["keep_checkpoints"]), train.CheckpointConfig),
@@ -222,7 +222,7 @@ def trial_name(trial: Any) -> str:
 
 
 def trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
+    return trial_dir_name(trial.trial_id)
 
 
 def _scheduler(cfg: ExperimentConfig):
@@ -310,7 +310,7 @@ def run_sweep(
     storage, name, local_dir = sweep_paths(cfg, storage_path)
     exp_uri = f"{storage}/{name}"
     local_dir.mkdir(parents=True, exist_ok=True)
-    prepared_dir = local_dir / "data"
+    prepared_dir = local_dir / DATA_DIR
     if not resume:
         _claim_experiment_dir(storage, name, local_dir, overwrite)
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
@@ -333,7 +333,7 @@ def run_sweep(
         "experiment": dataclasses.asdict(cfg),
         "prepared_dir": str(prepared_dir.resolve()),
         "decode_grid": decode_grid(cfg),
-        "train_storage": f"{exp_uri}/train",
+        "train_storage": f"{exp_uri}/{TRAIN_DIR}",
         "max_failures": cfg.sweep.max_failures,
         "keep_checkpoints": cfg.training.keep_checkpoints,
         "fail_once_at_stage": fail_once_at_stage,

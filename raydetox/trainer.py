@@ -27,10 +27,8 @@ from raydetox.config import DecodingConfig, StageConfig
 from raydetox.decoding import generate
 from raydetox.losses import EXTRA_LOSSES
 from raydetox.metrics import Scorer, perplexity
-from raydetox.results import predictions_frame, write_predictions
+from raydetox.results import STATE_FILE, predictions_frame, write_predictions
 from raydetox.training_args import CurriculumTrainingArguments
-
-STATE_FILE = "curriculum_state.json"
 
 @dataclass
 class StageResult:
