@@ -264,6 +264,32 @@ def _objective_text(cfg: SweepConfig) -> str:
             f"{action}; variants are ranked by their mean over seeds")
 
 
+def _samples_section(results_dir: Path, best: pd.Series, baseline: pd.Series | None, per_lang: int) -> list[str]:
+    """What the best row, the baseline and ``delete`` wrote for the same validation inputs, per language
+    (from the rows' stored predictions): read before trusting any number above."""
+    from raydetox.data.lexicon import Lexicon
+    from raydetox.metrics import reference_systems
+    from raydetox.results import DATA_DIR, read_predictions
+
+    rows = {"best": best, "baseline": baseline}
+    files = {name: row.get("predictions") for name, row in rows.items() if row is not None}
+    files = {name: results_dir / path for name, path in files.items() if isinstance(path, str)}
+    if "best" not in files or not files["best"].is_file() or per_lang <= 0:
+        return []
+    table = read_predictions(files["best"])[["id", "lang", "input", "output"]].rename(columns={"output": "best"})
+    table = table.groupby("lang", sort=True).head(per_lang)
+    if "baseline" in files and files["baseline"].is_file():
+        base = read_predictions(files["baseline"]).set_index("id")["output"]
+        table["baseline"] = table["id"].map(base)
+    lexicon_file = results_dir / DATA_DIR / "lexicon.json"
+    if lexicon_file.is_file():
+        systems = reference_systems(list(table["input"]), [[""]] * len(table), list(table["lang"]),
+                                    Lexicon.load(lexicon_file))
+        table["delete"] = systems["delete"]
+    cells = table.drop(columns="id").map(lambda t: str(t).replace("|", "\\|").replace("\n", " "))
+    return ["## Sample outputs (validation, per language)", "", cells.to_markdown(index=False, disable_numparse=True), ""]
+
+
 def _judge_section(results_dir: Path) -> list[str]:
     """How far to trust STA: the judge's test-split quality, and the reference systems' toxicity under
     the judge beside the lexicon (the lexicon makes ``delete`` non-toxic by construction)."""
@@ -364,6 +390,7 @@ def _report_markdown(
             parts += ["## Baseline per language", "", base_table.to_markdown(floatfmt=".4f"), ""]
     parts += [
         *_judge_section(report.results_dir),
+        *_samples_section(report.results_dir, best, report.baseline, experiment.metrics.samples_per_lang),
         "## Variants ranked by mean objective across seeds (top 10)",
         "",
         _variants_table(report.variants).to_markdown(index=False, floatfmt=".4f"),

@@ -95,6 +95,11 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     report = analyze(exp_dir)
     text = report.report.read_text()
     assert "## Toxicity judge (STA in J)" in text and "ROC-AUC" in text
+    # What the best row wrote, beside the baseline (none in this sweep) and delete, per language.
+    best_outputs = read_predictions(exp_dir / report.best["predictions"])
+    assert "## Sample outputs (validation, per language)" in text
+    first = best_outputs.groupby("lang").head(1)
+    assert all(str(t).replace("|", "\\|").replace("\n", " ").strip() in text for t in first["input"])
     for path in (report.out_dir / "results.parquet", report.out_dir / "best_config.yaml", report.out_dir / "report.md"):
         assert path.is_file()
     assert len(list(report.out_dir.glob("*.png"))) == 3
