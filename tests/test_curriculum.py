@@ -351,3 +351,23 @@ def test_phase_steps_count_epochs_of_the_full_split() -> None:
     assert phase_steps([1.0, 0.5, 2.0], 130, 8) == [17, 9, 34]
     assert phase_steps([1.0], 130, 8, world_size=2, accumulation=2) == [5]
     assert phase_steps([1.0, 3.0], 130, 8, max_steps_per_stage=4) == [4, 4]
+
+
+@pytest.mark.parametrize("world, accumulation", [(1, 2), (2, 1), (2, 2)])
+def test_competence_steps_survive_accelerate_sharding(bucketed: pd.DataFrame, world: int, accumulation: int) -> None:
+    # Under DDP accelerate deals the sampler's batches round-robin to the processes; with the examples of
+    # a step = batch × accumulation × processes, each optimizer step's micro-batches, over all
+    # processes, are exactly that step's draw.
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    d = difficulty_cdf(stage_subsets(bucketed)["full"])
+    batch = 4
+    sampler = CompetenceSampler(d, first_step=3, steps=5, total_steps=12, examples_per_step=batch * accumulation * world,
+                                c0=0.05)
+    local = [list(BatchSamplerShard(BatchSampler(sampler, batch, drop_last=False), num_processes=world,
+                                    process_index=rank)) for rank in range(world)]
+    assert all(len(batches) == 5 * accumulation for batches in local)
+    for j, t in enumerate(sampler.step_numbers()):
+        seen = [i for batches in local for b in batches[j * accumulation:(j + 1) * accumulation] for i in b]
+        assert sorted(seen) == sorted(sampler.step_indices(t).tolist())
