@@ -112,8 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     schedule = _parse_schedule(args.schedule) if args.schedule else list(cfg.schedule)
     runs = {"curriculum": run_training(cfg, prepared, out / "curriculum", schedule, resume=not args.no_resume)}
     if args.baseline:
+        # The baseline is training without a curriculum: one full stage, never paced.
+        unpaced = dataclasses.replace(cfg, curriculum=dataclasses.replace(cfg.curriculum, pacing="disjoint"))
         runs["baseline"] = run_training(
-            cfg, prepared, out / "baseline", baseline_schedule(schedule), resume=not args.no_resume
+            unpaced, prepared, out / "baseline", baseline_schedule(schedule), resume=not args.no_resume
         )
     report = write_run_report(out, runs, score_reference_systems(cfg, prepared))
     for name, run in runs.items():

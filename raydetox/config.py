@@ -11,7 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 STAGES: tuple[str, ...] = ("easy", "medium", "hard", "full")
+Pacing = Literal["disjoint", "cumulative", "competence"]
+"""How a schedule's stages draw their training pairs (``curriculum.pacing``; see raydetox.pacing)."""
+PACINGS: tuple[str, ...] = get_args(Pacing)
 
 LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 """A language code: ISO 639-1/3 letters, optionally with script/region subtags (``en``, ``pt-BR``)."""
@@ -207,6 +210,12 @@ class CurriculumConfig:
     quantiles: list[float] = dataclasses.field(default_factory=lambda: [1 / 3, 2 / 3])
     cut_points: list[float] | None = None
     seed: Seed = 0
+    # disjoint: stage k trains on its bucket; cumulative ("baby steps"): on its bucket and every earlier
+    # stage's; competence (Platanios et al. 2019): every stage is a phase of one run that samples pairs
+    # whose difficulty CDF is <= c(t), c rising from c0 to 1 over the whole schedule (raydetox.pacing).
+    pacing: Pacing = "disjoint"
+    competence: Literal["sqrt", "linear"] = "sqrt"
+    c0: Annotated[float, Field(gt=0, lt=1)] = 0.01  # initial competence; Platanios et al. use 0.01
 
     @field_validator("quantiles", "cut_points")
     @classmethod
@@ -480,6 +489,8 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
+    # Pacings to search beside the orderings (null: curriculum.pacing only); the baseline is not paced.
+    pacing: list[Pacing] | None = None
     # True: every penalty combination is scored on each trial's final weights (no retraining).
     # False: each combination is a trial of its own that trains again (the naive way; for comparisons).
     decode_reuse: bool = True
@@ -493,6 +504,15 @@ class SweepConfig:
             if not ordering:
                 raise ValueError("an ordering must name at least one stage")
             _distinct_stages(ordering)
+        return v
+
+    @field_validator("pacing")
+    @classmethod
+    def _distinct_pacings(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must list at least one pacing (or be null)")
+        if v is not None and len(set(v)) < len(v):
+            raise ValueError(f"a pacing is listed twice in {v}")
         return v
 
     @field_validator("permute_stages")

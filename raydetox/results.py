@@ -181,8 +181,13 @@ def stage_row(
     sweep: SweepConfig,
 ) -> dict[str, Any]:
     """The row of a finished stage: ``result`` holds the stage's ``index`` (0-based), ``stage``,
-    ``train_loss``, ``seconds``, ``steps``, ``lr_applied`` and ``metrics`` (validation, ``eval_`` keys)."""
+    ``train_loss``, ``seconds``, ``steps``, ``lr_applied``, ``metrics`` (validation, ``eval_`` keys), the
+    ``n_examples`` it trained on (distinct pairs drawn, under competence pacing) and, under competence
+    pacing, the ``competence`` reached at its last step."""
     metrics = dict(result["metrics"])
+    trained_on = {"stage_examples": result["n_examples"]} if "n_examples" in result else {}
+    if result.get("competence") is not None:
+        trained_on["competence"] = result["competence"]
     return {
         "phase": "stage",
         "stage_index": int(result["index"]) + 1,
@@ -193,6 +198,7 @@ def stage_row(
         "stage_seconds": result["seconds"],
         "stage_steps": result["steps"],
         "lr_applied": result["lr_applied"],
+        **trained_on,
         **meta,
         **metrics,
         "objective": objective_value(metrics, sweep),
@@ -313,7 +319,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
             if missing:
                 raise ValueError(f"{path}:{number}: row is missing key(s) {missing}")
             row = _flatten({k: v for k, v in obj.items() if k != "config"})
-            for key in ("ordering", "is_baseline"):  # the contract puts them in rows; older rows: the config
+            for key in ("ordering", "is_baseline", "pacing"):  # the contract puts them in rows; older rows: the config
                 if key not in row:
                     row[key] = config.get(key, config.get("variant", {}).get(key))
             records.append({**row, **config_cols, "schedule": schedule, "trial_dir": trial_dir.name})

@@ -108,9 +108,11 @@ def baseline_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series | None:
 
 
 def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfig:
-    """The experiment re-runnable as the best row: its trial's schedule up to the row's stage, its penalties.
+    """The experiment re-runnable as the best row: its trial's schedule up to the row's stage, its penalties,
+    its pacing.
 
-    A stage row at stage k means the model after the first k stages was best, so the schedule is cut there.
+    A stage row at stage k means the model after the first k stages was best, so the schedule is cut there
+    (under competence pacing the cut schedule is a shorter run whose competence reaches 1 at its end).
     """
     if not isinstance(row.get("schedule"), str):
         raise ValueError(f"trial {row.get('trial_id')}: no schedule recorded in its config")
@@ -123,7 +125,10 @@ def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfi
     lora_r = row.get("config/lora_r")
     if lora is not None and lora_r is not None and not pd.isna(lora_r):
         lora = dataclasses.replace(lora, r=int(lora_r))
-    return dataclasses.replace(experiment, schedule=stages, decoding=decoding, lora=lora)
+    curriculum = experiment.curriculum
+    if isinstance(row.get("pacing"), str):
+        curriculum = dataclasses.replace(curriculum, pacing=row["pacing"])
+    return dataclasses.replace(experiment, schedule=stages, decoding=decoding, lora=lora, curriculum=curriculum)
 
 
 def _checkpoint_dirs(results_dir: Path, row: pd.Series) -> list[Path]:

@@ -73,22 +73,35 @@ def orderings(cfg: ExperimentConfig) -> list[list[str]]:
     return [[s.stage for s in cfg.schedule]]
 
 
-def ordering_name(stages: Sequence[str]) -> str:
-    return ">".join(stages)
+def ordering_name(stages: Sequence[str], pacing: str = "disjoint") -> str:
+    """``easy>hard>full``; a paced variant other than disjoint is prefixed: ``cumulative:easy>hard>full``."""
+    name = ">".join(stages)
+    return name if pacing == "disjoint" else f"{pacing}:{name}"
 
 
 def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    """Every schedule a grid search visits: orderings × epochs × (shared) lr, plus the baseline."""
+    """Every schedule a grid search visits: pacings × orderings × epochs × (shared) lr, plus the baseline.
+
+    Under competence pacing the stage names only label the phases of one run, so orderings of the same
+    length would train identically: only the first of them is kept. The baseline is never paced.
+    """
     out: list[dict[str, Any]] = []
     lrs: list[float | None] = list(cfg.sweep.lr) if cfg.sweep.lr_search == "grid" else [None]
-    for order, epochs, lr in itertools.product(orderings(cfg), cfg.sweep.epochs, lrs):
+    pacings = list(cfg.sweep.pacing or [cfg.curriculum.pacing])
+    seen: set[tuple[Any, ...]] = set()
+    for pacing, order, epochs, lr in itertools.product(pacings, orderings(cfg), cfg.sweep.epochs, lrs):
         schedule = [{"stage": s, "epochs": float(epochs), "lr": float(lr or cfg.sweep.lr[0])} for s in order]
-        out.append({"schedule": schedule, "ordering": ordering_name(order), "is_baseline": False})
+        same_run = (pacing, len(order), epochs, lr) if pacing == "competence" else (pacing, tuple(order), epochs, lr)
+        if same_run in seen:
+            continue
+        seen.add(same_run)
+        out.append({"schedule": schedule, "ordering": ordering_name(order, pacing), "is_baseline": False,
+                    "pacing": pacing})
     if cfg.sweep.include_baseline:
         for epochs, lr in itertools.product(cfg.sweep.epochs, lrs):
             n = max(len(o) for o in orderings(cfg))
             schedule = [{"stage": "full", "epochs": float(epochs) * n, "lr": float(lr or cfg.sweep.lr[0])}]
-            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True})
+            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True, "pacing": "disjoint"})
     return out
 
 
@@ -144,6 +157,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         experiment["lora"] = {**experiment["lora"], "r": int(config["lora_r"])}
     if "seed" in config:  # the seed drives the LoRA init and the data order (training.seed)
         experiment["training"] = {**experiment["training"], "seed": int(config["seed"])}
+    pacing = config["variant"].get("pacing", experiment["curriculum"]["pacing"])
+    experiment["curriculum"] = {**experiment["curriculum"], "pacing": pacing}
     ray_cfg = experiment["ray"]
     per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
     if ray_cfg["use_gpu"]:
@@ -161,6 +176,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
             "is_baseline": config["variant"]["is_baseline"],
+            "pacing": pacing,
             "seed": int(experiment["training"]["seed"]),
         },
     }
