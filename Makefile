@@ -34,10 +34,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-# The offline sweep (embedded base, built once and cached in ~/.cache/raydetox), then its analysis.
+# The offline sweep (embedded base, built once and cached in ~/.cache/raydetox), then its analysis,
+# confirmed on the test split that no selection step reads.
 quickstart: $(STAMP)
 	RAYDETOX_DATA=$${RAYDETOX_DATA:-$(DATA)} $(BIN)/raydetox sweep $(CONFIG) --storage $(OUT) --overwrite
-	$(BIN)/raydetox analyze $(OUT)/quickstart
+	$(BIN)/raydetox analyze $(OUT)/quickstart --confirm
 	@echo "quickstart report: $(OUT)/quickstart/analysis/report.md"
 
 clean:
