@@ -8,7 +8,6 @@ user). The job's rows are compared with those of an in-process `run_sweep` of th
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from raydetox.config import dump_config, load_config
 from raydetox.preflight import JOB_ENV
 from raydetox.results import load_results
 from raydetox.sweep import run_sweep
+from tests.test_sweep import _is_loopback
 from tests.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,11 +69,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _is_loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip)
-    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback  # '::ffff:127.0.0.1' is IPv4 loopback
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -213,13 +208,23 @@ def _submit_and_wait(cluster: LocalCluster, submission: str, *entrypoint: str) -
         cluster.run("job", "stop", *address, submission, timeout=60)
         output = f"(no end after {JOB_TIMEOUT_S} s) {err.stdout!r}"
     # The status as Ray's enum names it (the CLI's wording of it varies between versions).
-    probe = f"from ray.job_submission import JobSubmissionClient as C; print(C({cluster.dashboard!r}).get_job_status({submission!r}).value)"
+    probe = ("from ray.job_submission import JobSubmissionClient as C; "
+             f"print(C({cluster.dashboard!r}).get_job_status({submission!r}).value)")
     status = subprocess.run([sys.executable, "-c", probe], env=cluster.env, capture_output=True, text=True, timeout=60)
     if status.stdout.strip() != "SUCCEEDED":
         logs = cluster.run("job", "logs", *address, submission, timeout=60)
         pytest.fail(f"job {submission} did not succeed: {status.stdout}{status.stderr[-2000:]}\n--- submit ---\n"
                     f"{output[-4000:]}\n--- job logs ---\n{logs.stdout[-8000:]}{logs.stderr[-2000:]}")
     return output
+
+
+def _assert_loopback_only(cluster: LocalCluster) -> None:
+    """Every listener of the cluster's processes is on loopback (token auth or not, none faces the network)."""
+    pids = {p.pid for p in cluster.processes()}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert any(c.laddr.port == cluster.dashboard_port for c in listening), "found no cluster listener to check"
+    exposed = [c for c in listening if not _is_loopback(c.laddr.ip)]
+    assert not exposed, f"the cluster listens beyond loopback: {exposed}"
 
 
 def _comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -232,22 +237,15 @@ def _comparable(df: pd.DataFrame) -> pd.DataFrame:
 def test_submitted_sweep_lands_in_storage_and_equals_a_local_run(
     cluster: LocalCluster, mpd_dir: Path, tmp_path: Path, embedded_cache: Path, _ray_stopped: None
 ) -> None:
-    # Every listener of the cluster is on loopback (token auth or not, nothing may face the network).
-    procs = cluster.processes()
-    names = {p.name() for p in procs}
-    assert {"raylet", "gcs_server"} <= names, names
-    pids = {p.pid for p in procs}
-    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
-    assert any(c.laddr.port == cluster.dashboard_port for c in listening)
-    exposed = [c for c in listening if not _is_loopback(c.laddr.ip)]
-    assert not exposed, f"the cluster listens beyond loopback: {exposed}"
-
+    assert {"raylet", "gcs_server"} <= {p.name() for p in cluster.processes()}
+    _assert_loopback_only(cluster)
     config = tmp_path / "job.yaml"
     dump_config(tiny_config(mpd_dir, tmp_path / "runs", embedded_cache, **SWEEP), config)
     storage = tmp_path / "job-sweeps"
     submission = f"raydetox-test-{tmp_path.name}"
     output = _submit_and_wait(cluster, submission, "raydetox", "sweep", str(config), "--storage", str(storage))
     assert f"results in {storage}/tiny" in output
+    _assert_loopback_only(cluster)  # again, with the workers the job started
 
     # The results are where the command said, not in the job's temporary copy of the working dir.
     exp_dir = storage / "tiny"
@@ -268,12 +266,14 @@ def test_submitted_sweep_lands_in_storage_and_equals_a_local_run(
     job, local = _comparable(job_rows), _comparable(local_rows)
     assert len(job) == 4 and job[ROW_KEY].equals(local[ROW_KEY])
     # Same seed, data and base (the job built it into the shared cache; a base build is bounded by
-    # build_seconds, so two builds under load could differ), one torch thread: every metric, loss and
-    # config column matches; floats were bit-identical here, the tolerance only absorbs last-bit noise of
-    # another BLAS code path. Wall-clock and Tune bookkeeping columns (VOLATILE) differ by nature.
+    # build_seconds, so two builds under load could differ), one torch thread: losses, learning rates and
+    # the BLEU/chrF/copy rates of the generated texts are identical. BERTScore (and J and the objective,
+    # built on it) is float32 arithmetic whose last bits differed between the two runs in one of two checks
+    # (~6e-8 relative): compared to a few float32 ulps. Wall-clock and Tune bookkeeping columns
+    # (VOLATILE) differ by nature.
     for col in job.columns:
         if pd.api.types.is_float_dtype(job[col]):
-            close = [math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or (math.isnan(a) and math.isnan(b))
+            close = [math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
                      for a, b in zip(job[col], local[col])]
             assert all(close), f"{col}: job {job[col].tolist()} vs local {local[col].tolist()}"
         else:
@@ -302,19 +302,21 @@ def _job_config(tmp_path: Path, mpd_dir: Path, text: str = "") -> Path:
 
 
 @pytest.mark.parametrize(
-    "extra, args, where",
+    "command, extra, args, where",
     [
-        ("", ["--storage", "out/sweeps"], "option '--storage': out/sweeps:"),
-        ("ray:\n  storage_path: sweeps\n", [], "key 'ray.storage_path': sweeps:"),
-        ("", [], "key 'output_dir': runs:"),  # the default storage: output_dir/sweeps
+        ("sweep", "", ["--storage", "out/sweeps"], "option '--storage': out/sweeps:"),
+        ("sweep", "ray:\n  storage_path: sweeps\n", [], "key 'ray.storage_path': sweeps:"),
+        ("sweep", "", [], "key 'output_dir': runs:"),  # the default storage: output_dir/sweeps
+        ("prepare", "", ["--out", "out/data"], "option '--out': out/data:"),
+        ("train", "", [], "key 'output_dir': runs:"),
     ],
 )
 def test_relative_results_path_in_a_job_is_refused_naming_the_key(
-    in_job: Path, tmp_path: Path, mpd_dir: Path, capsys: pytest.CaptureFixture[str], extra: str, args: list[str],
-    where: str,
+    in_job: Path, tmp_path: Path, mpd_dir: Path, capsys: pytest.CaptureFixture[str], command: str, extra: str,
+    args: list[str], where: str,
 ) -> None:
     config = _job_config(tmp_path, mpd_dir, extra)
-    assert main(["sweep", str(config), *args]) == 2
+    assert main([command, str(config), *args]) == 2
     err = capsys.readouterr().err
     assert where in err and "may delete once the job ends" in err and str(in_job) in err, err
     assert not (in_job / "runs").exists() and not (in_job / "out").exists()
