@@ -19,7 +19,7 @@ from raydetox.config import (
     load_config,
     set_dotted,
 )
-from raydetox.preflight import check_paths
+from raydetox.preflight import check_job_path, check_paths
 
 DATA_ENV = "RAYDETOX_DATA"
 
@@ -39,17 +39,36 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
+    """The config of a prepare/train/sweep command, its paths checked before any work starts.
+
+    Relative paths resolve against the working directory; inside a Ray job (a temporary copy of
+    ``--working-dir``) relative outputs and inputs outside the copy are refused (see raydetox.preflight).
+    """
+    origin = str(args.config)
     overrides = _parse_set(args.set or [])
     data = getattr(args, "data", None) or os.environ.get(DATA_ENV)
+    data_key = "--data" if getattr(args, "data", None) else DATA_ENV if data else "data.source"
     if data:
-        from raydetox.data.io import detect_format
+        from raydetox.data.io import DataError, detect_format
 
         overrides["data.source"] = data
-        # Fails now, naming the path, if it is neither a local source nor a hub id. The config's own
-        # data.format described its own source (sweep_mt5.yaml: hub): a new source is detected anew.
-        overrides.setdefault("data.format", detect_format(data))
+        # The config's own data.format described its own source (sweep_mt5.yaml: hub): a new source is
+        # detected anew. One that is neither a local source nor a hub id is left undetected, for
+        # check_paths to refuse naming the option (and, inside a Ray job, why a relative path is missing).
+        try:
+            overrides.setdefault("data.format", detect_format(data))
+        except DataError:
+            overrides.setdefault("data.format", None)
     cfg = load_config(args.config, overrides)
-    check_paths(cfg, str(args.config))  # a missing data path fails here, before data is read or Ray starts
+    # A missing data path fails here, before data is read or Ray starts.
+    check_paths(cfg, origin, data_key)
+    if args.command == "sweep":
+        from raydetox.sweep import sweep_paths
+
+        sweep_paths(cfg, args.storage, origin)  # refuses a relative results path inside a Ray job
+    else:
+        out = getattr(args, "out", None)
+        check_job_path(out or cfg.output_dir, "--out" if out else "output_dir", origin, output=True)
     return cfg
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from raydetox.config import STAGES, ExperimentConfig, dump_config
 from raydetox.data.prepare import prepare
 from raydetox.experiment import base_corpus
+from raydetox.preflight import check_job_path
 from raydetox.results import DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
 
 if TYPE_CHECKING:
@@ -266,13 +267,22 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
-def sweep_paths(cfg: ExperimentConfig, storage_path: str | None = None) -> tuple[str, str, Path]:
+def sweep_paths(
+    cfg: ExperimentConfig, storage_path: str | None = None, origin: str = "<config>"
+) -> tuple[str, str, Path]:
     """(storage root, experiment name, local working dir) of a sweep; Tune results land in storage/name.
 
-    The storage root may be a URI (``s3://...``, needed for multi-node clusters); the prepared data then
-    lives in the local working dir ``output_dir/name`` (every node re-creates it deterministically).
+    The storage root is ``storage_path`` (``--storage``), else ``ray.storage_path``, else
+    ``output_dir/sweeps``; inside a Ray job a relative one is refused, naming its key (it would resolve in
+    the job's temporary copy of the working dir). It may be a URI (``s3://...``, needed for multi-node
+    clusters); the prepared data then lives in the local working dir ``output_dir/name`` (every node
+    re-creates it deterministically, so a relative ``output_dir`` is fine there).
     """
-    storage = storage_path or cfg.ray.storage_path or str(Path(cfg.output_dir).resolve() / "sweeps")
+    given = (("--storage", storage_path), ("ray.storage_path", cfg.ray.storage_path))
+    key, storage = next(((k, v) for k, v in given if v), ("output_dir", cfg.output_dir))
+    check_job_path(storage, key, origin, output=True)
+    if key == "output_dir":
+        storage = str(Path(storage).resolve() / "sweeps")
     name = cfg.ray.name or cfg.name
     if _is_uri(storage):
         return storage.rstrip("/"), name, Path(cfg.output_dir).resolve() / name
