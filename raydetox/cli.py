@@ -402,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if not sys.stderr.isatty():
+        # In a log (CI, a Ray job, `make quickstart > log`) a progress bar writes a fragment per update.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:

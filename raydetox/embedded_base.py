@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -369,7 +370,11 @@ def _train_copy(
     model.train()
     losses: list[float] = []
     step, start = 0, time.monotonic()
-    bar = tqdm(total=100, unit="%", desc="embedded base (copy)", disable=not progress, leave=True)
+    # A bar only on a terminal; in a log (CI, a Ray job, `make quickstart > log`) one line per 10 %,
+    # not a fragment per step.
+    on_tty = sys.stderr.isatty()
+    bar = tqdm(total=100, unit="%", desc="embedded base (copy)", disable=not (progress and on_tty), leave=True)
+    logged = 0
     # A fixed number of steps, never a wall-clock budget: the same seed, data, torch version and thread
     # count give the same weights on any machine, so seeded benchmarks are reproducible.
     while step < cfg.max_steps:
@@ -384,8 +389,13 @@ def _train_copy(
         opt.step()
         losses.append(loss.item())
         step += 1
-        bar.n = min(100, int(frac * 100))
-        bar.set_postfix(step=step, loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", refresh=False)
+        percent, mean_loss = min(100, int(step / cfg.max_steps * 100)), sum(losses[-50:]) / len(losses[-50:])
+        if progress and not on_tty and percent >= logged + 10:
+            logged = percent - percent % 10
+            print(f"embedded base (copy): {logged}% step {step}/{cfg.max_steps} loss {mean_loss:.3f} "
+                  f"({time.monotonic() - start:.0f} s)", flush=True)
+        bar.n = percent
+        bar.set_postfix(step=step, loss=f"{mean_loss:.3f}", refresh=False)
         bar.refresh()
     bar.n = 100
     bar.close()
