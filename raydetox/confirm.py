@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from sacrebleu.metrics import CHRF
 
+from raydetox.compat import score_from_stats, sentence_stats
 from raydetox.config import DataConfig, DecodingConfig, ExperimentConfig
 from raydetox.data.io import load_pairs
 from raydetox.data.lexicon import Lexicon
@@ -265,12 +266,12 @@ def _chrf_stats(pairs: pd.DataFrame, outputs: list[str], has_refs: np.ndarray) -
     rows = np.flatnonzero(has_refs)
     if len(rows):
         refs = [list(pairs["refs"].iloc[i]) for i in rows]
-        stats[rows] = _CHRF._extract_corpus_statistics([outputs[i] for i in rows], ref_streams(refs))
+        stats[rows] = sentence_stats(_CHRF, [outputs[i] for i in rows], ref_streams(refs))
     return stats
 
 
 def _corpus_chrf(rows: np.ndarray) -> float:
-    return float(_CHRF._compute_score_from_stats(rows.sum(axis=0)).score)
+    return score_from_stats(_CHRF, rows.sum(axis=0))
 
 
 def _bleu(scorer: Scorer, s: EvalSet, outputs: Sequence[list[str]]) -> dict[str, float]:

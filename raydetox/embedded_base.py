@@ -38,6 +38,7 @@ from transformers import (
 )
 
 from raydetox.cache import building, content_hash
+from raydetox.compat import t5_relative_position_bucket
 from raydetox.config import EmbeddedBaseConfig
 
 log = logging.getLogger(__name__)
@@ -258,7 +259,8 @@ def _init_previous_token_head(model: T5ForConditionalGeneration, bias: float) ->
     for stack, heads in ((model.encoder, {0: -1, 1: -2, 2: -3}), (model.decoder, {0: -1, 1: -2})):
         attn = stack.block[0].layer[0].SelfAttention
         for head, offset in list(heads.items())[: attn.n_heads]:
-            bucket = attn._relative_position_bucket(
+            bucket = t5_relative_position_bucket(
+                attn,
                 torch.tensor(offset),
                 bidirectional=attn.is_decoder is False,
                 num_buckets=attn.relative_attention_num_buckets,

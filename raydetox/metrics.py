@@ -40,6 +40,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from sacrebleu.metrics import BLEU, CHRF
 
+from raydetox.compat import corpus_score_from_stats, score_from_stats, sentence_stats
 from raydetox.config import MetricsConfig
 from raydetox.degeneration import distinct_n, is_loop, length_ratio
 
@@ -431,13 +432,13 @@ class Scorer:
         exact = [o in {normalize_whitespace(r) for r in row} for o, row in zip(out_ws, refs)]
 
         # Segment statistics once; sentence and corpus scores (overall, per language) all come from them.
-        chrf_stats = self._chrf._extract_corpus_statistics(outputs, ref_streams(refs))
-        chrf = [self._chrf._compute_score_from_stats(s).score for s in chrf_stats]
+        chrf_stats = sentence_stats(self._chrf, outputs, ref_streams(refs))
+        chrf = [score_from_stats(self._chrf, s) for s in chrf_stats]
         bleu_stats: list[list[int]] = [[] for _ in range(n)]
         tokenizers = [BLEU_TOKENIZERS.get(lang, DEFAULT_BLEU_TOKENIZER) for lang in langs]
         for tok in sorted(set(tokenizers)):
             rows = [i for i, t in enumerate(tokenizers) if t == tok]
-            stats = self._bleu_for(tok)._extract_corpus_statistics(
+            stats = sentence_stats(self._bleu_for(tok), 
                 [outputs[i] for i in rows], ref_streams([refs[i] for i in rows])
             )
             for i, s in zip(rows, stats):
@@ -547,8 +548,8 @@ class Scorer:
                 "copy_rate": part["copy"].mean(),
                 "copy_rate_loose": part["copy_loose"].mean(),
                 "exact_match": part["exact"].mean(),
-                "bleu": bleu._aggregate_and_compute([bleu_stats[i] for i in rows]).score,
-                "chrf": self._chrf._aggregate_and_compute([chrf_stats[i] for i in rows]).score,
+                "bleu": corpus_score_from_stats(bleu, [bleu_stats[i] for i in rows]),
+                "chrf": corpus_score_from_stats(self._chrf, [chrf_stats[i] for i in rows]),
                 "bertscore_f1": part["bertscore_f1"].mean(),
                 "bertscore_src_f1": part["bertscore_src_f1"].mean(),
                 "toxicity": part["toxicity"].mean(),

@@ -26,10 +26,11 @@ from typing import Any
 import ray.train
 import ray.tune
 import torch
-from ray.train.torch.config import TorchConfig, _TorchBackend
+from ray.train.torch.config import TorchConfig
 from transformers import TrainerCallback
 
 from raydetox import results
+from raydetox.compat import ray_torch_backend
 from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
 from raydetox.data.prepare import load_prepared, prepare
 from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
@@ -70,7 +71,7 @@ class LoopbackTorchConfig(TorchConfig):
         return _LoopbackTorchBackend
 
 
-class _LoopbackTorchBackend(_TorchBackend):
+class _LoopbackTorchBackend(ray_torch_backend()):
     def on_start(self, worker_group, backend_config) -> None:
         worker_group.execute(_keep_process_group_on_loopback)  # before Ray creates the process group
         super().on_start(worker_group, backend_config)

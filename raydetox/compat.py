@@ -1,0 +1,49 @@
+"""The private third-party APIs raydetox relies on, in one place, each for a measured reason.
+
+Every function here wraps a private attribute of a pinned library (see the upper bounds in
+``pyproject.toml``); ``tests/test_compat.py`` checks each against the library's public API, so a
+release that changes one fails there, by name, instead of skewing a metric somewhere else.
+
+- sacrebleu: per-sentence sufficient statistics of chrF/BLEU, scored alone or aggregated over any set
+  of rows. The public API re-tokenises and re-counts every sentence for every corpus score; the sweep
+  scores ~20 (overall + per language) corpora per evaluation, and the bootstrap thousands.
+- T5: its relative-position bucketing, to initialise the embedded base's previous-token heads.
+- Ray Train: the torch backend whose start-up we extend to keep the process group on loopback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def sentence_stats(metric: Any, hypotheses: Sequence[str], ref_streams: Sequence[Sequence[str | None]]) -> list[Any]:
+    """sacrebleu's sufficient statistics of each hypothesis (``metric``: a ``BLEU`` or ``CHRF``)."""
+    return metric._extract_corpus_statistics(list(hypotheses), [list(r) for r in ref_streams])
+
+
+def score_from_stats(metric: Any, stats: Any) -> float:
+    """The score (0–100) of summed sufficient statistics (one sentence's, or a sum over rows)."""
+    values = stats.tolist() if isinstance(stats, np.ndarray) else list(stats)
+    return float(metric._compute_score_from_stats(values).score)
+
+
+def corpus_score_from_stats(metric: Any, stats: Sequence[Any]) -> float:
+    """The corpus score of a set of sentences from their statistics (sacrebleu's own aggregation)."""
+    return float(metric._aggregate_and_compute(list(stats)).score)
+
+
+def t5_relative_position_bucket(attention: Any, relative_position: Any, bidirectional: bool, num_buckets: int,
+                                max_distance: int) -> Any:
+    """T5's bucket of each relative position (``T5Attention._relative_position_bucket``)."""
+    return attention._relative_position_bucket(relative_position, bidirectional=bidirectional,
+                                               num_buckets=num_buckets, max_distance=max_distance)
+
+
+def ray_torch_backend() -> type:
+    """Ray Train's torch backend class (``ray.train.torch.config._TorchBackend``)."""
+    from ray.train.torch.config import _TorchBackend
+
+    return _TorchBackend
