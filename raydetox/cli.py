@@ -159,6 +159,19 @@ def _find_lexicon(explicit: str | None, model_dir: Path | None):
     return None
 
 
+def _find_judge(model_dir: Path):
+    """The toxicity judge of the sweep or run a model comes from (its ``data/judge_path.json``), so that
+    ``evaluate`` scores STA as the sweep did; ``None`` when there is none (STA from the lexicon)."""
+    from raydetox.judge import recorded_judge
+
+    for parent in [model_dir, *model_dir.parents][:6]:
+        for candidate in (parent, parent / "data"):
+            judge = recorded_judge(candidate)
+            if judge is not None:
+                return judge
+    return None
+
+
 def _eval_pairs(args: argparse.Namespace):
     """Pairs for evaluate/baselines, and the lexicon (given, found beside the model, or learned)."""
     from raydetox.data.clean import clean_pairs
@@ -200,10 +213,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     outputs = generate(model, tokenizer, list(pairs["toxic"]), cfg.decoding,
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding), max_source_length=cfg.model.max_source_length,
                        progress=True)
-    scores = get_scorer(cfg.metrics, lexicon).score(
+    judge = None if cfg.metrics.toxicity_classifier else _find_judge(Path(args.model))
+    scores, sentences = get_scorer(cfg.metrics, lexicon, judge=judge).score_with_sentences(
         list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"])
     )
     _print_scores(args.model, scores, args.out)
+    if args.out:  # the per-sentence outputs beside the scores, as a sweep keeps them for every row
+        from raydetox.results import predictions_frame, write_predictions
+
+        path = write_predictions(predictions_frame(pairs, outputs, sentences),
+                                 Path(args.out).with_suffix(".predictions.parquet"))
+        print(f"predictions: {path}")
     return 0
 
 
@@ -363,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
         p.add_argument("--decoding", action="append", metavar="KEY=VALUE",
                        help="decoding setting, e.g. toxic_penalty=.inf (same as --set decoding.KEY=VALUE)")
-        p.add_argument("--out", help="write the scores as JSON")
+        p.add_argument("--out", help="write the scores as JSON (evaluate: and the per-sentence predictions "
+                                     "beside it, OUT with suffix .predictions.parquet)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("detox", help="rewrite sentences with a trained model")

@@ -44,6 +44,12 @@ def test_evaluate_a_checkpoint_on_a_pairs_file(trained: tuple[Path, Path], tmp_p
     assert code == 0
     scores = json.loads(out.read_text())
     assert scores["n"] == 20 and 0.0 <= scores["copy_rate"] <= 1.0 and "bertscore_f1/en" in scores
+    # The per-sentence predictions beside the scores; the run's judge (found from the checkpoint) gave STA.
+    from raydetox.results import read_predictions
+
+    predictions = read_predictions(out.with_suffix(".predictions.parquet"))
+    assert len(predictions) == 20 and predictions["copy"].mean() == pytest.approx(scores["copy_rate"])
+    assert scores["sta"] == pytest.approx(1 - scores["judge_toxicity"]) and predictions["judge_toxicity"].notna().all()
 
 
 def test_baselines_copy_and_delete(tmp_path: Path, mpd_dir: Path, shared_data: Path) -> None:
