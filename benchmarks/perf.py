@@ -43,7 +43,7 @@ QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 # A base model a few seconds to build: the quick variant measures the code paths, not the model.
 QUICK_EMBEDDED = {
     "vocab_size": 1200, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
-    "num_heads": 2, "max_length": 32, "curriculum_length": 16, "batch_size": 16, "build_seconds": 60,
+    "num_heads": 2, "max_length": 32, "curriculum_length": 16, "batch_size": 16,
     "max_steps": 60, "rounds": 1, "lr": 1.0e-2,
 }
 

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,12 +35,18 @@ from raydetox.selection import (
     baseline_row,
     best_config,
     best_row,
+    checkpoint_of,
+    detox_command,
     disk_usage,
     NoEligibleRowError,
     has_language_columns,
     language_table,
     rank_variants,
+    write_checkpoint_note,
 )
+
+if TYPE_CHECKING:
+    from raydetox.confirm import Confirmation
 
 
 @dataclasses.dataclass
@@ -62,6 +68,8 @@ class AnalysisReport:
     disk_bytes: int
     variants: pd.DataFrame
     refusal_note: str = ""
+    best_checkpoint: Path | None = None
+    confirmation: Confirmation | None = None
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -81,7 +89,10 @@ class AnalysisReport:
                 f"baseline: objective {base['objective']:.4f}, copy rate {base.get('eval_copy_rate', np.nan):.3f}, "
                 f"BERTScore {base.get('eval_bertscore_f1', np.nan):.4f}"
             )
-        lines += [f"best config: {self.best_config}", f"report: {self.report}"]
+        lines += [f"best config: {self.best_config}", f"best checkpoint: {self.best_checkpoint or 'not on disk'}"]
+        if self.confirmation is not None:
+            lines.append(f"confirmation: {self.confirmation.paths['csv']}")
+        lines.append(f"report: {self.report}")
         return "\n".join(lines)
 
 
@@ -126,16 +137,6 @@ def _trials_table(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _checkpoint_of(df: pd.DataFrame, row: pd.Series) -> str | None:
-    """The checkpoint holding the weights of ``row`` (decode rows use their trial's last stage checkpoint)."""
-    if "checkpoint_path" not in df:
-        return None
-    same = df[(df["trial_id"] == row["trial_id"]) & (df["phase"] == "stage")
-              & (df["stage_index"] == row["stage_index"])]
-    paths = same["checkpoint_path"].dropna()
-    return str(paths.iloc[-1]) if len(paths) else None
-
-
 def _disk_breakdown(results_dir: Path, exclude: Sequence[Path]) -> pd.DataFrame:
     """Bytes per top-level entry (trial directories summed into one line): where the disk went."""
     skip = {p.resolve() for p in exclude}
@@ -156,12 +157,16 @@ def analyze(
     results_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     config: str | os.PathLike[str] | None = None,
+    confirm: bool = False,
+    holdouts: Sequence[str | os.PathLike[str]] = (),
 ) -> AnalysisReport:
     """Load a sweep's results, choose the best row, write tables, plots, best_config.yaml and report.md.
 
     ``out_dir`` defaults to ``RESULTS_DIR/analysis``; ``config`` to ``RESULTS_DIR/experiment.yaml`` (the
     sweep's objective and the base of the re-runnable best config). The objective is recomputed from each
-    row's metrics with :func:`objective_value`. Prints nothing.
+    row's metrics with :func:`objective_value`. The best row's checkpoint goes into ``best_checkpoint.json``
+    beside ``best_config.yaml``. ``confirm`` (or any ``holdouts``) then runs :func:`raydetox.confirm.confirm`
+    on the test split and the holdout files and appends its section to the report. Prints nothing.
     """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
@@ -200,6 +205,8 @@ def analyze(
     chosen = best_config(experiment, best)
     best_yaml = out_dir / "best_config.yaml"
     dump_config(chosen, best_yaml)
+    checkpoint = checkpoint_of(results_dir, best)
+    write_checkpoint_note(out_dir / "best_checkpoint.json", best, checkpoint, best_yaml)
 
     per_language_path: Path | None = None
     best_languages: pd.DataFrame | None = None
@@ -240,12 +247,17 @@ def analyze(
         disk_bytes=disk_bytes,
         variants=variants,
         refusal_note=refusal_note,
+        best_checkpoint=checkpoint,
     )
-    report_path.write_text(
-        _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
-                         _disk_breakdown(results_dir, [out_dir])),
-        encoding="utf-8",
-    )
+    text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
+                            _disk_breakdown(results_dir, [out_dir]))
+    report_path.write_text(text, encoding="utf-8")  # first, so a failing confirmation leaves the report
+    if confirm or holdouts:
+        from raydetox.confirm import Selection, confirm as run_confirmation, confirmation_markdown
+
+        chosen_rows = Selection(results_dir, experiment, df, best, baseline)
+        report.confirmation = run_confirmation(chosen_rows, out_dir, holdouts)
+        report_path.write_text(text + "\n" + confirmation_markdown(report.confirmation), encoding="utf-8")
     return report
 
 
@@ -258,6 +270,32 @@ def _objective_text(cfg: SweepConfig) -> str:
     action = "refused" if cfg.degenerate_action == "refuse" else "penalised below every other row"
     return (f"{text}; rows with more than {cfg.max_degenerate_rate:.0%} degenerate outputs (n-gram loops) are "
             f"{action}; variants are ranked by their mean over seeds")
+
+
+def _samples_section(results_dir: Path, best: pd.Series, baseline: pd.Series | None, per_lang: int) -> list[str]:
+    """What the best row, the baseline and ``delete`` wrote for the same validation inputs, per language
+    (from the rows' stored predictions): read before trusting any number above."""
+    from raydetox.data.lexicon import Lexicon
+    from raydetox.metrics import reference_systems
+    from raydetox.results import DATA_DIR, read_predictions
+
+    rows = {"best": best, "baseline": baseline}
+    files = {name: row.get("predictions") for name, row in rows.items() if row is not None}
+    files = {name: results_dir / path for name, path in files.items() if isinstance(path, str)}
+    if "best" not in files or not files["best"].is_file() or per_lang <= 0:
+        return []
+    table = read_predictions(files["best"])[["id", "lang", "input", "output"]].rename(columns={"output": "best"})
+    table = table.groupby("lang", sort=True).head(per_lang)
+    if "baseline" in files and files["baseline"].is_file():
+        base = read_predictions(files["baseline"]).set_index("id")["output"]
+        table["baseline"] = table["id"].map(base)
+    lexicon_file = results_dir / DATA_DIR / "lexicon.json"
+    if lexicon_file.is_file():
+        systems = reference_systems(list(table["input"]), [[""]] * len(table), list(table["lang"]),
+                                    Lexicon.load(lexicon_file))
+        table["delete"] = systems["delete"]
+    cells = table.drop(columns="id").map(lambda t: str(t).replace("|", "\\|").replace("\n", " "))
+    return ["## Sample outputs (validation, per language)", "", cells.to_markdown(index=False, disable_numparse=True), ""]
 
 
 def _judge_section(results_dir: Path) -> list[str]:
@@ -318,9 +356,6 @@ def _report_markdown(
 ) -> str:
     best = report.best
     n_stage, n_decode = int((df["phase"] == "stage").sum()), int((df["phase"] == "decode").sum())
-    checkpoint = _checkpoint_of(df, best)
-    if checkpoint is not None and "://" not in checkpoint and not Path(checkpoint).exists():
-        checkpoint += " (no longer on disk: removed by checkpoint retention; re-run best_config.yaml)"
     schedule = pd.DataFrame([config_to_dict(s) for s in chosen.schedule])
     schedule.index = schedule.index + 1
     top_cols = [c for c in (*DESCRIBE_COLUMNS, "eval_copy_rate", "eval_bertscore_f1", "eval_chrf", "eval_j",
@@ -346,7 +381,9 @@ def _report_markdown(
         "",
         schedule.to_markdown(),
         "",
-        f"Checkpoint: `{checkpoint}`" if checkpoint else "Checkpoint: none recorded for this row.",
+        (f"Checkpoint: `{report.best_checkpoint}`. Reuse it: `{detox_command(report.best_checkpoint, report.best_config)}`"
+         if report.best_checkpoint is not None else
+         "Checkpoint: not on disk (checkpoint retention removed it); re-train with `raydetox train best_config.yaml`."),
         "",
         "## Baseline vs best",
         "",
@@ -361,6 +398,7 @@ def _report_markdown(
             parts += ["## Baseline per language", "", base_table.to_markdown(floatfmt=".4f"), ""]
     parts += [
         *_judge_section(report.results_dir),
+        *_samples_section(report.results_dir, best, report.baseline, experiment.metrics.samples_per_lang),
         "## Variants ranked by mean objective across seeds (top 10)",
         "",
         _variants_table(report.variants).to_markdown(index=False, floatfmt=".4f"),

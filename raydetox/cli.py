@@ -24,6 +24,7 @@ from raydetox.config import (
 from raydetox.errors import RaydetoxError
 from raydetox.preflight import (
     LEXICON_SEARCH_DEPTH,
+    check_job_path,
     check_model_dir,
     check_output_dir,
     check_output_file,
@@ -52,17 +53,36 @@ def _parse_set(items: Sequence[str], option: str = "--set") -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
+    """The config of a prepare/train/sweep command, its paths checked before any work starts.
+
+    Relative paths resolve against the working directory; inside a Ray job (a temporary copy of
+    ``--working-dir``) relative outputs and inputs outside the copy are refused (see raydetox.preflight).
+    """
+    origin = str(args.config)
     overrides = _parse_set(args.set or [])
     data = getattr(args, "data", None) or os.environ.get(DATA_ENV)
+    data_key = "--data" if getattr(args, "data", None) else DATA_ENV if data else "data.source"
     if data:
-        from raydetox.data.io import detect_format
+        from raydetox.data.io import DataError, detect_format
 
         overrides["data.source"] = data
-        # Fails now, naming the path, if it is neither a local source nor a hub id. The config's own
-        # data.format described its own source (sweep_mt5.yaml: hub): a new source is detected anew.
-        overrides.setdefault("data.format", detect_format(data))
+        # The config's own data.format described its own source (sweep_mt5.yaml: hub): a new source is
+        # detected anew. One that is neither a local source nor a hub id is left undetected, for
+        # check_paths to refuse naming the option (and, inside a Ray job, why a relative path is missing).
+        try:
+            overrides.setdefault("data.format", detect_format(data))
+        except DataError:
+            overrides.setdefault("data.format", None)
     cfg = load_config(args.config, overrides)
-    check_paths(cfg, str(args.config))  # a missing data path fails here, before data is read or Ray starts
+    # A missing data path fails here, before data is read or Ray starts.
+    check_paths(cfg, origin, data_key)
+    if args.command == "sweep":
+        from raydetox.sweep import sweep_paths
+
+        sweep_paths(cfg, args.storage, origin)  # refuses a relative results path inside a Ray job
+    else:
+        out = getattr(args, "out", None)
+        check_job_path(out or cfg.output_dir, "--out" if out else "output_dir", origin, output=True)
     return cfg
 
 
@@ -128,8 +148,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     prepared = prepare(cfg, out / "data")
     runs = {"curriculum": run_training(cfg, prepared, out / "curriculum", schedule, resume=not args.no_resume)}
     if args.baseline:
+        # The baseline is training without a curriculum: one full stage, never paced.
+        unpaced = dataclasses.replace(cfg, curriculum=dataclasses.replace(cfg.curriculum, pacing="disjoint"))
         runs["baseline"] = run_training(
-            cfg, prepared, out / "baseline", baseline_schedule(schedule), resume=not args.no_resume
+            unpaced, prepared, out / "baseline", baseline_schedule(schedule), resume=not args.no_resume
         )
     report = write_run_report(out, runs, score_reference_systems(cfg, prepared))
     for name, run in runs.items():
@@ -316,7 +338,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from raydetox.analysis import analyze
 
-    report = analyze(args.results_dir, args.out)
+    report = analyze(args.results_dir, args.out, confirm=args.confirm, holdouts=args.holdout or ())
     print(report.summary())
     return 0
 
@@ -398,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="sweep results → DataFrame, best schedule, plots, report")
     p.add_argument("results_dir", help="the sweep's results directory (STORAGE/NAME)")
     p.add_argument("--out", help="where to write the analysis (default: RESULTS_DIR/analysis)")
+    p.add_argument("--confirm", action="store_true",
+                   help="after selection, score the best variant, baseline, untrained base, copy and delete on the "
+                        "test split (and --holdout files) with bootstrap intervals")
+    p.add_argument("--holdout", action="append", metavar="PATH",
+                   help="also confirm on this pairs file (repeatable; implies --confirm)")
     p.set_defaults(func=cmd_analyze)
     return parser
 

@@ -12,7 +12,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -31,6 +31,9 @@ from raydetox.errors import RaydetoxError
 from raydetox.errors import short as _short
 
 STAGES: tuple[str, ...] = ("easy", "medium", "hard", "full")
+Pacing = Literal["disjoint", "cumulative", "competence"]
+"""How a schedule's stages draw their training pairs (``curriculum.pacing``; see raydetox.pacing)."""
+PACINGS: tuple[str, ...] = get_args(Pacing)
 
 LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 """A language code: ISO 639-1/3 letters, optionally with script/region subtags (``en``, ``pt-BR``)."""
@@ -211,6 +214,12 @@ class CurriculumConfig:
     quantiles: list[float] = dataclasses.field(default_factory=lambda: [1 / 3, 2 / 3])
     cut_points: list[float] | None = None
     seed: Seed = 0
+    # disjoint: stage k trains on its bucket; cumulative ("baby steps"): on its bucket and every earlier
+    # stage's; competence (Platanios et al. 2019): every stage is a phase of one run that samples pairs
+    # whose difficulty CDF is <= c(t), c rising from c0 to 1 over the whole schedule (raydetox.pacing).
+    pacing: Pacing = "disjoint"
+    competence: Literal["sqrt", "linear"] = "sqrt"
+    c0: Annotated[float, Field(gt=0, lt=1)] = 0.01  # initial competence; Platanios et al. use 0.01
 
     @field_validator("quantiles", "cut_points")
     @classmethod
@@ -274,8 +283,8 @@ class EmbeddedBaseConfig:
     prev_token_bias: float = 8.0
     batch_size: PositiveInt = 32
     lr: PositiveFloat = 3e-3
-    build_seconds: PositiveFloat = 600.0
-    max_steps: PositiveInt | None = None
+    # Optimizer steps of the copy pretraining (deterministic; ~7 minutes on 2 busy CPU cores).
+    max_steps: PositiveInt = 2400
     rounds: PositiveInt = 4
     seed: Seed = 0
     threads: PositiveInt = 1  # torch threads while building (the machine is often shared)
@@ -484,6 +493,8 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
+    # Pacings to search beside the orderings (null: curriculum.pacing only); the baseline is not paced.
+    pacing: list[Pacing] | None = None
     # True: every penalty combination is scored on each trial's final weights (no retraining).
     # False: each combination is a trial of its own that trains again (the naive way; for comparisons).
     decode_reuse: bool = True
@@ -497,6 +508,15 @@ class SweepConfig:
             if not ordering:
                 raise ValueError("an ordering must name at least one stage")
             _distinct_stages(ordering)
+        return v
+
+    @field_validator("pacing")
+    @classmethod
+    def _distinct_pacings(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must list at least one pacing (or be null)")
+        if v is not None and len(set(v)) < len(v):
+            raise ValueError(f"a pacing is listed twice in {v}")
         return v
 
     @field_validator("permute_stages")

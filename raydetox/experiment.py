@@ -17,6 +17,7 @@ from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
+from raydetox.data.curriculum import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
@@ -50,10 +51,11 @@ def tokenize_pairs(
 def build_stage_datasets(
     prepared: PreparedData, tokenizer: PreTrainedTokenizerBase, cfg: ExperimentConfig
 ) -> dict[str, Dataset]:
-    """Tokenize the full train split once and select each stage's rows from it by id."""
+    """Tokenize the full train split once and select each stage's rows from it by id; every row carries
+    its ``difficulty_cdf`` (what competence pacing samples by)."""
     full = tokenize_pairs(
         prepared.stages["full"], tokenizer, cfg.model.max_source_length, cfg.model.max_target_length
-    )
+    ).add_column("difficulty_cdf", difficulty_cdf(prepared.stages["full"]).tolist())
     position = {id_: i for i, id_ in enumerate(full["id"])}
     return {
         name: full.select([position[i] for i in frame["id"]]) if name != "full" else full
@@ -139,6 +141,7 @@ def build_trainer(
         decoding=cfg.decoding,
         toxic_token_ids=toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding),
         max_source_length=cfg.model.max_source_length,
+        curriculum=cfg.curriculum,
     )
 
 

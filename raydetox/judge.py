@@ -335,6 +335,10 @@ class ToxicityJudge:
                 f"{len(leaked_ids)} id(s) {leaked_ids[:5]}, {len(leaked_texts)} text(s) {leaked_texts[:3]}"
             )
 
+    def seen_texts(self, texts: Iterable[str]) -> int:
+        """How many of ``texts`` (normalised as for the leakage guard) the judge was trained on."""
+        return sum(text_hash(t) in self._hashes for t in texts)
+
     def save(self, directory: Path) -> None:
         """Write the model (skops, no pickle) and the training provenance into ``directory``."""
         import skops.io as sio
@@ -547,6 +551,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     )
 
 
+def recorded_judge(prepared_dir: str | Path) -> ToxicityJudge | None:
+    """The judge a prepared data dir's runs were scored with (its pointer file), or ``None``."""
+    pointer = Path(prepared_dir) / POINTER_FILE
+    if not pointer.is_file():
+        return None
+    path = Path(json.loads(pointer.read_text(encoding="utf-8"))["path"])
+    return ToxicityJudge.load(path) if (path / META_FILE).is_file() else None
+
+
 def judge_for(cfg: ExperimentConfig, prepared: PreparedData) -> ToxicityJudge | None:
     """The judge that scores STA for runs on ``prepared``: ``None`` when ``metrics.toxicity_classifier``
     (an HF classifier) judges instead, else the offline judge, built once per prepared data dir.
@@ -556,14 +569,11 @@ def judge_for(cfg: ExperimentConfig, prepared: PreparedData) -> ToxicityJudge | 
     """
     if cfg.metrics.toxicity_classifier:
         return None
-    pointer = Path(prepared.out_dir) / POINTER_FILE
-    if pointer.is_file():
-        path = Path(json.loads(pointer.read_text(encoding="utf-8"))["path"])
-        if (path / META_FILE).is_file():
-            judge = ToxicityJudge.load(path)
-            held_out = held_out_rows(prepared)
-            judge.assert_unseen(held_out["id"], held_out["text"])
-            return judge
+    judge = recorded_judge(prepared.out_dir)
+    if judge is not None:
+        held_out = held_out_rows(prepared)
+        judge.assert_unseen(held_out["id"], held_out["text"])
+        return judge
     judge = build_judge(cfg, prepared)
-    pointer.write_text(json.dumps({"path": str(judge.path)}), encoding="utf-8")
+    (Path(prepared.out_dir) / POINTER_FILE).write_text(json.dumps({"path": str(judge.path)}), encoding="utf-8")
     return judge

@@ -230,6 +230,15 @@ def _check_strings(name: str, values: Sequence[Any]) -> list[str]:
     return list(values)
 
 
+def _scored_rows(
+    sources: Sequence[str], outputs: Sequence[str], langs: Sequence[str], **more: Sequence[Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """Checked (sources, outputs, langs) of rows to score; ``more`` columns must have their length."""
+    if _check_lengths(sources=sources, outputs=outputs, langs=langs, **more) == 0:
+        raise ValueError("metrics: nothing to score (0 rows)")
+    return _check_strings("sources", sources), _check_strings("outputs", outputs), _check_strings("langs", langs)
+
+
 def _clean_refs(refs: Sequence[Sequence[str]]) -> list[list[str]]:
     """References per row without ``None``/blank entries; every row must keep at least one."""
     rows = []
@@ -415,17 +424,11 @@ class Scorer:
         refs: Sequence[Sequence[str]],
         langs: Sequence[str],
     ) -> tuple[pd.DataFrame, list[list[int]], list[list[int]]]:
-        n = _check_lengths(sources=sources, outputs=outputs, refs=refs, langs=langs)
-        if n == 0:
-            raise ValueError("metrics: nothing to score (0 rows)")
-        sources = _check_strings("sources", sources)
-        outputs = _check_strings("outputs", outputs)
-        langs = _check_strings("langs", langs)
+        sources, outputs, langs = _scored_rows(sources, outputs, langs, refs=refs)
+        n = len(sources)
         refs = _clean_refs(refs)
 
         out_ws = [normalize_whitespace(o) for o in outputs]
-        copy = [o == normalize_whitespace(s) for o, s in zip(out_ws, sources)]
-        copy_loose = [normalize_loose(o) == normalize_loose(s) for o, s in zip(outputs, sources)]
         exact = [o in {normalize_whitespace(r) for r in row} for o, row in zip(out_ws, refs)]
 
         # Segment statistics once; sentence and corpus scores (overall, per language) all come from them.
@@ -450,29 +453,45 @@ class Scorer:
         np.maximum.at(f1_refs, row_of_ref, f1[: len(row_of_ref)])
         f1_src = f1[len(row_of_ref) :]
 
+        frame = self._sentence_frame(sources, outputs, langs, f1_src, np.array(exact, dtype=np.float64),
+                                     np.array(chrf, dtype=np.float64), f1_refs)
+        return frame, bleu_stats, chrf_stats
+
+    def _sentence_frame(
+        self,
+        sources: list[str],
+        outputs: list[str],
+        langs: list[str],
+        f1_src: np.ndarray,
+        exact: np.ndarray,
+        chrf: np.ndarray,
+        f1_refs: np.ndarray,
+    ) -> pd.DataFrame:
+        """The columns of :meth:`sentence_scores` from the reference-based values given (NaN: none)."""
         toxicity = self._lexicon_toxicity(outputs, langs)
         judged = self._judged_toxicity(outputs)
         sta = 1.0 - (judged if self.judged else toxicity)
         sim = np.clip(f1_src, 0.0, 1.0)
-        frame = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "lang": langs,
-                "copy": np.array(copy, dtype=np.float64),
-                "copy_loose": np.array(copy_loose, dtype=np.float64),
-                "exact": np.array(exact, dtype=np.float64),
-                "chrf": np.array(chrf, dtype=np.float64),
+                "copy": np.array([normalize_whitespace(o) == normalize_whitespace(s) for o, s in zip(outputs, sources)],
+                                 dtype=np.float64),
+                "copy_loose": np.array([normalize_loose(o) == normalize_loose(s) for o, s in zip(outputs, sources)],
+                                       dtype=np.float64),
+                "exact": exact,
+                "chrf": chrf,
                 "bertscore_f1": f1_refs,
                 "bertscore_src_f1": f1_src,
                 "sim": sim,
                 "toxicity": toxicity,
                 "judge_toxicity": judged,
                 "sta": sta,
-                "j": sta * sim * np.array(chrf) / 100.0,
+                "j": sta * sim * chrf / 100.0,
                 "degenerate": np.array([is_loop(o) for o in outputs], dtype=np.float64),
                 "length_ratio": np.array([length_ratio(o, s) for o, s in zip(outputs, sources)]),
             }
         )
-        return frame, bleu_stats, chrf_stats
 
     def sentence_scores(
         self,
@@ -485,6 +504,16 @@ class Scorer:
         bertscore_src_f1, sim (clipped to [0, 1]), toxicity (lexicon), judge_toxicity, sta, j, degenerate (1 for an n-gram loop),
         length_ratio (output/input characters; NaN for an empty input)."""
         return self._evaluate(sources, outputs, refs, langs)[0]
+
+    def reference_free_scores(
+        self, sources: Sequence[str], outputs: Sequence[str], langs: Sequence[str]
+    ) -> pd.DataFrame:
+        """:meth:`sentence_scores` for rows without references: only what compares the output with its
+        input or judges it alone (copy, copy_loose, bertscore_src_f1, sim, toxicity, sta, degenerate,
+        length_ratio); exact, chrf, bertscore_f1 and j are NaN, since nothing stands in for a reference."""
+        sources, outputs, langs = _scored_rows(sources, outputs, langs)
+        none = np.full(len(sources), np.nan)
+        return self._sentence_frame(sources, outputs, langs, self._bertscore_pairs(outputs, sources), none, none, none)
 
     def score(
         self,

@@ -27,6 +27,23 @@ from raydetox.errors import ResultsError, short
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 EXPERIMENT_FILE = "experiment.yaml"
+# Where a sweep keeps a trial's checkpoints: a trial that trains in its own process checkpoints through
+# Tune into its trial directory; a Ray Train run writes under TRAIN_DIR/train-<trial id>. Each checkpoint
+# holds STATE_FILE (the stages finished so far) and the last finished stage's model directory.
+STATE_FILE = "curriculum_state.json"
+TRAIN_DIR = "train"
+CHECKPOINT_GLOB = "checkpoint_*"
+DATA_DIR = "data"
+
+
+def trial_dir_name(trial_id: str) -> str:
+    """The directory of a trial inside the sweep's results directory."""
+    return f"trial_{trial_id}"
+
+
+def train_run_name(trial_id: str) -> str:
+    """The Ray Train run of a trial, under ``RESULTS_DIR/TRAIN_DIR``."""
+    return f"train-{trial_id}"
 PHASES: tuple[str, ...] = ("stage", "decode")
 # A report must carry these to be a row; Tune-only or non-rank-0 reports lack ``phase`` and are skipped.
 KEY_COLUMNS: tuple[str, ...] = ("trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty")
@@ -197,8 +214,13 @@ def stage_row(
     sweep: SweepConfig,
 ) -> dict[str, Any]:
     """The row of a finished stage: ``result`` holds the stage's ``index`` (0-based), ``stage``,
-    ``train_loss``, ``seconds``, ``steps``, ``lr_applied`` and ``metrics`` (validation, ``eval_`` keys)."""
+    ``train_loss``, ``seconds``, ``steps``, ``lr_applied``, ``metrics`` (validation, ``eval_`` keys), the
+    ``n_examples`` it trained on (distinct pairs drawn, under competence pacing) and, under competence
+    pacing, the ``competence`` reached at its last step."""
     metrics = dict(result["metrics"])
+    trained_on = {"stage_examples": result["n_examples"]} if "n_examples" in result else {}
+    if result.get("competence") is not None:
+        trained_on["competence"] = result["competence"]
     return {
         "phase": "stage",
         "stage_index": int(result["index"]) + 1,
@@ -209,6 +231,7 @@ def stage_row(
         "stage_seconds": result["seconds"],
         "stage_steps": result["steps"],
         "lr_applied": result["lr_applied"],
+        **trained_on,
         **meta,
         **metrics,
         "objective": objective_value(metrics, sweep),
@@ -354,7 +377,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 raise ResultsError(f"{path}:{number}: row is missing key(s) {missing}")
             _check_types(obj, f"{path}:{number}")
             row = _flatten({k: v for k, v in obj.items() if k != "config"})
-            for key in ("ordering", "is_baseline"):  # the contract puts them in rows; older rows: the config
+            for key in ("ordering", "is_baseline", "pacing"):  # the contract puts them in rows; older rows: the config
                 if key not in row:
                     row[key] = config.get(key, variant.get(key))
             records.append({**row, **config_cols, "schedule": schedule, "trial_dir": trial_dir.name})

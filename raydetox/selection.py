@@ -1,5 +1,6 @@
 """Choosing from a sweep's results table: the best row under the objective, the baseline's row, the
-re-runnable config of a row, a row's metrics per language, the Pareto front, disk use.
+re-runnable config of a row, the checkpoint holding a row's weights (and those of its other seeds), a
+row's metrics per language, the Pareto front, disk use.
 
 Every stage row and every decoding-penalty row is a candidate for "best": the choice is made explicitly
 by :func:`raydetox.results.objective_value` (the single definition the sweep also reports), never by
@@ -20,7 +21,16 @@ import pandas as pd
 
 from raydetox.config import ExperimentConfig, StageConfig, SweepConfig
 from raydetox.errors import ResultsError
-from raydetox.results import objective_column
+from raydetox.results import (
+    CHECKPOINT_GLOB,
+    DESCRIBE_COLUMNS,
+    KEY_COLUMNS,
+    STATE_FILE,
+    TRAIN_DIR,
+    objective_column,
+    train_run_name,
+    trial_dir_name,
+)
 from raydetox.stats import seed_summary
 
 _LANG_METRIC = re.compile(r"^(?P<metric>eval_[^/]+)/(?P<lang>[^/]+)$")
@@ -43,7 +53,7 @@ ROW_POSITION: tuple[str, ...] = ("phase", "stage_index", "toxic_penalty", "copy_
 def variant_key(df: pd.DataFrame) -> pd.Series:
     """A key shared by the rows of one variant across seeds: the trial config except its seed, and the
     row's position (phase, stage, penalties). Without seeds every trial is its own variant."""
-    columns = sorted(c for c in df.columns if str(c).startswith("config/") and c != "config/seed")
+    columns = sorted(c for c in df.columns if str(c).startswith("config/") and not _is_seed_column(str(c)))
     columns += [c for c in ROW_POSITION if c in df]
     return df[columns].astype(str).agg("\x1f".join, axis=1).rename("variant_key")
 
@@ -99,9 +109,11 @@ def baseline_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series | None:
 
 
 def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfig:
-    """The experiment re-runnable as the best row: its trial's schedule up to the row's stage, its penalties.
+    """The experiment re-runnable as the best row: its trial's schedule up to the row's stage, its penalties,
+    its pacing.
 
-    A stage row at stage k means the model after the first k stages was best, so the schedule is cut there.
+    A stage row at stage k means the model after the first k stages was best, so the schedule is cut there
+    (under competence pacing the cut schedule is a shorter run whose competence reaches 1 at its end).
     """
     if not isinstance(row.get("schedule"), str):
         raise ResultsError(f"trial {row.get('trial_id')}: no schedule recorded in its config")
@@ -114,7 +126,115 @@ def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfi
     lora_r = row.get("config/lora_r")
     if lora is not None and lora_r is not None and not pd.isna(lora_r):
         lora = dataclasses.replace(lora, r=int(lora_r))
-    return dataclasses.replace(experiment, schedule=stages, decoding=decoding, lora=lora)
+    curriculum = experiment.curriculum
+    if isinstance(row.get("pacing"), str):
+        curriculum = dataclasses.replace(curriculum, pacing=row["pacing"])
+    return dataclasses.replace(experiment, schedule=stages, decoding=decoding, lora=lora, curriculum=curriculum)
+
+
+def _checkpoint_dirs(results_dir: Path, row: pd.Series) -> list[Path]:
+    """A trial's checkpoints in either executor layout, oldest first (Tune numbers them, Ray Train
+    stamps them with the time: both sort by name)."""
+    trial_id = str(row["trial_id"])
+    trial_dir = row.get("trial_dir")
+    trial_dir = trial_dir if isinstance(trial_dir, str) and trial_dir else trial_dir_name(trial_id)
+    found: list[Path] = []
+    for root in (results_dir / trial_dir, results_dir / TRAIN_DIR / train_run_name(trial_id)):
+        if root.is_dir():
+            found += sorted(p for p in root.glob(CHECKPOINT_GLOB) if p.is_dir())
+    return found
+
+
+def checkpoint_of(results_dir: str | os.PathLike[str], row: pd.Series) -> Path | None:
+    """The model directory holding the weights of a result row, or ``None`` when it is not on disk.
+
+    A stage row at stage k lives in the trial checkpoint whose ``curriculum_state.json`` lists k
+    finished stages, as its ``checkpoints/stage-{k-1:02d}-<stage>``; a decoding row scores its trial's
+    final weights, which is the stage checkpoint at its ``stage_index``. Both executor layouts are
+    searched (``trial_<id>/checkpoint_*`` and ``train/train-<id>/checkpoint_*``); ``None`` when checkpoint
+    retention removed it. The newest matching checkpoint wins (a restarted trial may save a stage twice).
+    """
+    results_dir = Path(results_dir)
+    k = int(row["stage_index"])
+    for ckpt in reversed(_checkpoint_dirs(results_dir, row)):
+        state_file = ckpt / STATE_FILE
+        if not state_file.is_file():
+            continue
+        try:
+            stages = json.loads(state_file.read_text(encoding="utf-8"))["stages"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise ResultsError(f"{state_file}: not a curriculum state (expected a 'stages' list): {err}") from None
+        if len(stages) != k:
+            continue
+        stage = stages[k - 1]
+        if isinstance(row.get("stage"), str) and stage.get("stage") != row["stage"]:
+            raise ResultsError(
+                f"{state_file}: stage {k} is {stage.get('stage')!r} but the row of trial {row['trial_id']} "
+                f"says {row['stage']!r}"
+            )
+        path = ckpt / stage["checkpoint"]
+        if path.is_dir():
+            return path.resolve()
+    return None
+
+
+def detox_command(checkpoint: Path, config: Path) -> str:
+    """The documented way to reuse a chosen checkpoint on new sentences."""
+    return f"raydetox detox --model {checkpoint} --config {config} INPUT.txt"
+
+
+def write_checkpoint_note(path: Path, row: pd.Series, checkpoint: Path | None, config: Path) -> None:
+    """Write which checkpoint holds ``row``'s weights (``None``: not on disk) and how to reuse it, as JSON."""
+    note: dict[str, object] = {
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "command": detox_command(checkpoint, config) if checkpoint is not None else None,
+    }
+    for key in DESCRIBE_COLUMNS:
+        if key in row:
+            value = row[key]
+            note[key] = value.item() if hasattr(value, "item") else value  # numpy scalars → JSON numbers
+    path.write_text(json.dumps(note, indent=1, allow_nan=True) + "\n", encoding="utf-8")
+
+
+def _is_seed_column(column: str) -> bool:
+    return column.startswith("config/") and column.rsplit("/", 1)[-1] == "seed"
+
+
+def seed_rows(df: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The rows of every run of ``row``'s variant: same trial config except the seed, same phase,
+    stage and decoding penalties; one row per trial, ``row``'s own trial first.
+
+    A trial config is the ``config/...`` columns; ``config/seed`` (or any ``config/.../seed``) is what
+    tells repeated runs of a variant apart. A column a trial lacks counts as a difference.
+    """
+    config_cols = [c for c in df.columns if str(c).startswith("config/") and not _is_seed_column(str(c))]
+
+    def key(values: pd.Series) -> tuple[str, ...]:
+        # numpy scalars as Python values: a row taken with .loc and one from iterrows must compare equal
+        return tuple("<missing>" if _missing(v := values.get(c)) else repr(getattr(v, "item", lambda: v)())
+                     for c in config_cols)
+
+    same_row = np.ones(len(df), dtype=bool)
+    for col in KEY_COLUMNS[1:]:
+        same_row &= (df[col] == row[col]).to_numpy()
+    candidates = df[same_row]
+    target = key(row)
+    runs = candidates[[key(r) == target for _, r in candidates.iterrows()]]
+    runs = runs.drop_duplicates("trial_id", keep="last")
+    own = runs["trial_id"] == row["trial_id"]
+    return pd.concat([runs[own], runs[~own].sort_values("trial_id", kind="stable")])
+
+
+def seed_of(row: pd.Series) -> object:
+    """The seed a row's trial ran with (its ``config/.../seed`` value), else its trial id."""
+    for col, value in row.items():
+        if _is_seed_column(str(col)) and not _missing(value):
+            return value
+    return row["trial_id"]
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def has_language_columns(df: pd.DataFrame) -> bool:

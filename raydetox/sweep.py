@@ -24,7 +24,8 @@ from raydetox.config import STAGES, ConfigError, ExperimentConfig, dump_config, 
 from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
 from raydetox.experiment import base_corpus
-from raydetox.results import PREDICTIONS_DIR, trial_schedule
+from raydetox.preflight import check_job_path
+from raydetox.results import DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -74,22 +75,35 @@ def orderings(cfg: ExperimentConfig) -> list[list[str]]:
     return [[s.stage for s in cfg.schedule]]
 
 
-def ordering_name(stages: Sequence[str]) -> str:
-    return ">".join(stages)
+def ordering_name(stages: Sequence[str], pacing: str = "disjoint") -> str:
+    """``easy>hard>full``; a paced variant other than disjoint is prefixed: ``cumulative:easy>hard>full``."""
+    name = ">".join(stages)
+    return name if pacing == "disjoint" else f"{pacing}:{name}"
 
 
 def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    """Every schedule a grid search visits: orderings × epochs × (shared) lr, plus the baseline."""
+    """Every schedule a grid search visits: pacings × orderings × epochs × (shared) lr, plus the baseline.
+
+    Under competence pacing the stage names only label the phases of one run, so orderings of the same
+    length would train identically: only the first of them is kept. The baseline is never paced.
+    """
     out: list[dict[str, Any]] = []
     lrs: list[float | None] = list(cfg.sweep.lr) if cfg.sweep.lr_search == "grid" else [None]
-    for order, epochs, lr in itertools.product(orderings(cfg), cfg.sweep.epochs, lrs):
+    pacings = list(cfg.sweep.pacing or [cfg.curriculum.pacing])
+    seen: set[tuple[Any, ...]] = set()
+    for pacing, order, epochs, lr in itertools.product(pacings, orderings(cfg), cfg.sweep.epochs, lrs):
         schedule = [{"stage": s, "epochs": float(epochs), "lr": float(lr or cfg.sweep.lr[0])} for s in order]
-        out.append({"schedule": schedule, "ordering": ordering_name(order), "is_baseline": False})
+        same_run = (pacing, len(order), epochs, lr) if pacing == "competence" else (pacing, tuple(order), epochs, lr)
+        if same_run in seen:
+            continue
+        seen.add(same_run)
+        out.append({"schedule": schedule, "ordering": ordering_name(order, pacing), "is_baseline": False,
+                    "pacing": pacing})
     if cfg.sweep.include_baseline:
         for epochs, lr in itertools.product(cfg.sweep.epochs, lrs):
             n = max(len(o) for o in orderings(cfg))
             schedule = [{"stage": "full", "epochs": float(epochs) * n, "lr": float(lr or cfg.sweep.lr[0])}]
-            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True})
+            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True, "pacing": "disjoint"})
     return out
 
 
@@ -145,6 +159,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         experiment["lora"] = {**experiment["lora"], "r": int(config["lora_r"])}
     if "seed" in config:  # the seed drives the LoRA init and the data order (training.seed)
         experiment["training"] = {**experiment["training"], "seed": int(config["seed"])}
+    pacing = config["variant"].get("pacing", experiment["curriculum"]["pacing"])
+    experiment["curriculum"] = {**experiment["curriculum"], "pacing": pacing}
     ray_cfg = experiment["ray"]
     per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
     if ray_cfg["use_gpu"]:
@@ -162,6 +178,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
             "is_baseline": config["variant"]["is_baseline"],
+            "pacing": pacing,
             "seed": int(experiment["training"]["seed"]),
         },
     }
@@ -184,7 +201,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             num_workers=int(ray_cfg["num_workers"]), use_gpu=bool(ray_cfg["use_gpu"]), resources_per_worker=per_worker
         ),
         run_config=train.RunConfig(
-            name=f"train-{trial_id}",
+            name=train_run_name(trial_id),
             storage_path=setup["train_storage"],
             failure_config=train.FailureConfig(max_failures=int(setup["max_failures"])),
             checkpoint_config=retention(int(setup["keep_checkpoints"]), train.CheckpointConfig),
@@ -223,7 +240,7 @@ def trial_name(trial: Any) -> str:
 
 
 def trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
+    return trial_dir_name(trial.trial_id)
 
 
 def _scheduler(cfg: ExperimentConfig):
@@ -251,13 +268,22 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
-def sweep_paths(cfg: ExperimentConfig, storage_path: str | None = None) -> tuple[str, str, Path]:
+def sweep_paths(
+    cfg: ExperimentConfig, storage_path: str | None = None, origin: str = "<config>"
+) -> tuple[str, str, Path]:
     """(storage root, experiment name, local working dir) of a sweep; Tune results land in storage/name.
 
-    The storage root may be a URI (``s3://...``, needed for multi-node clusters); the prepared data then
-    lives in the local working dir ``output_dir/name`` (every node re-creates it deterministically).
+    The storage root is ``storage_path`` (``--storage``), else ``ray.storage_path``, else
+    ``output_dir/sweeps``; inside a Ray job a relative one is refused, naming its key (it would resolve in
+    the job's temporary copy of the working dir). It may be a URI (``s3://...``, needed for multi-node
+    clusters); the prepared data then lives in the local working dir ``output_dir/name`` (every node
+    re-creates it deterministically, so a relative ``output_dir`` is fine there).
     """
-    storage = storage_path or cfg.ray.storage_path or str(Path(cfg.output_dir).resolve() / "sweeps")
+    given = (("--storage", storage_path), ("ray.storage_path", cfg.ray.storage_path))
+    key, storage = next(((k, v) for k, v in given if v), ("output_dir", cfg.output_dir))
+    check_job_path(storage, key, origin, output=True)
+    if key == "output_dir":
+        storage = str(Path(storage).resolve() / "sweeps")
     name = cfg.ray.name or cfg.name
     if _is_uri(storage):
         return storage.rstrip("/"), name, Path(cfg.output_dir).resolve() / name
@@ -357,7 +383,7 @@ def run_sweep(
     else:
         _claim_experiment_dir(storage, name, overwrite)
     local_dir.mkdir(parents=True, exist_ok=True)
-    prepared_dir = local_dir / "data"
+    prepared_dir = local_dir / DATA_DIR
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
     prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
     if prepared is not None and cfg.model.name_or_path == "embedded":
@@ -378,7 +404,7 @@ def run_sweep(
         "experiment": dataclasses.asdict(cfg),
         "prepared_dir": str(prepared_dir.resolve()),
         "decode_grid": decode_grid(cfg),
-        "train_storage": f"{exp_uri}/train",
+        "train_storage": f"{exp_uri}/{TRAIN_DIR}",
         "max_failures": cfg.sweep.max_failures,
         "keep_checkpoints": cfg.training.keep_checkpoints,
         "fail_once_at_stage": fail_once_at_stage,

@@ -7,6 +7,10 @@ stage it evaluates (loss + generation metrics), saves a checkpoint tagged by the
 for LoRA), appends a metrics row and fires ``on_stage_end`` on every callback that defines it — that
 is where the Ray layer reports. A finished stage is never re-run: ``run_schedule`` resumes after the
 last stage recorded in ``curriculum_state.json``.
+
+Which pairs a stage trains on is the pacing's (``curriculum.pacing``): its own bucket (disjoint), its
+bucket and every earlier stage's (cumulative), or a competence-paced draw from the full train split,
+counted over the whole schedule (competence; :mod:`raydetox.pacing`).
 """
 
 from __future__ import annotations
@@ -19,20 +23,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
-from datasets import Dataset
+import torch
+from datasets import Dataset, concatenate_datasets
 from transformers import PrinterCallback, Seq2SeqTrainer
 
-from raydetox.config import DecodingConfig, StageConfig
+from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
+from raydetox.data.curriculum import paced_subsets
 from raydetox.data.io import DataError
 from raydetox.decoding import generate
 from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import EXTRA_LOSSES
 from raydetox.metrics import Scorer, perplexity
-from raydetox.results import predictions_frame, write_predictions
+from raydetox.pacing import CompetenceSampler, phase_steps
+from raydetox.results import STATE_FILE, predictions_frame, write_predictions
 from raydetox.training_args import CurriculumTrainingArguments
-
-STATE_FILE = "curriculum_state.json"
 
 @dataclass
 class StageResult:
@@ -51,6 +57,8 @@ class StageResult:
     checkpoint: str  # relative to the trainer's output_dir, so a copied run dir still resumes
     example_ids: list[str] = field(default_factory=list)
     predictions: str = ""  # the stage's validation predictions file, relative to output_dir ("" = none)
+    pacing: str = "disjoint"
+    competence: float | None = None  # competence at the stage's last step (competence pacing only)
 
     def row(self) -> dict[str, Any]:
         """Flat metrics row (no id list) for tables and reporting."""
@@ -65,6 +73,8 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
     ``stage_datasets`` maps stage names to tokenized datasets (with an ``id`` column); ``eval_pairs`` is
     the validation pairs table used for generation metrics after every stage. Callbacks that define
     ``on_stage_end(args, state, control, result=StageResult, trainer=self)`` are called after each stage.
+    ``curriculum`` gives the pacing; competence pacing needs a ``difficulty_cdf`` column in
+    ``stage_datasets["full"]``.
     """
 
     args: CurriculumTrainingArguments
@@ -78,6 +88,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         decoding: DecodingConfig | None = None,
         toxic_token_ids: Sequence[int] | None = None,
         max_source_length: int = 64,
+        curriculum: CurriculumConfig | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -90,6 +101,8 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         self.toxic_token_ids = list(toxic_token_ids or [])
         self.max_source_length = max_source_length
         self.stage_results: list[StageResult] = []
+        self.curriculum = curriculum or CurriculumConfig()
+        self._phase: CompetenceSampler | None = None  # set while a competence-paced stage trains
         name = self.args.extra_loss
         if name is not None and name not in EXTRA_LOSSES:
             raise ValueError(f"training.extra_loss: unknown {name!r}; expected one of {sorted(EXTRA_LOSSES)}")
@@ -111,11 +124,24 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
     def state_path(self) -> Path:
         return Path(self.args.output_dir) / STATE_FILE
 
-    def _load_state(self) -> list[StageResult]:
+    def _load_state(self, schedule: Sequence[StageConfig]) -> list[StageResult]:
         if not self.state_path.is_file():
             return []
         raw = json.loads(self.state_path.read_text())
-        return [StageResult(**r) for r in raw["stages"]]
+        done = [StageResult(**r) for r in raw["stages"]]
+        paced = {r.pacing for r in done}
+        if done and paced != {self.curriculum.pacing}:
+            raise ResultsError(
+                f"{self.state_path}: finished stages were paced {sorted(paced)}, this run is paced "
+                f"{self.curriculum.pacing!r}; use a fresh output_dir or resume=False"
+            )
+        # Competence counts steps over the whole schedule: a changed later stage changes every phase.
+        if done and self.curriculum.pacing == "competence" and raw["schedule"] != [asdict(s) for s in schedule]:
+            raise ResultsError(
+                f"{self.state_path}: competence pacing spreads its steps over the whole schedule, and the finished "
+                f"stages belong to {raw['schedule']}; use a fresh output_dir or resume=False"
+            )
+        return done
 
     def _save_state(self, schedule: Sequence[StageConfig]) -> None:
         payload = {
@@ -156,7 +182,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
     def run_schedule(self, schedule: Sequence[StageConfig], resume: bool = True) -> list[StageResult]:
         """Train every stage of ``schedule`` in order; skip stages already finished in ``output_dir``."""
         Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
-        done = self._load_state() if resume else []
+        done = self._load_state(schedule) if resume else []
         planned = [(s.stage, s.epochs, s.lr) for s in schedule]
         finished = [(r.stage, r.epochs, r.lr) for r in done]
         if finished and finished != planned[: len(finished)]:
@@ -173,9 +199,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
 
     def _run_stage(self, index: int, schedule: Sequence[StageConfig]) -> StageResult:
         stage = schedule[index]
-        if stage.stage not in self.stage_datasets:
-            raise KeyError(f"stage {stage.stage!r} has no dataset; have {sorted(self.stage_datasets)}")
-        data = self.stage_datasets[stage.stage]
+        data = self._stage_data(index, schedule)
         if len(data) == 0:
             raise DataError(f"stage {stage.stage!r} has no training examples (too few pairs kept per language "
                             "to fill every bucket? see the prepare report)")
@@ -184,9 +208,20 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         self.args.learning_rate = stage.lr
         self.args.num_train_epochs = stage.epochs
         self.args.max_steps = self.args.stage_max_steps
+        if self.curriculum.pacing == "competence":
+            self._phase = self._competence_phase(index, schedule, data)
+            self.args.max_steps = self._phase.steps  # the phase is one HF epoch of the sampler's draws
         self.optimizer, self.lr_scheduler = None, None
         t0 = time.perf_counter()
-        out = self.train()
+        try:
+            out = self.train()
+        finally:
+            phase, self._phase = self._phase, None
+        ids = list(data["id"]) if "id" in data.column_names else []
+        n_examples = len(data)
+        if phase is not None:  # the pairs the phase drew, in order of first draw
+            drawn = pd.unique(np.concatenate([phase.step_indices(t) for t in phase.step_numbers()]))
+            n_examples, ids = len(drawn), [ids[i] for i in drawn] if ids else []
         lr_applied = float(self.optimizer.param_groups[0].get("initial_lr", self.optimizer.param_groups[0]["lr"]))
         seconds = time.perf_counter() - t0
         metrics, predictions = self.evaluate_stage()
@@ -204,11 +239,13 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             steps=int(out.global_step),
             train_loss=float(out.training_loss),
             seconds=seconds,
-            n_examples=len(data),
+            n_examples=n_examples,
             metrics=metrics,
             checkpoint=str(ckpt.relative_to(self.args.output_dir)),
-            example_ids=list(data["id"]) if "id" in data.column_names else [],
+            example_ids=ids,
             predictions=kept,
+            pacing=self.curriculum.pacing,
+            competence=phase.competence(phase.first_step + phase.steps) if phase is not None else None,
         )
         self.stage_results.append(result)
         self._save_state(schedule)  # before the hooks, so a checkpoint taken there includes this stage
@@ -217,6 +254,37 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             if hook is not None:
                 hook(self.args, self.state, self.control, result=result, trainer=self)
         return result
+
+    def _stage_data(self, index: int, schedule: Sequence[StageConfig]) -> Dataset:
+        """The train subset of stage ``index`` under the pacing (see :func:`paced_subsets`)."""
+        names = paced_subsets([s.stage for s in schedule], self.curriculum.pacing)[index]
+        unknown = [n for n in names if n not in self.stage_datasets]
+        if unknown:
+            raise KeyError(f"stage {unknown[0]!r} has no dataset; have {sorted(self.stage_datasets)}")
+        parts = [self.stage_datasets[n] for n in names]
+        return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+    def _examples_per_step(self) -> int:
+        """Examples one optimizer step consumes across processes."""
+        return self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+
+    def _competence_phase(self, index: int, schedule: Sequence[StageConfig], data: Dataset) -> CompetenceSampler:
+        """Stage ``index`` as a phase of the competence-paced run over the whole schedule."""
+        if "difficulty_cdf" not in data.column_names:
+            raise ValueError("competence pacing needs a 'difficulty_cdf' column in the full train dataset")
+        steps = phase_steps(
+            [s.epochs for s in schedule], len(data), self._train_batch_size, self.args.world_size,
+            self.args.gradient_accumulation_steps, self.args.stage_max_steps,
+        )
+        return CompetenceSampler(
+            list(data["difficulty_cdf"]), first_step=sum(steps[:index]), steps=steps[index], total_steps=sum(steps),
+            examples_per_step=self._examples_per_step(), c0=self.curriculum.c0, kind=self.curriculum.competence,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+        )
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
+        """HF's sampler, or the competence sampler of the phase being trained."""
+        return self._phase if self._phase is not None else super()._get_train_sampler(train_dataset)
 
     def evaluate_stage(self) -> tuple[dict[str, float], pd.DataFrame | None]:
         """Validation loss/perplexity (HF ``evaluate``) plus generation metrics on ``eval_pairs``, and the

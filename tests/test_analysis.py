@@ -213,6 +213,10 @@ def test_best_row_considers_every_stage_not_the_last(sweep_dir: Path) -> None:
     row["config/lora_r"], row["copy_penalty"] = 4, 1.5
     rerun = best_config(_experiment(), row)
     assert (rerun.lora.r, rerun.decoding.copy_penalty, len(rerun.schedule)) == (4, 1.5, 2)
+    # So is the pacing the row's trial trained with (rows before pacing existed keep the experiment's).
+    assert rerun.curriculum.pacing == "disjoint"
+    row["pacing"] = "cumulative"
+    assert best_config(_experiment(), row).curriculum.pacing == "cumulative"
     row["schedule"] = None
     with pytest.raises(ValueError, match="no schedule"):
         best_config(_experiment(), row)

@@ -16,12 +16,15 @@ from raydetox.data.io import DataError
 from raydetox.data.curriculum import (
     BUCKETS,
     assign_buckets,
+    difficulty_cdf,
+    paced_subsets,
     score_difficulty,
     split_pairs,
     stage_subsets,
     word_edit_distance,
 )
 from raydetox.data.lexicon import Lexicon
+from raydetox.pacing import CompetenceSampler, competence, phase_steps
 
 LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
 
@@ -269,3 +272,103 @@ def test_stages_non_empty_for_every_language(bucketed: pd.DataFrame) -> None:
         stage_subsets(assign_buckets(bucketed, CurriculumConfig(cut_points=[0.0, 0.5])))
     with pytest.raises(ValueError, match="run assign_buckets first"):
         stage_subsets(bucketed.drop(columns="bucket"))
+
+
+# ----------------------------------------------------------------------------------------------- pacing
+
+
+def test_cumulative_subsets_are_unions_of_the_earlier_buckets() -> None:
+    order = ["hard", "easy", "medium", "full"]
+    assert paced_subsets(order, "disjoint") == [("hard",), ("easy",), ("medium",), ("full",)]
+    # Buckets in easy → hard order; all three buckets are the full train split.
+    assert paced_subsets(order, "cumulative") == [("hard",), ("easy", "hard"), ("full",), ("full",)]
+    assert paced_subsets(["easy", "full", "hard"], "cumulative") == [("easy",), ("full",), ("full",)]
+    assert paced_subsets(order, "competence") == [("full",)] * 4
+    with pytest.raises(ValueError, match="unknown pacing 'nope'"):
+        paced_subsets(order, "nope")
+
+
+def test_difficulty_cdf_is_per_language_and_follows_difficulty(bucketed: pd.DataFrame) -> None:
+    full = stage_subsets(bucketed)["full"]
+    d = difficulty_cdf(full)
+    assert ((d > 0) & (d <= 1)).all()
+    for lang in LANGS:
+        rows = (full["lang"] == lang).to_numpy()
+        values, difficulty = d[rows], full.loc[rows, "difficulty"].to_numpy()
+        assert values.max() == 1.0
+        # The CDF value is the share of the language's rows at most as difficult.
+        assert values.tolist() == [(difficulty <= x).mean() for x in difficulty]
+        # So competence c admits about the share c of every language.
+        assert abs((values <= 0.3).mean() - 0.3) < 0.02, lang
+    with pytest.raises(ValueError, match="run score_difficulty first"):
+        difficulty_cdf(full.drop(columns="difficulty"))
+
+
+@pytest.mark.parametrize("kind", ["sqrt", "linear"])
+def test_competence_sampler_draws_only_pairs_within_competence(bucketed: pd.DataFrame, kind: str) -> None:
+    d = difficulty_cdf(stage_subsets(bucketed)["full"])
+    c0, total, per_step = 0.05, 40, 16
+    expected = {  # Platanios et al. (2019), eq. 6 and 7
+        "sqrt": lambda t: min(1.0, np.sqrt(t * (1 - c0**2) / total + c0**2)),
+        "linear": lambda t: min(1.0, t * (1 - c0) / total + c0),
+    }[kind]
+    # Two phases of one run (steps 1-15 and 16-40): the second continues the first's competence.
+    first = CompetenceSampler(d, first_step=0, steps=15, total_steps=total, examples_per_step=per_step, c0=c0,
+                              kind=kind, seed=3)
+    second = CompetenceSampler(d, first_step=15, steps=25, total_steps=total, examples_per_step=per_step, c0=c0,
+                               kind=kind, seed=3)
+    drawn = np.array(list(first) + list(second)).reshape(total, per_step)
+    assert len(first) == 15 * per_step and len(second) == 25 * per_step
+    pools = []
+    for t in range(1, total + 1):
+        c = expected(t)
+        assert competence(t, total, c0, kind) == pytest.approx(c, abs=1e-12)
+        step = drawn[t - 1]
+        assert len(set(step)) == per_step  # a step never repeats a pair
+        assert (d[step] <= c + 1e-12).all(), (t, c, d[step].max())
+        pools.append(int((d <= c + 1e-12).sum()))
+    assert all(a <= b for a, b in zip(pools, pools[1:])) and pools[0] < len(d) / 4
+    assert competence(total, total, c0, kind) == 1.0 and pools[-1] == len(d)
+    # The pool grows into the hard pairs: the last steps draw pairs the first could not.
+    assert d[drawn[:3]].max() <= expected(3) < d[drawn[-5:]].max()
+    # A run resumed at a phase boundary draws the same as the uninterrupted run.
+    again = CompetenceSampler(d, first_step=15, steps=25, total_steps=total, examples_per_step=per_step, c0=c0,
+                              kind=kind, seed=3)
+    assert list(again) == list(second)
+
+
+def test_competence_pool_never_smaller_than_a_step(bucketed: pd.DataFrame) -> None:
+    d = difficulty_cdf(stage_subsets(bucketed)["full"])
+    sampler = CompetenceSampler(d, first_step=0, steps=1, total_steps=10**6, examples_per_step=64, c0=0.001,
+                                kind="linear")
+    assert int((d <= competence(1, 10**6, 0.001, "linear")).sum()) < 64  # too few pairs within competence
+    step = sampler.step_indices(1)
+    # The 64 easiest pairs instead, each once.
+    assert sorted(d[step]) == sorted(np.sort(d)[:64]) and len(set(step)) == 64
+
+
+def test_phase_steps_count_epochs_of_the_full_split() -> None:
+    # 130 pairs, batch 8: 17 batches a pass; 2 processes: 9 each; accumulation 2: 5 updates a pass.
+    assert phase_steps([1.0, 0.5, 2.0], 130, 8) == [17, 9, 34]
+    assert phase_steps([1.0], 130, 8, world_size=2, accumulation=2) == [5]
+    assert phase_steps([1.0, 3.0], 130, 8, max_steps_per_stage=4) == [4, 4]
+
+
+@pytest.mark.parametrize("world, accumulation", [(1, 2), (2, 1), (2, 2)])
+def test_competence_steps_survive_accelerate_sharding(bucketed: pd.DataFrame, world: int, accumulation: int) -> None:
+    # Under DDP accelerate deals the sampler's batches round-robin to the processes; with the examples of
+    # a step = batch × accumulation × processes, each optimizer step's micro-batches, over all
+    # processes, are exactly that step's draw.
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    d = difficulty_cdf(stage_subsets(bucketed)["full"])
+    batch = 4
+    sampler = CompetenceSampler(d, first_step=3, steps=5, total_steps=12, examples_per_step=batch * accumulation * world,
+                                c0=0.05)
+    local = [list(BatchSamplerShard(BatchSampler(sampler, batch, drop_last=False), num_processes=world,
+                                    process_index=rank)) for rank in range(world)]
+    assert all(len(batches) == 5 * accumulation for batches in local)
+    for j, t in enumerate(sampler.step_numbers()):
+        seen = [i for batches in local for b in batches[j * accumulation:(j + 1) * accumulation] for i in b]
+        assert sorted(seen) == sorted(sampler.step_indices(t).tolist())

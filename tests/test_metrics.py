@@ -212,6 +212,19 @@ def test_degeneration_columns_and_keys(mpd, scorer):
     assert plain["degenerate_rate"] == 0.0
 
 
+def test_reference_free_scores_need_no_reference(mpd, scorer):
+    """Rows without references: the input-side columns equal those of a full scoring, the rest is NaN."""
+    outputs = [n if i % 3 else t for i, (t, n) in enumerate(zip(mpd["toxic_sentence"], mpd["neutral_sentence"]))]
+    free = scorer.reference_free_scores(mpd["toxic_sentence"], outputs, mpd["lang"])
+    full = scorer.sentence_scores(mpd["toxic_sentence"], outputs, _refs(mpd), mpd["lang"])
+    assert list(free.columns) == list(full.columns)
+    for col in ("copy", "copy_loose", "bertscore_src_f1", "sim", "toxicity", "sta", "degenerate", "length_ratio"):
+        np.testing.assert_allclose(free[col], full[col], atol=1e-6, err_msg=col)
+    assert free[["exact", "chrf", "bertscore_f1", "j"]].isna().all().all()
+    assert 0 < free["copy"].mean() < 1 and 0 < free["sta"].mean() <= 1
+    with pytest.raises(ValueError, match="differ in length"):
+        scorer.reference_free_scores(mpd["toxic_sentence"], outputs[:-1], mpd["lang"])
+
 def test_distinct_n_by_hand_in_score(mpd_dir, scorer):
     en = _read_lang(mpd_dir, "en", 2)
     outputs = ["a b a", "b c"]  # unigrams a b a b c: 3 of 5 distinct; bigrams ab ba bc: all distinct

@@ -43,7 +43,6 @@ TINY = EmbeddedBaseConfig(
     num_heads=2,
     max_length=32,
     batch_size=16,
-    build_seconds=60.0,
     max_steps=20,
     rounds=1,
 )
@@ -249,3 +248,16 @@ def test_corpus_texts_dedups_all_sides_in_order() -> None:
         corpus_texts(pairs.drop(columns="neutral"))
     with pytest.raises(TypeError, match="row 1, column 'toxic'"):
         corpus_texts(pairs.assign(toxic=["x", None, "y"]))
+
+
+def test_embedded_base_is_a_function_of_seed_and_data_not_of_time(built, texts, tmp_path: Path) -> None:
+    """Built to a fixed number of steps: a second build elsewhere gives the same weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    path, _ = built
+    again = build_embedded_base(texts, TINY, cache_dir=tmp_path, progress=False)
+    assert again != path
+    first, second = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert json.loads((again / BUILD_REPORT).read_text())["steps"] == TINY.max_steps

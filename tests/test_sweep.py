@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 from raydetox.analysis import analyze
+from raydetox.config import ConfigError
 from raydetox.errors import ResultsError
 from raydetox.results import load_results
-from raydetox.sweep import decode_grid, run_sweep, variants
+from raydetox.sweep import decode_grid, param_space, run_sweep, trial_name, variants
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -96,6 +97,11 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     report = analyze(exp_dir)
     text = report.report.read_text()
     assert "## Toxicity judge (STA in J)" in text and "ROC-AUC" in text
+    # What the best row wrote, beside the baseline (none in this sweep) and delete, per language.
+    best_outputs = read_predictions(exp_dir / report.best["predictions"])
+    assert "## Sample outputs (validation, per language)" in text
+    first = best_outputs.groupby("lang").head(1)
+    assert all(str(t).replace("|", "\\|").replace("\n", " ").strip() in text for t in first["input"])
     for path in (report.out_dir / "results.parquet", report.out_dir / "best_config.yaml", report.out_dir / "report.md"):
         assert path.is_file()
     assert len(list(report.out_dir.glob("*.png"))) == 3
@@ -219,3 +225,50 @@ def test_two_ray_train_workers_ddp_trial(mpd_dir: Path, tmp_path: Path, embedded
     df = _rows(tmp_path / "sweeps" / cfg.name)
     assert df["phase"].tolist() == ["stage", "stage", "decode"] and df["stage_index"].tolist() == [1, 2, 2]
     assert df["eval_bertscore_f1"].notna().all()
+
+
+def test_pacing_is_a_search_axis_beside_orderings(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    from types import SimpleNamespace
+
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.pacing": ["disjoint", "cumulative", "competence"],
+                                                    "sweep.include_baseline": True})
+    found = {v["ordering"]: v["pacing"] for v in variants(cfg)}
+    # Under competence the stage names only label the phases: same-length orderings would train alike.
+    assert found == {"easy>full": "disjoint", "hard>full": "disjoint", "cumulative:easy>full": "cumulative",
+                     "cumulative:hard>full": "cumulative", "competence:easy>full": "competence",
+                     "baseline:full": "disjoint"}
+    assert param_space(cfg)["variant"] == {"grid_search": variants(cfg)}
+    trial = SimpleNamespace(trial_id="t1", config={"variant": variants(cfg)[2]})
+    assert trial_name(trial) == "t1 cumulative:easy>full"
+    # Without the axis, every variant but the baseline takes curriculum.pacing.
+    one = _cfg(mpd_dir, tmp_path, embedded_cache, **{"curriculum.pacing": "competence", "sweep.include_baseline": True})
+    assert [(v["ordering"], v["pacing"]) for v in variants(one)] == [
+        ("competence:easy>full", "competence"), ("baseline:full", "disjoint")]
+    with pytest.raises(ConfigError, match="key 'sweep.pacing': a pacing is listed twice"):
+        _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.pacing": ["cumulative", "cumulative"]})
+    with pytest.raises(ConfigError, match="key 'curriculum.pacing'"):
+        _cfg(mpd_dir, tmp_path, embedded_cache, **{"curriculum.pacing": "gradual"})
+
+
+def test_sweep_over_pacings_reaches_trials_and_rows(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy", "hard"]],
+                                                    "sweep.pacing": ["cumulative", "competence"],
+                                                    "sweep.toxic_penalty": [0.0]})
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == 2 and not [r for r in results if r.error]
+    exp_dir = tmp_path / "sweeps" / cfg.name
+    df = _rows(exp_dir)
+    assert len(df) == 6  # 2 trials × (2 stage rows + 1 decode row)
+    assert (df["config/variant/pacing"] == df["pacing"]).all()
+    assert dict(zip(df["pacing"], df["ordering"])) == {"cumulative": "cumulative:easy>hard",
+                                                       "competence": "competence:easy>hard"}
+    stages = df[df["phase"] == "stage"].set_index(["pacing", "stage_index"])
+    # Cumulative: the second stage trained on the easy and the hard buckets.
+    buckets = {b: len(pd.read_parquet(exp_dir / "data" / "stages" / f"{b}.parquet")) for b in ("easy", "hard")}
+    assert stages.loc[("cumulative", 1), "stage_examples"] == buckets["easy"]
+    assert stages.loc[("cumulative", 2), "stage_examples"] == buckets["easy"] + buckets["hard"]
+    assert stages.loc["cumulative", "competence"].isna().all()
+    # Competence: one run of 2 + 2 steps whose competence reaches 1 at its end.
+    c0 = cfg.curriculum.c0
+    assert stages.loc[("competence", 1), "competence"] == pytest.approx(np.sqrt(2 * (1 - c0**2) / 4 + c0**2))
+    assert stages.loc[("competence", 2), "competence"] == 1.0

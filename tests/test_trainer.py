@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from transformers import TrainerCallback
 
 from raydetox.config import ConfigError, StageConfig
+from raydetox.data.curriculum import difficulty_cdf
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
 from raydetox.losses import copy_unlikelihood_loss
@@ -131,3 +133,81 @@ def test_same_seed_same_run(setup, tmp_path: Path) -> None:
     second = build_trainer(cfg, prepared, tmp_path / "b").run_schedule(stage)[0]
     assert first.train_loss == second.train_loss
     assert first.metrics["eval_loss"] == second.metrics["eval_loss"]
+
+
+def test_cumulative_pacing_trains_each_stage_on_the_earlier_buckets_too(setup, tmp_path: Path) -> None:
+    cfg, prepared, _ = setup
+    cumulative = tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
+                             **{"curriculum.pacing": "cumulative"})
+    schedule = [StageConfig(stage=s, epochs=1, lr=1e-3) for s in ("hard", "easy", "medium")]
+    results = build_trainer(cumulative, prepared, tmp_path).run_schedule(schedule)
+    ids = {b: set(prepared.stages[b]["id"]) for b in ("easy", "medium", "hard", "full")}
+    assert [set(r.example_ids) for r in results] == [ids["hard"], ids["hard"] | ids["easy"], ids["full"]]
+    assert [r.n_examples for r in results] == [len(ids["hard"]), len(ids["hard"] | ids["easy"]), len(ids["full"])]
+    assert all(len(r.example_ids) == r.n_examples for r in results)  # each pair once per stage
+    assert {r.pacing for r in results} == {"cumulative"} and {r.competence for r in results} == {None}
+
+
+def test_competence_pacing_trains_on_pairs_within_competence_and_resumes(setup, tmp_path: Path) -> None:
+    cfg, prepared, _ = setup
+    c0 = 0.1
+    paced = tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
+                        **{"curriculum.pacing": "competence", "curriculum.c0": c0,
+                           "training.max_steps_per_stage": None})
+    schedule = [StageConfig(stage="easy", epochs=0.25, lr=1e-3), StageConfig(stage="hard", epochs=0.5, lr=5e-4)]
+    # One run split among the stages' epochs: an epoch is a pass over the full train split.
+    per_epoch = math.ceil(len(prepared.stages["full"]) / paced.training.batch_size)
+    steps = [math.ceil(0.25 * per_epoch), math.ceil(0.5 * per_epoch)]
+    total = sum(steps)
+
+    def c(t: int) -> float:
+        return min(1.0, math.sqrt(t * (1 - c0**2) / total + c0**2))
+
+    trainer = build_trainer(paced, prepared, tmp_path / "a")
+    # What HF's loop actually trained on: every training batch, in order (one per step, no accumulation).
+    batches: list[dict[str, torch.Tensor]] = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        if model.training:
+            batches.append({k: inputs[k].detach().cpu() for k in ("input_ids", "attention_mask", "labels")})
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    results = trainer.run_schedule(schedule)
+    assert [r.steps for r in results] == steps and len(batches) == total
+    # Each batch's pairs, found by their tokens, have a difficulty CDF value within c(t) at step t.
+    full = trainer.stage_datasets["full"]
+    cdf = dict(zip(prepared.stages["full"]["id"], difficulty_cdf(prepared.stages["full"])))
+    by_tokens: dict[tuple, float] = {}
+    for id_, source, target in zip(full["id"], full["input_ids"], full["labels"]):
+        key = (tuple(source), tuple(target))
+        by_tokens[key] = max(by_tokens.get(key, 0.0), cdf[id_])
+    drawn = []
+    for t, batch in enumerate(batches, start=1):
+        d = [by_tokens[(tuple(s[m.bool()].tolist()), tuple(y[y != -100].tolist()))]
+             for s, m, y in zip(batch["input_ids"], batch["attention_mask"], batch["labels"])]
+        assert max(d) <= c(t) + 1e-12, (t, c(t), max(d))
+        drawn.append(max(d))
+    assert max(drawn[:2]) <= c(2) < 0.5 < max(drawn[-3:])  # the pool grew from easy pairs to hard ones
+    assert [r.competence for r in results] == pytest.approx([c(steps[0]), 1.0])
+    assert results[0].n_examples < results[1].n_examples <= len(full)
+    assert all(cdf[i] <= c(steps[0]) + 1e-12 for i in results[0].example_ids)
+
+    # Interrupted after its first stage, the run resumes with the very phase it would have trained.
+    class Crash(TrainerCallback):
+        def on_stage_end(self, args, state, control, result, trainer, **_):
+            raise RuntimeError("stop after the first stage")
+
+    interrupted = build_trainer(paced, prepared, tmp_path / "b")
+    interrupted.add_callback(Crash())
+    with pytest.raises(RuntimeError, match="stop after"):
+        interrupted.run_schedule(schedule)
+    resumed = build_trainer(paced, prepared, tmp_path / "b").run_schedule(schedule)
+    assert resumed[1].example_ids == results[1].example_ids
+    assert resumed[1].train_loss == results[1].train_loss and resumed[1].competence == 1.0
+    # The phases were cut from this whole schedule: another one (or another pacing) cannot continue them.
+    with pytest.raises(ValueError, match="whole schedule"):
+        build_trainer(paced, prepared, tmp_path / "b").run_schedule([schedule[0], StageConfig(stage="hard", epochs=2)])
+    with pytest.raises(ValueError, match="paced \\['competence'\\]"):
+        build_trainer(cfg, prepared, tmp_path / "b").run_schedule(schedule)

@@ -34,7 +34,6 @@ def tiny_config(
                 "num_heads": 2,
                 "max_length": 32,
                 "batch_size": 16,
-                "build_seconds": 60,
                 "max_steps": 400,
                 "rounds": 1,
                 "lr": 1.0e-2,

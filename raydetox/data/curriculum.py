@@ -334,6 +334,47 @@ def assign_buckets(scored: pd.DataFrame, cfg: CurriculumConfig) -> pd.DataFrame:
     return out
 
 
+def difficulty_cdf(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's difficulty CDF value within its language: the share of the language's rows in ``frame``
+    that are at most as difficult, in (0, 1] (the hardest rows of a language have 1).
+
+    Competence pacing samples the pairs with a value <= c(t); taking the CDF per language (as the
+    difficulty ranks are) gives every language the same share of its pairs at every competence.
+    """
+    missing = [c for c in ("lang", "difficulty") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"difficulty_cdf: missing column(s) {missing}; run score_difficulty first")
+    difficulty = frame["difficulty"].to_numpy(dtype=float)
+    langs = frame["lang"].astype(str).to_numpy()
+    cdf = np.empty(len(frame), dtype=float)
+    for lang in np.unique(langs):
+        rows = np.flatnonzero(langs == lang)
+        values = difficulty[rows]
+        cdf[rows] = np.searchsorted(np.sort(values), values, side="right") / len(rows)
+    return cdf
+
+
+def paced_subsets(order: Sequence[str], pacing: str) -> list[tuple[str, ...]]:
+    """The :func:`stage_subsets` each stage of ``order`` trains on under ``pacing``.
+
+    disjoint: its own subset. cumulative ("baby steps"): its bucket and the buckets of every earlier
+    stage (``full`` once a ``full`` stage came or all three buckets are in). competence: ``full``, from
+    which the competence sampler draws (raydetox.pacing).
+    """
+    if pacing == "disjoint":
+        return [(name,) for name in order]
+    if pacing == "competence":
+        return [("full",)] * len(order)
+    if pacing != "cumulative":
+        raise ValueError(f"unknown pacing {pacing!r}; expected disjoint, cumulative or competence")
+    seen: set[str] = set()
+    out: list[tuple[str, ...]] = []
+    for name in order:
+        seen.add(name)
+        out.append(("full",) if "full" in seen or seen >= set(BUCKETS) else tuple(b for b in BUCKETS if b in seen))
+    return out
+
+
 def stage_subsets(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Training subsets per curriculum stage: ``easy``, ``medium``, ``hard`` and ``full`` (all train rows).
 
