@@ -19,10 +19,13 @@ import pandas as pd
 import yaml
 
 from raydetox.config import ExperimentConfig, SweepConfig, config_to_dict, dump_config, load_config
+from raydetox.errors import ResultsError
 from raydetox.plots import label, plot_penalty_heatmap, plot_pareto, plot_stage_curves
 from raydetox.results import (
     DESCRIBE_COLUMNS,
     EXPERIMENT_FILE,
+    OBJECTIVE_METRICS,
+    RESULT_FILE,
     ROW_METRICS,
     load_results,
     objective_column,
@@ -169,13 +172,18 @@ def analyze(
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
     config_path = Path(config) if config is not None else results_dir / EXPERIMENT_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: experiment config not found (raydetox sweep writes it beside the "
+        raise ResultsError(f"{config_path}: experiment config not found (raydetox sweep writes it beside the "
                                 f"trial directories; analyze(config=...) takes another path)")
     experiment = load_config(config_path)
     sweep = experiment.sweep
     # Measured before writing, and without a previous analysis, so it is the sweep's own footprint.
     disk_bytes = disk_usage(results_dir, exclude=[out_dir])
     df = load_results(results_dir)
+    needed = [f"eval_{m}" for m in OBJECTIVE_METRICS[sweep.objective] if f"eval_{m}" not in df]
+    if needed:
+        files = ", ".join(f"{results_dir / d / RESULT_FILE}" for d in sorted(df["trial_dir"].unique())[:3])
+        raise ResultsError(f"{files}: no row reports {needed}, which sweep.objective {sweep.objective!r} "
+                           f"(from {config_path}) needs")
     df["objective"] = objective_column(df, sweep)
     refusal_note = ""
     try:

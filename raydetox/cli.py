@@ -6,35 +6,49 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import yaml
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from raydetox.config import (
     ConfigError,
+    DecodingConfig,
     ExperimentConfig,
     StageConfig,
+    check_printable,
     config_from_dict,
     load_config,
+    parse_value,
     set_dotted,
 )
-from raydetox.preflight import check_job_path, check_paths
+from raydetox.errors import RaydetoxError
+from raydetox.preflight import (
+    LEXICON_SEARCH_DEPTH,
+    check_job_path,
+    check_model_dir,
+    check_output_dir,
+    check_output_file,
+    check_paths,
+    find_lexicon,
+)
+
+if TYPE_CHECKING:
+    from raydetox.data.lexicon import Lexicon
 
 DATA_ENV = "RAYDETOX_DATA"
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key.path=value`` pairs; values are parsed as YAML scalars/lists."""
+def _parse_set(items: Sequence[str], option: str = "--set") -> dict[str, Any]:
+    """``--set key.path=value`` pairs; values are parsed as YAML scalars/lists (see
+    :func:`raydetox.config.parse_value`: control characters in a key or value are refused)."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. cleaning.min_chrf=5)")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: not a YAML value: {err}") from None
+        origin = f"{option} {item!r}"
+        if not sep or not key.strip():
+            raise ConfigError(f"{origin}: expected KEY=VALUE (e.g. cleaning.min_chrf=5)")
+        check_printable(key, f"{origin}: key")
+        overrides[key.strip()] = parse_value(value, origin)
     return overrides
 
 
@@ -75,7 +89,8 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
     """``--config`` with ``--set``/``--decoding`` overrides, or the defaults with the overrides."""
     overrides = _parse_set(args.set or [])
-    overrides.update({f"decoding.{k}": v for k, v in _parse_set(getattr(args, "decoding", None) or []).items()})
+    decoding = _parse_set(getattr(args, "decoding", None) or [], "--decoding")
+    overrides.update({f"decoding.{k}": v for k, v in decoding.items()})
     if args.config:
         return load_config(args.config, overrides)
     raw: dict[str, Any] = {}
@@ -89,6 +104,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     out = Path(args.out or Path(cfg.output_dir) / cfg.name / "data")
+    check_output_dir(out, "--out" if args.out else "output_dir")
     prepared = prepare(cfg, out)
     stages = ", ".join(f"{n}={len(f)}" for n, f in prepared.stages.items())
     print(
@@ -127,8 +143,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     out = Path(args.out or Path(cfg.output_dir) / cfg.name)
-    prepared = prepare(cfg, out / "data")
     schedule = _parse_schedule(args.schedule) if args.schedule else list(cfg.schedule)
+    check_output_dir(out, "--out" if args.out else "output_dir")
+    prepared = prepare(cfg, out / "data")
     runs = {"curriculum": run_training(cfg, prepared, out / "curriculum", schedule, resume=not args.no_resume)}
     if args.baseline:
         # The baseline is training without a curriculum: one full stage, never paced.
@@ -145,18 +162,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_lexicon(explicit: str | None, model_dir: Path | None):
+def _lexicon(explicit: str | None, model_dir: str | None, decoding: DecodingConfig) -> Lexicon | None:
+    """The lexicon for the toxic penalty: ``--lexicon``, else the one nearest above the model dir (a
+    train run's or a sweep's ``data/lexicon.json``), said on stderr; None when there is none."""
     from raydetox.data.lexicon import Lexicon
 
-    if explicit:
-        return Lexicon.load(explicit)
-    # Six levels reach a sweep's RESULTS_DIR/data from a stage checkpoint in either layout
-    # (train/train-<id>/checkpoint_*/checkpoints/stage-*), so a chosen checkpoint decodes with its lexicon.
-    for parent in [model_dir, *model_dir.parents][:6] if model_dir else []:
-        for candidate in (parent / "lexicon.json", parent / "data" / "lexicon.json"):
-            if candidate.is_file():
-                return Lexicon.load(candidate)
-    return None
+    path = Path(explicit) if explicit else find_lexicon(model_dir) if model_dir else None
+    if path is None:
+        return None
+    if not explicit and decoding.toxic_penalty > 0:
+        print(f"lexicon for decoding.toxic_penalty: {path}", file=sys.stderr)
+    return Lexicon.load(path)
 
 
 def _find_judge(model_dir: Path):
@@ -172,24 +188,28 @@ def _find_judge(model_dir: Path):
     return None
 
 
-def _eval_pairs(args: argparse.Namespace):
-    """Pairs for evaluate/baselines, and the lexicon (given, found beside the model, or learned)."""
+def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexicon | None):
+    """Pairs for evaluate/baselines, and the lexicon (given, found above the model, else learned)."""
     from raydetox.data.clean import clean_pairs
-    from raydetox.data.io import load_pairs
+    from raydetox.data.io import DataError, load_pairs
     from raydetox.data.lexicon import Lexicon
 
-    cfg = _optional_config(args)
     pairs = load_pairs(cfg.data, args.data)
-    model_dir = Path(args.model) if getattr(args, "model", None) else None
-    lexicon = _find_lexicon(args.lexicon, model_dir) or Lexicon.learn(pairs, cfg.lexicon, base_dir=Path.cwd())
+    if lexicon is None:
+        lexicon = Lexicon.learn(pairs, cfg.lexicon, base_dir=Path.cwd())
+        if cfg.decoding.toxic_penalty > 0:
+            print("lexicon for decoding.toxic_penalty: learned from the evaluation pairs (pass --lexicon to use "
+                  "the training lexicon)", file=sys.stderr)
     # Empty or over-long texts can't be scored; they are reported, not silently skipped.
     cleaned = clean_pairs(pairs, dataclasses.replace(cfg.cleaning, drop_duplicates=False, drop_identical=False,
                                                       drop_already_neutral=False, drop_still_toxic=False,
                                                       drop_noisy=False), lexicon)
     if len(cleaned.dropped):
         reasons = ", ".join(f"{r}: {n}" for r, n in cleaned.dropped["reason"].value_counts().items())
+        if cleaned.kept.empty:
+            raise DataError(f"{args.data}: no row can be scored: all {len(cleaned.dropped)} dropped ({reasons})")
         print(f"skipping {len(cleaned.dropped)} rows ({reasons}): {cleaned.dropped['id'].tolist()[:10]}...")
-    return cfg, cleaned.kept, lexicon
+    return cleaned.kept, lexicon
 
 
 def _print_scores(name: str, scores: dict[str, float], out: str | None) -> None:
@@ -208,8 +228,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from raydetox.metrics import get_scorer
     from raydetox.modeling import load_trained
 
-    cfg, pairs, lexicon = _eval_pairs(args)
+    cfg = _optional_config(args)
+    check_model_dir(args.model)  # before any data is read: a wrong path costs one line
+    if args.out:
+        check_output_file(args.out, "--out")
+    lexicon = _lexicon(args.lexicon, args.model, cfg.decoding)
     model, tokenizer = load_trained(args.model)
+    pairs, lexicon = _eval_pairs(args, cfg, lexicon)
     outputs = generate(model, tokenizer, list(pairs["toxic"]), cfg.decoding,
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding), max_source_length=cfg.model.max_source_length,
                        progress=True)
@@ -230,7 +255,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_baselines(args: argparse.Namespace) -> int:
     from raydetox.metrics import get_scorer, reference_systems
 
-    cfg, pairs, lexicon = _eval_pairs(args)
+    cfg = _optional_config(args)
+    if args.out:
+        check_output_file(args.out, "--out")
+    pairs, lexicon = _eval_pairs(args, cfg, _lexicon(args.lexicon, None, cfg.decoding))
     refs = [list(r) for r in pairs["refs"]]
     scorer = get_scorer(cfg.metrics, lexicon)
     systems = reference_systems(list(pairs["toxic"]), refs, list(pairs["lang"]), lexicon)
@@ -246,35 +274,30 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def cmd_detox(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from raydetox.data.lexicon import Lexicon
     from raydetox.decoding import generate
+    from raydetox.detox import output_format, read_inputs, write_outputs
     from raydetox.experiment import toxic_token_ids
     from raydetox.modeling import load_trained
 
     cfg = _optional_config(args)
-    path = Path(args.input)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: input file not found")
-    if args.column:
-        sep = "\t" if path.suffix in (".tsv", ".txt") else ","
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-        if args.column not in frame:
-            raise ValueError(f"{path}: no column {args.column!r}; columns are {list(frame.columns)}")
-        texts = frame[args.column].tolist()
-    else:
-        texts = path.read_text(encoding="utf-8").splitlines()
-    model, tokenizer = load_trained(args.model)
-    lexicon = _find_lexicon(args.lexicon, Path(args.model)) or Lexicon.from_terms({})
-    outputs = generate(model, tokenizer, texts, cfg.decoding,
-                       toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding),
-                       max_source_length=cfg.model.max_source_length)
-    text = "\n".join(outputs) + "\n"
+    check_model_dir(args.model)
+    lexicon = _lexicon(args.lexicon, args.model, cfg.decoding)
+    if lexicon is None and cfg.decoding.toxic_penalty > 0:
+        # Without a lexicon the penalty would push down no token at all: say so instead.
+        raise ConfigError(
+            f"key 'decoding.toxic_penalty': {cfg.decoding.toxic_penalty:g} needs a lexicon, and none was found "
+            f"in {args.model} or up to {LEXICON_SEARCH_DEPTH} folders above it (lexicon.json or data/lexicon.json); "
+            "pass --lexicon FILE"
+        )
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+        check_output_file(args.out, "--out")
+    inputs = read_inputs(args.input, args.column)
+    fmt = output_format(inputs, args.out)
+    model, tokenizer = load_trained(args.model)
+    outputs = generate(model, tokenizer, inputs.texts, cfg.decoding,
+                       toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding) if lexicon else None,
+                       max_source_length=cfg.model.max_source_length)
+    write_outputs(inputs, outputs, Path(args.out) if args.out else sys.stdout, fmt)
     return 0
 
 
@@ -282,10 +305,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from raydetox.sweep import run_sweep, sweep_paths
 
     cfg = _load(args)
+    storage, name, _ = sweep_paths(cfg, args.storage)
+    if "://" not in storage:
+        check_output_dir(storage, "--storage" if args.storage else "ray.storage_path")
     results = run_sweep(
         cfg, resume=args.resume, storage_path=args.storage, address=args.address, overwrite=args.overwrite
     )
-    storage, name, _ = sweep_paths(cfg, args.storage)
     errors = [r for r in results if r.error]
     print(f"sweep finished: {len(results)} trials ({len(errors)} errored); results in {storage}/{name}")
     print(f"analyse with: raydetox analyze {storage}/{name}")
@@ -379,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", required=True, help="trained model or adapter dir")
         p.add_argument("--data", required=True, help="pairs file/dir or hub id")
         p.add_argument("--config", help="experiment YAML for data/decoding/metrics settings")
-        p.add_argument("--lexicon", help="lexicon.json (default: found beside the model, else learned)")
+        p.add_argument("--lexicon", help="lexicon.json (default: the nearest lexicon.json or data/lexicon.json "
+                                         "above the model, up to 5 folders up, else learned from --data)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
         p.add_argument("--decoding", action="append", metavar="KEY=VALUE",
                        help="decoding setting, e.g. toxic_penalty=.inf (same as --set decoding.KEY=VALUE)")
@@ -387,15 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      "beside it, OUT with suffix .predictions.parquet)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("detox", help="rewrite sentences with a trained model")
+    p = sub.add_parser(
+        "detox", help="rewrite sentences with a trained model (one output record per input)",
+        epilog="Plain text in, plain text out: one output a line, a line break inside an output written as \\n "
+               "(a backslash as \\\\, a carriage return as \\r). A table in (--column) gives a table out: "
+               "columns id (the input's id/idx column, else its row number), input, output; CSV unless --out "
+               "ends in .tsv, .jsonl or .parquet.")
     p.add_argument("--model", required=True, help="trained model or adapter dir")
-    p.add_argument("input", help="text file (one sentence a line) or CSV/TSV with --column")
-    p.add_argument("--column", help="column holding the sentences (CSV/TSV input)")
+    p.add_argument("input", help="text file (one sentence a line) or a CSV/TSV/JSONL/parquet table with --column")
+    p.add_argument("--column", help="column (JSONL: key) holding the sentences of a table input")
     p.add_argument("--config", help="experiment YAML for decoding settings")
-    p.add_argument("--lexicon", help="lexicon.json for the toxic-token penalty")
+    p.add_argument("--lexicon", help="lexicon.json for the toxic-token penalty (default: the nearest "
+                                     "lexicon.json or data/lexicon.json above the model, up to 5 folders up)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--decoding", action="append", metavar="KEY=VALUE", help="decoding setting, e.g. num_beams=4")
-    p.add_argument("--out", help="output file (default: stdout)")
+    p.add_argument("--out", help="output file (default: stdout); its suffix chooses the format")
     p.set_defaults(func=cmd_detox)
 
     p = sub.add_parser("sweep", help="Ray Tune sweep over schedules and decoding penalties")
@@ -430,10 +462,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
-        # Input problems get one clear line, not a traceback (the messages name the file/row/key).
-        print(f"raydetox {args.command}: error: {err}", file=sys.stderr)
+    except RaydetoxError as err:
+        # An input problem: one line naming the file/row/column/key, no traceback.
+        message = " ".join(line.strip() for line in str(err).splitlines())
+        print(f"raydetox {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except Exception:  # not an input problem: raydetox broke, and the traceback is what a fix needs
+        traceback.print_exc()
+        print(f"raydetox {args.command}: this is a bug in raydetox, not a problem with your input: please "
+              "report it with the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -25,6 +26,9 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
+
+from raydetox.errors import RaydetoxError
+from raydetox.errors import short as _short
 
 STAGES: tuple[str, ...] = ("easy", "medium", "hard", "full")
 Pacing = Literal["disjoint", "cumulative", "competence"]
@@ -76,7 +80,7 @@ def _distinct_stages(stages: list[str]) -> list[str]:
     return stages
 
 
-class ConfigError(ValueError):
+class ConfigError(RaydetoxError, ValueError):
     """A config file or value is invalid; the message names the file and the key."""
 
 
@@ -644,11 +648,6 @@ _TRAINING_RANGES: tuple[tuple[str, float, float], ...] = (
 _ADAPTER = TypeAdapter(ExperimentConfig)
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 _MAX_ERRORS = 5  # a YAML alias can repeat one mistake thousands of times
 
 
@@ -705,7 +704,8 @@ def _split_hf_args(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         return raw
     errors = hf_argument_errors(extra)
     if errors:
-        raise ConfigError("\n".join(f"{origin}: key 'training.{k}': {msg}" for k, msg in errors.items()))
+        # One line, like every other config error: several bad keys are joined, not stacked.
+        raise ConfigError(f"{origin}: " + "; ".join(f"key 'training.{k}': {msg}" for k, msg in errors.items()))
     hf_args = {**(training.get("hf_args") or {}), **extra}
     kept = {k: v for k, v in training.items() if k in own}
     return {**raw, "training": {**kept, "hf_args": hf_args}}
@@ -745,8 +745,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> ConfigError:
-    """One line naming the file, line and column of a YAML error (PyYAML's own text spans several)."""
+def _yaml_error(path: Path | str, text: str, err: yaml.YAMLError) -> ConfigError:
+    """One line naming the file (or option), line and column of a YAML error (PyYAML's own text spans
+    several)."""
     if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "syntax error"
@@ -761,6 +762,31 @@ def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> ConfigError:
     else:
         where, problem = "", str(err)
     return ConfigError(f"{path}: invalid YAML at {where}{' '.join(str(problem).split())}")
+
+
+def check_printable(text: str, origin: str) -> None:
+    """Raise a :class:`ConfigError` starting with ``origin`` when ``text`` holds a control character
+    (``\\x1f``, a line break, …): on a command line it is never meant, and it would break the one-line
+    messages that quote it."""
+    bad = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ConfigError(f"{origin}: control character {text[bad]!r} at position {bad}; give printable text")
+
+
+def parse_value(text: str, origin: str) -> Any:
+    """A YAML value given on the command line (``--set KEY=VALUE``), parsed with the safe loader.
+
+    Control characters are refused first (:func:`check_printable`; PyYAML would refuse some in several
+    lines and fold a line break into a space). Errors are one :class:`ConfigError` line starting with
+    ``origin``.
+    """
+    check_printable(text, origin)
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise _yaml_error(origin, text, err) from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: invalid YAML: collections nested too deeply to parse") from None
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ExperimentConfig:

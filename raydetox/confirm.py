@@ -37,8 +37,9 @@ from sacrebleu.metrics import CHRF
 
 from raydetox.compat import score_from_stats, sentence_stats
 from raydetox.config import DataConfig, DecodingConfig, ExperimentConfig
-from raydetox.data.io import load_pairs
+from raydetox.data.io import DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
+from raydetox.errors import ResultsError
 from raydetox.judge import recorded_judge
 from raydetox.metrics import Scorer, get_scorer, normalize_whitespace, ref_streams, reference_systems, resolve_device
 from raydetox.results import DATA_DIR
@@ -142,7 +143,7 @@ def load_test_split(results_dir: str | os.PathLike[str]) -> EvalSet:
     """The sweep's prepared test split (``RESULTS_DIR/data/stages/test.parquet``), read alone."""
     path = Path(results_dir) / DATA_DIR / TEST_SPLIT
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the sweep's test split is missing (raydetox sweep prepares it)")
+        raise ResultsError(f"{path}: the sweep's test split is missing (raydetox sweep prepares it)")
     frame = pd.read_parquet(path, columns=["id", "lang", "toxic", "refs"])
     refs = [[r for r in row if isinstance(r, str) and r.strip()] for row in frame["refs"]]
     return EvalSet("test", path, frame.assign(refs=refs).reset_index(drop=True))
@@ -162,6 +163,8 @@ def load_holdout(path: str | os.PathLike[str]) -> EvalSet:
     if empty.any():
         notes.append(f"{int(empty.sum())} rows with an empty input left out: {pairs.loc[empty, 'id'].tolist()[:5]}")
     pairs = pairs[~empty].reset_index(drop=True)
+    if pairs.empty:
+        raise DataError(f"{path}: holdout has no row with an input to rewrite")
     placeholder = 0
     refs = []
     for toxic, row in zip(pairs["toxic"], pairs["refs"]):
@@ -189,7 +192,7 @@ def _checkpoint_runs(
             continue
         runs.append(Run(system, decoding, path, str(seed_row["trial_id"]), seed_of(seed_row)))
     if not runs:
-        raise FileNotFoundError(
+        raise ResultsError(
             f"{results_dir}: no checkpoint on disk for the {system} row (trial {row['trial_id']}, stage "
             f"{int(row['stage_index'])}): checkpoint retention removed it; re-train it with best_config.yaml"
         )

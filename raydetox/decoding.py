@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from raydetox.config import DecodingConfig
+from raydetox.errors import ModelError
 
 __all__ = [
     "CopyPenalty",
@@ -241,7 +242,7 @@ def _run(
     sort_by_length: bool,
 ) -> list[str]:
     if not getattr(model.config, "is_encoder_decoder", False):
-        raise ValueError("generate: only encoder-decoder (seq2seq) models are supported")
+        raise ModelError(f"generate: {type(model).__name__} is not an encoder-decoder (seq2seq) model")
     kwargs = generation_kwargs(cfg)
     encoded = _encode(tokenizer, texts, max_source_length)
     order = list(range(len(encoded)))

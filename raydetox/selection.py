@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raydetox.config import ExperimentConfig, StageConfig, SweepConfig
+from raydetox.errors import ResultsError
 from raydetox.results import (
     CHECKPOINT_GLOB,
     DESCRIBE_COLUMNS,
@@ -41,7 +42,7 @@ def baseline_mask(df: pd.DataFrame) -> pd.Series:
     return df["is_baseline"].map(lambda v: v is True or v == 1)
 
 
-class NoEligibleRowError(ValueError):
+class NoEligibleRowError(ResultsError):
     """Every row is refused by the objective (degenerate share above ``sweep.max_degenerate_rate``)."""
 
 
@@ -65,7 +66,7 @@ def rank_variants(df: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
     (``-inf``, e.g. degenerate outputs) makes the whole variant refused.
     """
     if df.empty:
-        raise ValueError("no result rows to choose from")
+        raise ResultsError("no result rows to choose from")
     frame = pd.DataFrame({"variant_key": variant_key(df), "objective": objective_column(df, cfg)})
     summary = seed_summary(frame, "variant_key", ["objective"]).drop(columns="metric")
     summary = summary.rename(columns={c: f"objective_{c}" for c in ("mean", "std", "n", "low", "high")})
@@ -82,7 +83,7 @@ def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
     lowest-seed run, with ``objective`` set to the mean and ``objective_std|n|low|high`` and ``trials``."""
     ranked = rank_variants(df, cfg)
     if ranked["objective_mean"].isna().all():
-        raise ValueError(f"objective {cfg.objective!r} is NaN on every row (metrics missing or NaN)")
+        raise ResultsError(f"objective {cfg.objective!r} is NaN on every row (metrics missing or NaN)")
     eligible = ranked[np.isfinite(ranked["objective_mean"].to_numpy(float))]
     if eligible.empty:
         raise NoEligibleRowError(
@@ -115,7 +116,7 @@ def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfi
     (under competence pacing the cut schedule is a shorter run whose competence reaches 1 at its end).
     """
     if not isinstance(row.get("schedule"), str):
-        raise ValueError(f"trial {row.get('trial_id')}: no schedule recorded in its config")
+        raise ResultsError(f"trial {row.get('trial_id')}: no schedule recorded in its config")
     schedule = json.loads(row["schedule"])[: int(row["stage_index"])]
     stages = [StageConfig(**{k: s[k] for k in ("stage", "epochs", "lr") if k in s}) for s in schedule]
     decoding = dataclasses.replace(
@@ -161,13 +162,13 @@ def checkpoint_of(results_dir: str | os.PathLike[str], row: pd.Series) -> Path |
             continue
         try:
             stages = json.loads(state_file.read_text(encoding="utf-8"))["stages"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{state_file}: not a curriculum state (expected a 'stages' list): {err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise ResultsError(f"{state_file}: not a curriculum state (expected a 'stages' list): {err}") from None
         if len(stages) != k:
             continue
         stage = stages[k - 1]
         if isinstance(row.get("stage"), str) and stage.get("stage") != row["stage"]:
-            raise ValueError(
+            raise ResultsError(
                 f"{state_file}: stage {k} is {stage.get('stage')!r} but the row of trial {row['trial_id']} "
                 f"says {row['stage']!r}"
             )
@@ -249,7 +250,7 @@ def language_table(df: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
         if match:
             cells.setdefault(match["metric"], {})[match["lang"]] = row.get(col, np.nan)
     if not cells:
-        raise ValueError("no per-language metric columns (eval_<metric>/<lang>) in the results")
+        raise ResultsError("no per-language metric columns (eval_<metric>/<lang>) in the results")
     table = pd.DataFrame.from_dict(cells, orient="index").astype(float)
     table = table[sorted(table.columns)].dropna(axis=1, how="all")
     table.insert(len(table.columns), "all", [float(row.get(m, np.nan)) for m in table.index])

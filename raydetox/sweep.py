@@ -20,8 +20,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from raydetox.config import STAGES, ExperimentConfig, dump_config
+from raydetox.config import STAGES, ConfigError, ExperimentConfig, dump_config, load_config
 from raydetox.data.prepare import prepare
+from raydetox.errors import ResultsError
 from raydetox.experiment import base_corpus
 from raydetox.preflight import check_job_path
 from raydetox.results import DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
@@ -68,7 +69,7 @@ def orderings(cfg: ExperimentConfig) -> list[list[str]]:
     if sweep.permute_stages:
         bad = [s for s in sweep.permute_stages if s not in STAGES]
         if bad:
-            raise ValueError(f"sweep.permute_stages: unknown stage(s) {bad}; expected {list(STAGES)}")
+            raise ConfigError(f"key 'sweep.permute_stages': unknown stage(s) {bad}; expected {list(STAGES)}")
         tail = ["full"] if sweep.final_full and "full" not in sweep.permute_stages else []
         return [list(p) + tail for p in itertools.permutations(sweep.permute_stages)]
     return [[s.stage for s in cfg.schedule]]
@@ -258,7 +259,7 @@ def _search_alg(cfg: ExperimentConfig):
         try:
             from ray.tune.search.optuna import OptunaSearch
         except ImportError as err:  # pragma: no cover - depends on the optional extra
-            raise ValueError("sweep.search_alg: optuna needs `pip install raydetox[tune]`") from err
+            raise ConfigError("key 'sweep.search_alg': optuna needs `pip install raydetox[tune]`") from err
         return OptunaSearch()
     return None
 
@@ -301,19 +302,60 @@ def _write_experiment_yaml(cfg: ExperimentConfig, storage: str, name: str, local
             f.write((local_dir / "experiment.yaml").read_bytes())
 
 
-def _claim_experiment_dir(storage: str, name: str, local_dir: Path, overwrite: bool) -> None:
+TUNER_STATE = "tuner.pkl"  # what Tuner.can_restore looks for (ray.tune.impl.tuner_internal._TUNER_PKL)
+
+
+def _check_resumable(storage: str, name: str) -> None:
+    """Raise a :class:`ResultsError` unless ``storage/name`` holds a sweep Tune can restore. Reads one
+    file's metadata (through pyarrow for a URI), without importing Ray: run it before any work."""
+    exp = f"{storage}/{name}"
+    if _is_uri(storage):
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(exp)
+        found = fs.get_file_info(f"{root}/{TUNER_STATE}").type == pyarrow.fs.FileType.File
+    else:
+        found = (Path(storage) / name / TUNER_STATE).is_file()
+    if not found:
+        raise ResultsError(f"{exp}: no sweep to resume (no {TUNER_STATE}); run without --resume first")
+
+
+def _is_raydetox_sweep(exp_dir: Path) -> bool:
+    """Whether the Tune experiment in ``exp_dir`` is a raydetox sweep: raydetox writes its config beside
+    Tune's state as ``experiment.yaml`` (a valid raydetox config)."""
+    if not (exp_dir / "experiment.yaml").is_file():
+        return False
+    try:
+        load_config(exp_dir / "experiment.yaml")
+    except ConfigError:
+        return False
+    return True
+
+
+def _claim_experiment_dir(storage: str, name: str, overwrite: bool) -> None:
+    """Make ``storage/name`` ready for a new sweep: refuse one that holds a sweep unless ``overwrite``,
+    and delete only a raydetox sweep folder that lies inside ``storage`` (symbolic links resolved)."""
     if _is_uri(storage):
         return  # remote storage: Tune itself refuses nothing here; names should be unique per sweep
+    root = Path(storage).resolve()
     exp_dir = Path(storage) / name
-    previous = [p for p in exp_dir.glob("experiment_state-*.json")] if exp_dir.is_dir() else []
-    if not previous:
+    # A link (or a name with '..') would send the sweep's writes, and --overwrite's delete, elsewhere.
+    if exp_dir.resolve().parent != root:
+        raise ResultsError(f"{exp_dir}: resolves to {exp_dir.resolve()}, outside the storage folder {root}; "
+                           "refused (the sweep folder must be a plain folder inside --storage)")
+    if exp_dir.is_symlink():
+        raise ResultsError(f"{exp_dir}: a symbolic link (to {exp_dir.resolve()}); refused (the sweep folder "
+                           "must be a plain folder inside --storage)")
+    if not exp_dir.is_dir() or not any(exp_dir.glob("experiment_state-*.json")):
         return
     if not overwrite:
-        raise FileExistsError(
+        raise ResultsError(
             f"{exp_dir}: a sweep already ran here; continue it with --resume, or start over with --overwrite"
         )
+    if not _is_raydetox_sweep(exp_dir):
+        raise ResultsError(f"{exp_dir}: not a raydetox sweep (Tune state without a valid experiment.yaml "
+                           "beside it); --overwrite deletes only raydetox sweeps: remove it yourself")
     shutil.rmtree(exp_dir)
-    local_dir.mkdir(parents=True, exist_ok=True)
 
 
 def run_sweep(
@@ -335,10 +377,13 @@ def run_sweep(
     """
     storage, name, local_dir = sweep_paths(cfg, storage_path)
     exp_uri = f"{storage}/{name}"
+    # The cheap checks first: nothing is prepared, built, started or deleted for a sweep that cannot run.
+    if resume:
+        _check_resumable(storage, name)
+    else:
+        _claim_experiment_dir(storage, name, overwrite)
     local_dir.mkdir(parents=True, exist_ok=True)
     prepared_dir = local_dir / DATA_DIR
-    if not resume:
-        _claim_experiment_dir(storage, name, local_dir, overwrite)
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
     prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
     if prepared is not None and cfg.model.name_or_path == "embedded":
@@ -373,8 +418,6 @@ def run_sweep(
         1, int(n_cpus // (cfg.ray.cpus_per_worker * cfg.ray.num_workers))
     )
     if resume:
-        if not tune.Tuner.can_restore(exp_uri):
-            raise FileNotFoundError(f"{exp_uri}: no sweep to resume (run without --resume first)")
         tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(

@@ -31,7 +31,9 @@ from transformers import PrinterCallback, Seq2SeqTrainer
 
 from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
 from raydetox.data.curriculum import paced_subsets
+from raydetox.data.io import DataError
 from raydetox.decoding import generate
+from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import EXTRA_LOSSES
 from raydetox.metrics import Scorer, perplexity
 from raydetox.pacing import CompetenceSampler, phase_steps
@@ -129,13 +131,13 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         done = [StageResult(**r) for r in raw["stages"]]
         paced = {r.pacing for r in done}
         if done and paced != {self.curriculum.pacing}:
-            raise ValueError(
+            raise ResultsError(
                 f"{self.state_path}: finished stages were paced {sorted(paced)}, this run is paced "
                 f"{self.curriculum.pacing!r}; use a fresh output_dir or resume=False"
             )
         # Competence counts steps over the whole schedule: a changed later stage changes every phase.
         if done and self.curriculum.pacing == "competence" and raw["schedule"] != [asdict(s) for s in schedule]:
-            raise ValueError(
+            raise ResultsError(
                 f"{self.state_path}: competence pacing spreads its steps over the whole schedule, and the finished "
                 f"stages belong to {raw['schedule']}; use a fresh output_dir or resume=False"
             )
@@ -153,22 +155,29 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
     def _restore_weights(self, checkpoint: str) -> None:
         """Load a stage checkpoint's weights (adapter or full model) into the live model, in place."""
         from peft import PeftModel, set_peft_model_state_dict
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(checkpoint)
         model = self.accelerator.unwrap_model(self.model)
-        if isinstance(model, PeftModel):
-            result = set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        is_adapter = isinstance(model, PeftModel)
+        weights = path / ("adapter_model.safetensors" if is_adapter else "model.safetensors")
+        try:
+            state = load_file(weights)
+        except (FileNotFoundError, SafetensorError) as err:  # never a pickle instead: those are not read
+            raise ModelError(f"{weights}: cannot load the stage checkpoint's weights: {one_line(err)}") from err
+        if is_adapter:
+            result = set_peft_model_state_dict(model, state)
             if result.unexpected_keys:
-                raise ValueError(f"{path}: adapter does not match the model: {result.unexpected_keys[:5]}")
+                raise ModelError(f"{path}: adapter does not match the model: {result.unexpected_keys[:5]}")
             return
-        missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         model.tie_weights()
         # Tied embeddings are stored once; any other gap means the checkpoint is not this model's.
         loaded = {p.data_ptr() for n, p in model.named_parameters() if n not in missing}
         untied = [n for n in missing if model.get_parameter(n).data_ptr() not in loaded]
         if unexpected or untied:
-            raise ValueError(f"{path}: checkpoint does not match the model (missing {untied[:5]}, unexpected {unexpected[:5]})")
+            raise ModelError(f"{path}: checkpoint does not match the model (missing {untied[:5]}, unexpected {unexpected[:5]})")
 
     def run_schedule(self, schedule: Sequence[StageConfig], resume: bool = True) -> list[StageResult]:
         """Train every stage of ``schedule`` in order; skip stages already finished in ``output_dir``."""
@@ -177,7 +186,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         planned = [(s.stage, s.epochs, s.lr) for s in schedule]
         finished = [(r.stage, r.epochs, r.lr) for r in done]
         if finished and finished != planned[: len(finished)]:
-            raise ValueError(
+            raise ResultsError(
                 f"{self.state_path}: finished stages {finished} are not a prefix of the schedule {planned}; "
                 "use a fresh output_dir or resume=False"
             )
@@ -192,7 +201,8 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         stage = schedule[index]
         data = self._stage_data(index, schedule)
         if len(data) == 0:
-            raise ValueError(f"stage {stage.stage!r} has no training examples")
+            raise DataError(f"stage {stage.stage!r} has no training examples (too few pairs kept per language "
+                            "to fill every bucket? see the prepare report)")
         # A stage is a fresh HF training run over the same model: new subset, epochs, lr, optimizer, scheduler.
         self.train_dataset = data
         self.args.learning_rate = stage.lr

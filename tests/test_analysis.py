@@ -22,6 +22,7 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback-only Ray; before `import ray`
 
 from raydetox.analysis import analyze  # noqa: E402
+from raydetox.errors import ResultsError  # noqa: E402
 from raydetox.results import load_results, objective_value  # noqa: E402
 from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front  # noqa: E402
 from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config  # noqa: E402
@@ -180,10 +181,10 @@ def test_load_results_resumed_partial_and_bad_files(sweep_dir: Path, tmp_path: P
     with pytest.raises(ValueError, match=r"result\.json:2: not a JSON object"):
         load_results(copy)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no trial directories"):
+    with pytest.raises(ResultsError, match="no trial directories"):
         load_results(tmp_path / "empty")
     (copy / "experiment.yaml").unlink()
-    with pytest.raises(FileNotFoundError, match="experiment.yaml"):
+    with pytest.raises(ResultsError, match="experiment.yaml"):
         analyze(copy)
 
 

@@ -27,6 +27,8 @@ ERRORS: dict[str, tuple[str, str, str]] = {
     "missing_column.csv": ("", "", r"no reference column for toxic column\(s\) \['toxic'\] among \['toxic', 'lang'\]"),
     "ambiguous_columns.csv": ("", "", r"ambiguous columns \(scheme toxic_sentence: .*scheme toxic: .*data\.toxic_column"),
     "undecodable.tsv": ("line 3", "", r"undecodable bytes b'\\xe9' at byte offset 61 \(not UTF-8"),
+    "cp1251.csv": ("line 3", "", r"undecodable bytes b'\\xf2' at byte offset 78 \(not UTF-8: .*\); save it as UTF-8 "
+                   r"\(e\.g\. iconv -f CP1251 -t UTF-8"),
     "unbalanced_quote.tsv": ("line 4", "", r"cannot parse as TSV .*the field quoted at line 2 is not closed"),
     "short_row.tsv": ("line 2 (row 1)", "", r"cannot parse as TSV .*1 field, the header has 3 \(a line break"),
     "extra_field.csv": ("line 3 (row 2)", "", r"cannot parse as CSV .*4 fields, the header has 3 \(an unquoted ','"),
@@ -83,6 +85,7 @@ LOADS: dict[str, tuple[list[str], dict[str, str]]] = {
     ),
     "duplicate_ids.csv": (["7-1", "7-2", "8-1", "8-2"], {"7-2": "duplicate"}),
     "lang_case.csv": (["lang_case-1", "lang_case-2", "lang_case-3"], {}),
+    "semicolon.csv": (["s1", "s2"], {}),
     "long_line.tsv": (["long_line-1", "long_line-2"], {"long_line-1": "too_long"}),
 }
 
@@ -177,6 +180,8 @@ def test_loaded_cells_are_what_the_file_says(generated: dict[str, Path]) -> None
     assert nan.set_index("id").loc["p1", "refs"] == [] and nan.set_index("id").loc["p4", "toxic"] == "42"
     assert nan["toxicity_score"].isna().tolist() == [False, True, True, True, False, False, True]
     assert load(CORPUS / "lang_case.csv")["lang"].tolist() == ["en", "en", "xx"]
+    semicolon = load(CORPUS / "semicolon.csv").set_index("id")  # read as ';'-separated: commas stay in the text
+    assert semicolon.loc["s1", "toxic"] == "you are a stupid person, really" and semicolon.loc["s2", "lang"] == "en"
     dropped = clean_pairs(load(CORPUS / "duplicate_ids.csv"), CLEANING).dropped.set_index("id")
     assert dropped.loc["7-2", "detail"] == "same (lang, toxic, neutral) as id 7-1"
     long = clean_pairs(load(generated["long_line.tsv"]), CLEANING).dropped.set_index("id")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from raydetox.cli import main
-from raydetox.config import dump_config
+from raydetox.config import config_from_dict, dump_config
+from raydetox.data.io import read_table
+from raydetox.detox import DetoxInputs, unescape_line, write_outputs
+from raydetox.errors import ResultsError
+from raydetox.preflight import find_lexicon
+from raydetox.sweep import _claim_experiment_dir
 from tests.tiny import tiny_config
 
 
@@ -82,3 +89,316 @@ def test_bad_schedule_and_missing_input_are_one_line_errors(
     ckpt = sorted((run / "curriculum" / "checkpoints").iterdir())[-1]
     assert main(["detox", "--model", str(ckpt), str(tmp_path / "nope.txt")]) == 2
     assert "nope.txt" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ errors and bugs
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """The stderr of a refused command: exactly one line, ``raydetox COMMAND: error: …``."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("lexicon for ")]
+    assert len(lines) == 1 and lines[0].startswith(f"raydetox {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture()
+def exp_config(tmp_path: Path) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'runs'}\ndata:\n  default_lang: en\n")
+    return path
+
+
+def test_any_other_exception_is_a_bug_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A plain ValueError is no longer taken for an input problem: only the project's errors are.
+    def broken(args: object) -> int:
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr("raydetox.cli.cmd_config", broken)
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: an internal invariant broke" in err
+    assert err.rstrip().splitlines()[-1].startswith("raydetox config: this is a bug in raydetox")
+
+
+@pytest.mark.parametrize("item", ["seed=\x1f", "se\x1fed=1", "name=a\nb"])
+def test_set_with_a_control_character_is_one_line(
+    item: str, exp_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["prepare", str(exp_config), "--set", item]) == 2
+    line = _one_error_line(capsys, "prepare")
+    bad = next(c for c in item if not c.isprintable())
+    assert f"--set {item!r}" in line and f"control character {bad!r}" in line, line
+
+
+def test_decoding_option_is_named_in_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["baselines", "--data", str(CORPUS / "bom.csv"), "--decoding", "num_beams=[1"]) == 2
+    line = _one_error_line(capsys, "baselines")
+    assert "--decoding 'num_beams=[1': invalid YAML at line 1" in line, line
+
+
+# ------------------------------------------------------------------------ cheap preconditions first
+
+
+@pytest.mark.parametrize("where", ["file", "below_a_file"])
+def test_prepare_out_at_a_file_fails_before_reading_data(
+    where: str, exp_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me\n")
+    out = taken if where == "file" else taken / "data"
+    # The data is malformed: had it been read first, its error would be the one printed.
+    code = main(["prepare", str(exp_config), "--data", str(CORPUS / "unbalanced_quote.tsv"), "--out", str(out)])
+    assert code == 2
+    line = _one_error_line(capsys, "prepare")
+    expected = "exists and is not a directory" if where == "file" else f"{taken} is not a directory"
+    assert line.startswith(f"raydetox prepare: error: --out {out}: ") and expected in line, line
+    assert taken.read_text() == "keep me\n"
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("command", ["evaluate", "detox"])
+def test_model_dir_is_checked_before_any_data_is_read(
+    command: str, trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = trained
+    ckpt = sorted((run / "curriculum" / "checkpoints").iterdir())[-1]
+    malformed = _copy_model(ckpt, tmp_path / "malformed")
+    (malformed / "adapter_config.json").write_text('{"r": 4,\n "base_model_name_or_path": }')
+    moved_base = _copy_model(ckpt, tmp_path / "moved-base")
+    meta = json.loads((moved_base / "raydetox_model.json").read_text())
+    (moved_base / "raydetox_model.json").write_text(json.dumps({**meta, "base": str(tmp_path / "gone")}))
+    hub_base = _copy_model(ckpt, tmp_path / "hub-base")
+    (hub_base / "raydetox_model.json").unlink()
+    adapter = json.loads((hub_base / "adapter_config.json").read_text())
+    (hub_base / "adapter_config.json").write_text(json.dumps({**adapter, "base_model_name_or_path": "nobody/nothing"}))
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "config.json").write_text("{not json")
+    # A base that passes the cheap check (its config parses) but has lost its weights: the load says so.
+    no_weights = _copy_model(Path(meta["base"]), tmp_path / "base-without-weights")
+    for weights in no_weights.glob("*.safetensors"):
+        weights.unlink()
+    weightless = _copy_model(ckpt, tmp_path / "weightless-base")
+    (weightless / "raydetox_model.json").write_text(json.dumps({**meta, "base": str(no_weights)}))
+    cases = {
+        tmp_path / "nonexistent": "model directory not found",
+        malformed: f"{malformed / 'adapter_config.json'}: not valid JSON: Expecting value at line 2, column 29",
+        moved_base: f"base model '{tmp_path / 'gone'}' not found",
+        hub_base: "base model 'nobody/nothing' is neither a local folder nor in the Hugging Face cache",
+        full: f"{full / 'config.json'}: not valid JSON",
+    }
+    # Malformed data: were it read first, its error would be the one printed.
+    data = ["--data", str(CORPUS / "unbalanced_quote.tsv")] if command == "evaluate" else [str(CORPUS / "empty.tsv")]
+    for model, expected in cases.items():
+        assert main([command, "--model", str(model), *data]) == 2
+        line = _one_error_line(capsys, command)
+        assert expected in line, line
+    good = tmp_path / "in.txt"
+    good.write_text("you are a stupid idiot\n", encoding="utf-8")
+    data = ["--data", str(CORPUS / "bom.csv")] if command == "evaluate" else [str(good)]
+    assert main([command, "--model", str(weightless), *data]) == 2
+    line = _one_error_line(capsys, command)
+    assert f"model.name_or_path='{no_weights}': seq2seq model: cannot load: OSError: " in line, line
+
+
+def test_sweep_resume_with_nothing_to_resume_says_so_first(
+    exp_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = tmp_path / "sweeps"
+    code = main(["sweep", str(exp_config), "--data", str(CORPUS / "unbalanced_quote.tsv"),
+                 "--storage", str(storage), "--resume"])
+    assert code == 2
+    line = _one_error_line(capsys, "sweep")
+    assert f"{storage}/raydetox: no sweep to resume (no tuner.pkl); run without --resume first" in line, line
+    # Nothing prepared (the data is malformed anyway), nothing created in the storage folder.
+    assert not (storage / "raydetox").exists()
+
+
+# ------------------------------------------------------------------- nothing deleted outside storage
+
+
+def _fake_sweep(folder: Path, valid: bool = True) -> Path:
+    """A folder holding what a raydetox sweep leaves (Tune's state beside experiment.yaml) and a result."""
+    folder.mkdir(parents=True)
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    if valid:
+        dump_config(config_from_dict({}), folder / "experiment.yaml")
+    (folder / "precious.txt").write_text("not yours to delete\n")
+    return folder
+
+
+def test_overwrite_never_deletes_outside_storage_nor_a_foreign_folder(
+    exp_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = tmp_path / "sweeps"
+    outside = _fake_sweep(tmp_path / "elsewhere" / "raydetox")
+    storage.mkdir()
+    (storage / "raydetox").symlink_to(outside, target_is_directory=True)
+    args = ["sweep", str(exp_config), "--data", str(CORPUS / "bom.csv"), "--storage", str(storage), "--overwrite"]
+    assert main(args) == 2
+    line = _one_error_line(capsys, "sweep")
+    assert f"resolves to {outside}, outside the storage folder {storage}" in line, line
+    assert (outside / "precious.txt").is_file() and (storage / "raydetox").is_symlink()
+
+    (storage / "raydetox").unlink()
+    foreign = _fake_sweep(storage / "raydetox", valid=False)  # Tune state, but no raydetox experiment.yaml
+    assert main(args) == 2
+    line = _one_error_line(capsys, "sweep")
+    assert "not a raydetox sweep" in line and "--overwrite deletes only raydetox sweeps" in line, line
+    assert (foreign / "precious.txt").is_file()
+    (foreign / "experiment.yaml").write_text("- a list, not a raydetox config\n")
+    assert main(args) == 2
+    assert "not a raydetox sweep" in _one_error_line(capsys, "sweep")
+    assert (foreign / "precious.txt").is_file()
+
+
+def test_overwrite_deletes_a_raydetox_sweep_inside_storage(tmp_path: Path) -> None:
+    storage = tmp_path / "sweeps"
+    sweep = _fake_sweep(storage / "mine")
+    beside = _fake_sweep(storage / "other")
+    with pytest.raises(ResultsError, match="a sweep already ran here"):
+        _claim_experiment_dir(str(storage), "mine", overwrite=False)
+    assert (sweep / "precious.txt").is_file()
+    _claim_experiment_dir(str(storage), "mine", overwrite=True)
+    assert not sweep.exists() and (beside / "precious.txt").is_file()
+
+
+# ---------------------------------------------------------------------- one output record per input
+
+
+def test_writer_keeps_one_record_per_input_whatever_the_outputs(tmp_path: Path) -> None:
+    tricky = ["a\nb", "c\r\nd", "e\\nf", "g\u2028h", "tab\there", "", "back\\slash\n", "\x85\x0b\x0c\x1c"]
+    outputs = [tricky[i % len(tricky)] + f" {i}" for i in range(500)]
+    inputs = DetoxInputs([f"id{i}" for i in range(500)], [f"text {i}" for i in range(500)], table=False)
+    text_out = tmp_path / "out.txt"
+    write_outputs(inputs, outputs, text_out, "text")
+    written = text_out.read_text(encoding="utf-8")
+    assert written.count("\n") == 500 and len(written.splitlines()) == 500
+    assert [unescape_line(line) for line in written.split("\n")[:-1]] == outputs
+    for fmt in ("csv", "tsv", "jsonl"):
+        out = tmp_path / f"out.{fmt}"
+        write_outputs(DetoxInputs(inputs.ids, inputs.texts, table=True), outputs, out, fmt)
+        back = read_table(out)  # the project's strict reader (quoted line breaks, one object a line)
+        assert back["id"].tolist() == inputs.ids and back["output"].tolist() == outputs, fmt
+    assert len((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()) == 500
+
+
+def test_detox_500_inputs_give_500_records(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = trained
+    ckpt = sorted((run / "curriculum" / "checkpoints").iterdir())[-1]
+    texts = [f"you are a stupid idiot number {i}" + ("\nreally stupid" if i % 7 == 0 else "") for i in range(500)]
+    table = tmp_path / "in.csv"
+    pd.DataFrame({"idx": [f"r{i}" for i in range(500)], "text": texts}).to_csv(table, index=False)
+    for out in (tmp_path / "out.csv", tmp_path / "out.jsonl"):
+        assert main(["detox", "--model", str(ckpt), str(table), "--column", "text", "--out", str(out)]) == 0
+        back = read_table(out)
+        assert back["id"].tolist() == [f"r{i}" for i in range(500)] and back["input"].tolist() == texts
+    plain = tmp_path / "in.txt"
+    plain.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+    assert main(["detox", "--model", str(ckpt), str(plain), "--out", str(tmp_path / "out.txt")]) == 0
+    assert len((tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()) == 500
+
+
+def test_detox_tables_read_properly_or_fail_in_one_line(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = trained
+    ckpt = str(sorted((run / "curriculum" / "checkpoints").iterdir())[-1])
+    out = tmp_path / "out.csv"
+    assert main(["detox", "--model", ckpt, str(CORPUS / "semicolon.csv"), "--column", "toxic", "--out", str(out)]) == 0
+    back = read_table(out)
+    assert back["id"].tolist() == ["s1", "s2"] and back["input"][0] == "you are a stupid person, really"
+    capsys.readouterr()
+    cp1251 = CORPUS / "cp1251.csv"
+    assert main(["detox", "--model", ckpt, str(cp1251), "--column", "toxic"]) == 2
+    line = _one_error_line(capsys, "detox")
+    assert f"error: {cp1251}: line 3: undecodable bytes" in line and "save it as UTF-8" in line, line
+    assert main(["detox", "--model", ckpt, str(CORPUS / "bom.csv"), "--column", "nope"]) == 2
+    assert "no column 'nope'; columns are ['toxic', 'neutral', 'lang']" in _one_error_line(capsys, "detox")
+    assert main(["detox", "--model", ckpt, str(CORPUS / "bom.csv")]) == 2
+    assert "name the column holding the sentences with --column" in _one_error_line(capsys, "detox")
+
+
+# ------------------------------------------------------------------- the lexicon of a sweep checkpoint
+
+
+@pytest.mark.parametrize("layout", ["train/train-abc/checkpoint_000001/checkpoints",
+                                    "trial_abc/checkpoint_000001/checkpoints"])
+def test_toxic_penalty_finds_the_sweep_lexicon_or_refuses(
+    layout: str, trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = trained
+    ckpt = sorted((run / "curriculum" / "checkpoints").iterdir())[-1]
+    sweep = tmp_path / "sweeps" / "tiny"  # as a sweep lays it out: STORAGE/NAME/data/lexicon.json
+    model = _copy_model(ckpt, sweep / layout / ckpt.name)
+    src = tmp_path / "in.txt"
+    src.write_text("you are a stupid idiot\n", encoding="utf-8")
+    args = ["detox", "--model", str(model), str(src), "--decoding", "toxic_penalty=2"]
+    assert main(args) == 2  # no lexicon anywhere above: an error, not a penalty on no token
+    line = _one_error_line(capsys, "detox")
+    assert "key 'decoding.toxic_penalty': 2 needs a lexicon, and none was found" in line, line
+    (sweep / "data").mkdir()
+    shutil.copy(run / "data" / "lexicon.json", sweep / "data" / "lexicon.json")
+    assert main(args) == 0
+    assert f"lexicon for decoding.toxic_penalty: {sweep / 'data' / 'lexicon.json'}" in capsys.readouterr().err
+    assert find_lexicon(model) == sweep / "data" / "lexicon.json"
+
+
+# --------------------------------------------------------------------------- analyze on bad results
+
+
+def _results_dir(tmp_path: Path, rows: list[dict], params: object | None = None) -> Path:
+    results = tmp_path / "results"
+    trial = results / "trial_a"
+    trial.mkdir(parents=True)
+    dump_config(config_from_dict({}), results / "experiment.yaml")
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if params is not None:
+        (trial / "params.json").write_text(json.dumps(params))
+    return results
+
+
+GOOD_ROW = {"trial_id": "a", "phase": "stage", "stage_index": 1, "stage": "full", "toxic_penalty": 0.0,
+            "copy_penalty": 0.0, "eval_bertscore_f1": 0.8, "eval_copy_rate": 0.2}
+SCHEDULE = {"schedule": [{"stage": "full", "epochs": 1.0, "lr": 1e-3}]}
+
+
+@pytest.mark.parametrize(
+    ("rows", "params", "expected"),
+    [
+        ([{k: v for k, v in GOOD_ROW.items() if k != "eval_copy_rate"}], SCHEDULE,
+         r"result\.json: no row reports \['eval_copy_rate'\], which sweep\.objective 'bertscore_copy_bound'"),
+        ([GOOD_ROW, {**GOOD_ROW, "stage_index": 2, "eval_bertscore_f1": "high"}], SCHEDULE,
+         r"result\.json:2: key 'eval_bertscore_f1': expected a number, got str 'high'"),
+        ([{**GOOD_ROW, "stage_index": "two"}], SCHEDULE, r"result\.json:1: key 'stage_index': expected an integer"),
+        ([{**GOOD_ROW, "copy_penalty": [1]}], SCHEDULE, r"result\.json:1: key 'copy_penalty': expected a number"),
+        ([{**GOOD_ROW, "trial_id": 7}], SCHEDULE, r"result\.json:1: key 'trial_id': expected text, got int 7"),
+        ([GOOD_ROW], {"schedule": "full"}, r"params\.json: key 'schedule': expected a list of stages"),
+        ([GOOD_ROW], {"schedule": [{"stage": "extreme", "epochs": 1, "lr": 1}]}, r"params\.json: key 'schedule\.0'"),
+        ([GOOD_ROW], [1, 2], r"params\.json: expected a JSON object"),
+    ],
+)
+def test_analyze_bad_results_is_one_line(
+    rows: list[dict], params: object, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = _results_dir(tmp_path, rows, params)
+    assert main(["analyze", str(results)]) == 2
+    line = _one_error_line(capsys, "analyze")
+    assert re.search(expected, line), line
+
+
+def test_analyze_binary_result_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = _results_dir(tmp_path, [GOOD_ROW], SCHEDULE)
+    (results / "trial_a" / "result.json").write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["analyze", str(results)]) == 2
+    assert f"{results / 'trial_a' / 'result.json'}: not UTF-8 text" in _one_error_line(capsys, "analyze")

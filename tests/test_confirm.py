@@ -20,7 +20,7 @@ from sacrebleu.metrics import CHRF
 from raydetox.cli import main
 from raydetox.config import DataConfig, dump_config, load_config
 from raydetox.confirm import BEST, SENTENCE_COLUMNS, TEST_SPLIT, EvalSet, _summarise, compare
-from raydetox.data.io import load_pairs
+from raydetox.data.io import load_pairs, read_table
 from raydetox.data.lexicon import Lexicon
 from raydetox.metrics import get_scorer, ref_streams
 from raydetox.judge import POINTER_FILE
@@ -197,12 +197,14 @@ def test_detox_with_the_checkpoint_reproduces_a_final_stage_row(confirmed, tmp_p
     config = tmp_path / "best_config.yaml"
     dump_config(best_config(experiment, row), config)
     validation = pd.read_parquet(exp_dir / DATA_DIR / "stages" / "validation.parquet")
-    inputs, outputs = tmp_path / "validation.csv", tmp_path / "outputs.txt"
-    validation[["toxic"]].to_csv(inputs, index=False)
+    inputs, outputs = tmp_path / "validation.csv", tmp_path / "outputs.csv"
+    validation[["id", "toxic"]].to_csv(inputs, index=False)
     checkpoint = checkpoint_of(exp_dir, row)
     assert main(["detox", "--model", str(checkpoint), "--config", str(config), str(inputs), "--column", "toxic",
                  "--out", str(outputs)]) == 0
-    rewritten = outputs.read_text(encoding="utf-8").split("\n")[: len(validation)]
+    written = read_table(outputs)  # a table in gives a table out: one record per input, with its id
+    assert list(written["id"]) == list(validation["id"])
+    rewritten = list(written["output"])
     # The very sentences the trial wrote for this row (its stored predictions), in the same order.
     stored = read_predictions(exp_dir / row["predictions"])
     assert list(stored["id"]) == list(validation["id"]) and rewritten == list(stored["output"])

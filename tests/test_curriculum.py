@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from raydetox.config import CleaningConfig, CurriculumConfig, LexiconConfig, SplitConfig
 from raydetox.data.clean import clean_pairs
+from raydetox.data.io import DataError
 from raydetox.data.curriculum import (
     BUCKETS,
     assign_buckets,
@@ -158,7 +159,7 @@ def test_split_file_is_honoured_and_bad_rows_are_named(
         split_pairs(mpd_pairs, SplitConfig(split_file=str(path)))
     with pytest.raises(ValueError, match="both split.split_file"):
         split_pairs(mpd_pairs, SplitConfig(split_file=str(path)), split_column="split")
-    with pytest.raises(FileNotFoundError, match="missing.csv"):
+    with pytest.raises(DataError, match="missing.csv"):
         split_pairs(mpd_pairs, SplitConfig(split_file=str(tmp_path / "missing.csv")))
 
 

@@ -30,6 +30,7 @@ from raydetox.analysis import analyze
 from raydetox.cli import main
 from raydetox.config import ConfigError, StageConfig, dump_config, load_config
 from raydetox.data.prepare import prepare
+from raydetox.errors import ModelError
 from raydetox.experiment import build_trainer
 from raydetox.modeling import TRAINED_META, load_trained
 from raydetox.results import load_results
@@ -430,17 +431,19 @@ def test_stage_checkpoints_are_safetensors_bounded_and_never_unpickled(
     only_pickle = ckpts / "stage-03-full"
     (only_pickle / "adapter_model.safetensors").unlink()
     torch.save(_Payload(marker), only_pickle / "adapter_model.bin")
-    with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
+    with pytest.raises(ModelError, match="adapter_model.safetensors"):
         build_trainer(cfg, prepared, out).run_schedule(four)
-    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+    with pytest.raises(ModelError, match="[Ww]eights only") as refused:
         load_trained(only_pickle)
+    assert isinstance(refused.value.__cause__, pickle.UnpicklingError)
     full = tmp_path / "full-model"  # a full model dir (the adapter's base) whose weights are a pickle
     shutil.copytree(json.loads((only_pickle / TRAINED_META).read_text())["base"], full)
     for weights in full.glob("*.safetensors"):
         weights.unlink()
     torch.save(_Payload(marker), full / "pytorch_model.bin")
-    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+    with pytest.raises(ModelError, match="[Ww]eights only") as refused:
         load_trained(full)
+    assert isinstance(refused.value.__cause__, pickle.UnpicklingError)
     assert not marker.exists()
 
 

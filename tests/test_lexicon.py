@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from raydetox.config import LexiconConfig
+from raydetox.data.io import DataError
 from raydetox.data.lexicon import WORDLIST_SCORE, Lexicon, read_wordlist, tokenize
 
 LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
@@ -149,7 +150,7 @@ def test_plain_wordlist_applies_to_every_language_and_must_exist(pairs: pd.DataF
     two = pairs[pairs["lang"].isin(["de", "en"])]
     lex = Lexicon.learn(two, LexiconConfig(learn=False, wordlists=["mine.txt"]), base_dir=tmp_path)
     assert lex.terms == {lang: {"troll face": WORDLIST_SCORE, "dummkopf": WORDLIST_SCORE} for lang in ("de", "en")}
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(DataError, match="nope.txt"):
         Lexicon.learn(two, LexiconConfig(wordlists=["nope.txt"]), base_dir=tmp_path)
     (tmp_path / "latin1.txt").write_bytes("schei\xdfe\n".encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.txt"):
@@ -271,7 +272,7 @@ def test_save_load_round_trip(with_lists: Lexicon, tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"format": "other"}', encoding="utf-8")
     with pytest.raises(ValueError, match="bad.json"):
         Lexicon.load(tmp_path / "bad.json")
-    with pytest.raises(FileNotFoundError, match="absent.json"):
+    with pytest.raises(DataError, match="absent.json"):
         Lexicon.load(tmp_path / "absent.json")
 
 

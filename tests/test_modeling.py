@@ -29,6 +29,7 @@ from raydetox.embedded_base import (
     embedded_cache_path,
     find_cached_base,
 )
+from raydetox.errors import ModelError
 from raydetox.modeling import apply_lora, load_base, load_trained, save_trained
 
 LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
@@ -169,7 +170,7 @@ def test_cache_key_depends_on_config_and_texts(texts, tmp_path) -> None:
 
 
 def test_embedded_without_texts_or_cache_is_an_error(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="no cached base"):
+    with pytest.raises(ModelError, match="no cached base"):
         load_base(ModelConfig(cache_dir=str(tmp_path), embedded=TINY))
 
 
@@ -177,7 +178,7 @@ def test_load_base_from_local_dir_and_missing_path(built, tmp_path) -> None:
     path, _ = built
     model, tok = load_base(ModelConfig(name_or_path=str(path)))
     assert type(model).__name__ == "T5ForConditionalGeneration" and len(tok) == TINY.vocab_size
-    with pytest.raises(OSError, match="does-not-exist"):
+    with pytest.raises(ModelError, match="does-not-exist"):
         load_base(ModelConfig(name_or_path=str(tmp_path / "does-not-exist")))
 
 

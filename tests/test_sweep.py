@@ -16,6 +16,7 @@ import pytest
 
 from raydetox.analysis import analyze
 from raydetox.config import ConfigError
+from raydetox.errors import ResultsError
 from raydetox.results import load_results
 from raydetox.sweep import decode_grid, param_space, run_sweep, trial_name, variants
 from tests.tiny import tiny_config
@@ -88,7 +89,7 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
         if row.phase == "decode" and row.decode_reused:
             assert row.predictions == last_stage.loc[row.trial_id, "predictions"]
     # A second sweep into the same results would mix its rows with these: refused before Ray starts.
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ResultsError, match="--resume"):
         run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
     # STA comes from the independent judge, not from the lexicon (kept as its own column).
     assert df["eval_judge_toxicity"].notna().all()

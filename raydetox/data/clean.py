@@ -26,6 +26,7 @@ import regex
 from sacrebleu.metrics import CHRF
 
 from raydetox.config import CleaningConfig
+from raydetox.data.io import DataError
 from raydetox.data.langid import unidentified
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def _texts(table: pd.DataFrame, column: str) -> list[str]:
         elif value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
             out.append("")
         else:
-            raise ValueError(
+            raise DataError(
                 f"pairs table: row id {row_id!r}, column {column!r}: expected text, got {value!r}"
             )
     return out
@@ -156,7 +157,7 @@ def _split_rank(table: pd.DataFrame) -> np.ndarray:
     bad = rank.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise DataError(
             f"pairs table: row id {table['id'].iloc[i]!r}, column 'split': {table['split'].iloc[i]!r} "
             f"is not one of {list(SPLITS)} (normalise it with curriculum.split_pairs first)"
         )

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from raydetox.config import CurriculumConfig, SplitConfig
+from raydetox.config import ConfigError, CurriculumConfig, SplitConfig
 from raydetox.data.clean import check_pairs, token_overlap, tokenize
+from raydetox.data.io import DataError, read_table
 
 if TYPE_CHECKING:
     from raydetox.data.lexicon import Lexicon
@@ -59,7 +60,7 @@ def _normalise_splits(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         where = rows[i] if rows is not None else f"row id {ids.iloc[i]!r}"
-        raise ValueError(
+        raise DataError(
             f"{origin}, {where}: split {values.iloc[i]!r} is not one of {sorted(SPLIT_ALIASES)}"
         )
     return canon.astype(str)
@@ -68,24 +69,23 @@ def _normalise_splits(
 def _read_split_file(path: Path, ids: pd.Series) -> pd.Series:
     """Split per row of the pairs table from a CSV/TSV with columns ``id`` and ``split``."""
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path}: not found")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    assignment = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        raise DataError(f"split file {path}: not found")
+    assignment = read_table(path)  # the strict reader: a malformed line is an error naming it
     missing = [c for c in ("id", "split") if c not in assignment.columns]
     if missing:
-        raise ValueError(f"split file {path}: missing column(s) {missing}; has {list(assignment.columns)}")
+        raise DataError(f"split file {path}: missing column(s) {missing}; has {list(assignment.columns)}")
     # File row numbers as a spreadsheet shows them: line 1 is the header.
     rows = [f"row {i + 2}" for i in range(len(assignment))]
     assignment["split"] = _normalise_splits(assignment["split"], assignment["id"], f"split file {path}", rows)
     repeated = assignment["id"].duplicated().to_numpy()
     if repeated.any():
         i = int(np.flatnonzero(repeated)[0])
-        raise ValueError(f"split file {path}, {rows[i]}: id {assignment['id'].iloc[i]!r} is listed twice")
+        raise DataError(f"split file {path}, {rows[i]}: id {assignment['id'].iloc[i]!r} is listed twice")
     known = set(ids.astype(str))
     unknown = ~assignment["id"].isin(known).to_numpy()
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
-        raise ValueError(
+        raise DataError(
             f"split file {path}, {rows[i]}: id {assignment['id'].iloc[i]!r} is not in the pairs table "
             f"({int(unknown.sum())} unknown id(s) in all)"
         )
@@ -93,7 +93,7 @@ def _read_split_file(path: Path, ids: pd.Series) -> pd.Series:
     absent = split.isna().to_numpy()
     if absent.any():
         example = ids[absent].astype(str).tolist()[:5]
-        raise ValueError(
+        raise DataError(
             f"split file {path}: {int(absent.sum())} id(s) of the pairs table are missing, e.g. {example}"
         )
     return split.astype(str)
@@ -141,7 +141,7 @@ def split_pairs(pairs: pd.DataFrame, cfg: SplitConfig, split_column: str | None 
     check_pairs(pairs)
     out = pairs.copy()
     if cfg.split_file and split_column:
-        raise ValueError(
+        raise ConfigError(
             f"split_pairs: both split.split_file ({cfg.split_file!r}) and split column {split_column!r} "
             "are given; use one"
         )
@@ -150,7 +150,7 @@ def split_pairs(pairs: pd.DataFrame, cfg: SplitConfig, split_column: str | None 
     elif split_column or "split" in out.columns:
         column = split_column or "split"
         if column not in out.columns:
-            raise ValueError(f"pairs table: split column {column!r} not found; has {list(out.columns)}")
+            raise DataError(f"pairs table: split column {column!r} not found; has {list(out.columns)}")
         out["split"] = _normalise_splits(out[column], out["id"], f"pairs table column {column!r}").to_numpy()
     else:
         out["split"] = _random_splits(out, cfg)
@@ -205,7 +205,7 @@ def _toxicity(pairs: pd.DataFrame, lengths: np.ndarray, lexicon: Lexicon | None)
         bad = score.isna().to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
+            raise DataError(
                 f"pairs table: row id {pairs['id'].iloc[i]!r}, column 'toxicity_score': "
                 f"{pairs['toxicity_score'].iloc[i]!r} is not a number (fill every row or none)"
             )
@@ -247,7 +247,7 @@ def score_difficulty(
         toxicity = np.full(len(out), np.nan)
     total = sum(weights.values())
     if total <= 0:
-        raise ValueError(f"curriculum weights sum to 0 ({weights}); difficulty is undefined")
+        raise ConfigError(f"curriculum weights sum to 0 ({weights}); difficulty is undefined")
     if wanted_toxicity and not weights["toxicity"]:
         warnings.warn(
             "score_difficulty: no lexicon and no toxicity_score column; toxicity left out of difficulty",
@@ -318,7 +318,7 @@ def assign_buckets(scored: pd.DataFrame, cfg: CurriculumConfig) -> pd.DataFrame:
         rows = np.flatnonzero(langs == lang)
         ref = rows[reference[rows]]
         if len(ref) == 0:
-            raise ValueError(f"assign_buckets: language {lang!r} has no train rows to take quantiles from")
+            raise DataError(f"assign_buckets: language {lang!r} has no train rows to take quantiles from")
         ref = ref[np.lexsort((tie[ref], difficulty[ref]))]
         level = np.zeros(len(rows), dtype=int)
         for q in cfg.quantiles:

@@ -35,6 +35,8 @@ import regex as re
 
 from raydetox.config import LANG_CODE, DataConfig
 from raydetox.data.langid import identify, unidentified
+from raydetox.errors import RaydetoxError, one_line
+from raydetox.errors import short as _short
 
 FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "dir", "saved", "hub")
 FILE_SUFFIXES: dict[str, str] = {
@@ -60,7 +62,7 @@ _PLACEHOLDERS = frozenset(
 _HUB_PROBE_SECONDS = 10.0
 
 
-class DataError(ValueError):
+class DataError(RaydetoxError, ValueError):
     """Bad data source or content; the message names the file (and the row and column when relevant)."""
 
 
@@ -256,7 +258,9 @@ def _decode(path: Path, raw: bytes) -> str:
     """
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    hint = "; the file looks like UTF-16: save it as UTF-8" if utf16 else ""
+    # What to do: the encoding a byte came from cannot be known (cp1251, latin-1, …), only named by the user.
+    hint = ("; the file looks like UTF-16: save it as UTF-8" if utf16
+            else "; save it as UTF-8 (e.g. iconv -f CP1251 -t UTF-8, naming the encoding it was written in)")
     try:
         text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as err:
@@ -277,21 +281,13 @@ def _decode(path: Path, raw: bytes) -> str:
     return text
 
 
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message`` (library messages may run to many lines, e.g. schema dumps)."""
-    lines = str(err).strip().splitlines()
-    text = lines[0] if lines else ""
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         raw = path.read_bytes()
     except OSError as err:  # permissions, I/O errors: the file exists but cannot be read
-        raise DataError(f"{path}: cannot read: {_one_line(err)}") from err
+        raise DataError(f"{path}: cannot read: {one_line(err)}") from err
     if not raw:
         raise DataError(f"{path}: empty file (0 bytes): no rows")
     return raw
@@ -338,16 +334,25 @@ def _csv_records(path: Path, text: str, sep: str, name: str) -> list[list[str]]:
     return records
 
 
+def _csv_separator(text: str) -> tuple[str, str]:
+    """(separator, name) of a CSV text: ',' unless the header holds ';' and no ',' (spreadsheets in
+    locales whose decimal mark is ',' export semicolon-separated "CSV"; read as ',' it is one column)."""
+    header = next((line for line in text.split("\n") if line.strip()), "")
+    if ";" in header and "," not in header:
+        return ";", "semicolon-separated CSV"
+    return ",", "CSV"
+
+
 def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
     """A TSV/CSV file as a table of strings (quoted fields may span lines; empty cells are "").
 
     Every row must have as many fields as the header; a malformed row is an error naming its line.
     """
-    sep = "\t" if fmt == "tsv" else ","
     text = _decode(path, _read_bytes(path))
     if not text.strip():
         raise DataError(f"{path}: empty file (no header): no rows")
-    records = _csv_records(path, text, sep, fmt.upper())
+    sep, name = ("\t", "TSV") if fmt == "tsv" else _csv_separator(text)
+    records = _csv_records(path, text, sep, name)
     if not records:  # e.g. a line holding only "" (an empty quoted field): blank, like an empty line
         raise DataError(f"{path}: no header: every line is blank: no rows")
     header = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(records[0])]
@@ -401,7 +406,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
             raise DataError(f"{path}: duplicate column names {dupes}")
         return parquet.read().to_pandas()
     except (pa.ArrowException, OSError) as err:  # ArrowInvalid, ArrowNotImplementedError, ArrowIOError, …
-        raise DataError(f"{path}: cannot read as parquet: {_one_line(err)}") from err
+        raise DataError(f"{path}: cannot read as parquet: {one_line(err)}") from err
 
 
 def _lang_from_name(name: str, whole: bool) -> str | None:
@@ -442,7 +447,7 @@ def _not_a_file(path: Path) -> str | None:
     except FileNotFoundError:
         return f"dangling symbolic link to {path.readlink()}" if path.is_symlink() else "file not found"
     except OSError as err:
-        return f"cannot read: {_one_line(err)}"
+        return f"cannot read: {one_line(err)}"
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
@@ -475,7 +480,7 @@ def _read_dir(path: Path, cfg: DataConfig) -> list[_Part]:
     try:
         entries = sorted(path.iterdir())
     except OSError as err:
-        raise DataError(f"{path}: cannot list directory: {_one_line(err)}") from err
+        raise DataError(f"{path}: cannot list directory: {one_line(err)}") from err
     data = [(f, FILE_SUFFIXES[f.suffix.lower()]) for f in entries
             if f.suffix.lower() in FILE_SUFFIXES and not f.name.startswith(".")]
     if not data:
@@ -533,7 +538,7 @@ def _to_pandas(ds: Any, origin: str) -> pd.DataFrame:
     try:
         return ds.to_pandas()
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{origin}: cannot convert dataset to a table: {_one_line(err)}") from err
+        raise DataError(f"{origin}: cannot convert dataset to a table: {one_line(err)}") from err
 
 
 def _datasets_errors() -> tuple[type[BaseException], ...]:
@@ -551,7 +556,7 @@ def _read_saved(path: Path, cfg: DataConfig) -> list[_Part]:
     try:
         obj = datasets.load_from_disk(str(path))
     except _datasets_errors() as err:
-        raise DataError(f"{path}: cannot load saved dataset: {_one_line(err)}") from err
+        raise DataError(f"{path}: cannot load saved dataset: {one_line(err)}") from err
     return _dataset_parts(obj, cfg, path.name, lambda key: str(path / key) if key else str(path))
 
 
@@ -568,10 +573,10 @@ def _probe_hub(source: str) -> None:
     try:
         HfApi().dataset_info(source, timeout=_HUB_PROBE_SECONDS)
     except HfHubHTTPError as err:
-        raise DataError(f"{not_local} hub dataset '{source}' cannot be loaded: {_one_line(err)}") from err
+        raise DataError(f"{not_local} hub dataset '{source}' cannot be loaded: {one_line(err)}") from err
     except (httpx2.TransportError, OSError) as err:
         raise DataError(
-            f"{not_local} the Hugging Face hub cannot be reached ({_one_line(err)}); give a local path, "
+            f"{not_local} the Hugging Face hub cannot be reached ({one_line(err)}); give a local path, "
             "or set HF_HUB_OFFLINE=1 to use a cached copy"
         ) from err
 
@@ -584,7 +589,7 @@ def _read_hub(source: str, cfg: DataConfig) -> list[_Part]:
         obj = datasets.load_dataset(source, split=cfg.hub_split)
     except _datasets_errors() as err:
         raise DataError(
-            f"hub dataset '{source}' (split {cfg.hub_split!r}): cannot load: {_one_line(err)}"
+            f"hub dataset '{source}' (split {cfg.hub_split!r}): cannot load: {one_line(err)}"
         ) from err
 
     def origin(key: str | None) -> str:
@@ -617,12 +622,13 @@ def _is_missing(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
-def _text(part: _Part, col: str) -> list[str]:
+def _text(part: _Part, col: str, placeholders: bool = True) -> list[str]:
     """Text cells of ``col``: missing → "", anything but a string is an error naming row and column.
 
     A whole cell that is a missing-value placeholder (``NaN``, ``None``, ``null``, ``N/A``, …, as pandas
-    and spreadsheets write a missing value) counts as missing, so cleaning reports the row as empty and
-    the placeholder never becomes a reference. A NUL character is an error (a corrupt or binary file).
+    and spreadsheets write a missing value) counts as missing (unless not ``placeholders``), so cleaning
+    reports the row as empty and the placeholder never becomes a reference. A NUL character is an error
+    (a corrupt or binary file).
     """
     values = part.frame[col].tolist()
     out = []
@@ -633,7 +639,7 @@ def _text(part: _Part, col: str) -> list[str]:
                     f"{part.where(i, col)}: NUL character (\\x00) at position {v.index(chr(0))} of "
                     f"{_short(v)}: the file is corrupt or not UTF-8 text"
                 )
-            out.append("" if v.strip() in _PLACEHOLDERS else v)
+            out.append("" if placeholders and v.strip() in _PLACEHOLDERS else v)
         elif _is_missing(v):
             out.append("")
         else:
@@ -666,13 +672,19 @@ def _lang_codes(part: _Part, col: str) -> list[str]:
     return out
 
 
-def _ids(part: _Part, col: str) -> list[str]:
-    """Ids from ``col``; repeated ids (one row per reference, like ``idx``) get ``-k`` occurrence suffixes."""
-    ids = []
+def _ids_as_given(part: _Part, col: str) -> list[str]:
+    """Ids of ``col`` as written (no occurrence suffixes: an output row carries its input's own id)."""
+    out = []
     for i, v in enumerate(part.frame[col].tolist()):
         if _is_missing(v) or isinstance(v, (bool, np.bool_, list, dict, np.ndarray)) or str(v).strip() == "":
             raise DataError(f"{part.where(i, col)}: expected an id, got {_short(v)}")
-        ids.append(str(v).strip())
+        out.append(str(v).strip())
+    return out
+
+
+def _ids(part: _Part, col: str) -> list[str]:
+    """Ids from ``col``; repeated ids (one row per reference, like ``idx``) get ``-k`` occurrence suffixes."""
+    ids = _ids_as_given(part, col)
     if len(set(ids)) < len(ids):
         seen: dict[str, int] = {}
         for i, v in enumerate(ids):
@@ -700,11 +712,6 @@ def _scores(part: _Part, col: str) -> list[float]:
             raise DataError(f"{part.where(i, col)}: toxicity score is not a number: {_short(v)}")
         out.append(value)
     return out
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -844,3 +851,58 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
         if c in table.columns:
             table[c] = table[c].astype(str)
     return table
+
+
+# ---------------------------------------------------------------------------------------------- texts
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file, one text each (BOM dropped, ``\\n`` or ``\\r\\n`` ends).
+
+    Lines split at ``\\n`` only: ``str.splitlines`` would also cut at U+2028, form feeds and friends,
+    turning one input into several. Errors are :class:`DataError` lines naming the file (and line).
+    """
+    path = Path(path)
+    why = _not_a_file(path)
+    if why is not None:
+        raise DataError(f"{path}: {why}")
+    lines = _decode(path, _read_bytes(path)).split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no new one
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _table_part(path: Path, default: str) -> _Part:
+    part = _read_file(path, FILE_SUFFIXES.get(path.suffix.lower(), default), id_prefix=path.stem)
+    part.frame = part.frame.reset_index(drop=True)
+    return part
+
+
+def read_table(path: str | Path, default: str = "csv") -> pd.DataFrame:
+    """A table file (CSV/TSV/JSONL/parquet by suffix, else ``default``) read by the same strict readers
+    as the pairs: CSV/TSV cells are strings ("" when empty); errors are :class:`DataError` lines."""
+    return _table_part(Path(path), default).frame
+
+
+def read_column(path: str | Path, column: str, id_column: str | None = None) -> tuple[list[str], list[str]]:
+    """(ids, texts) of ``column`` of a table file (CSV/TSV/JSONL/parquet by suffix; other suffixes: TSV),
+    read by the same strict readers as the pairs.
+
+    Ids come from ``id_column``, else an ``id``/``idx`` column, else the 1-based row number. Texts are
+    kept as written (a cell ``NaN`` is text here); a missing cell is "". Errors are :class:`DataError`
+    lines naming the file, the row and the column.
+    """
+    path = Path(path)
+    part = _table_part(path, "tsv")
+    frame = part.frame
+    columns = [str(c) for c in frame.columns]
+    if column not in frame.columns:
+        raise DataError(f"{path}: no column {column!r}; columns are {columns}")
+    if len(frame) == 0:
+        raise DataError(f"{path}: no rows (header only)")
+    if id_column is not None and id_column not in frame.columns:
+        raise DataError(f"{path}: no id column {id_column!r}; columns are {columns}")
+    found = id_column or next((c for c in _ID_COLUMNS if c in frame.columns and c != column), None)
+    ids = _ids_as_given(part, found) if found else [str(i + 1) for i in range(len(frame))]
+    return ids, _text(part, column, placeholders=False)
+

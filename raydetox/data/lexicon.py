@@ -56,7 +56,8 @@ from typing import Any
 import pandas as pd
 import regex
 
-from raydetox.config import LexiconConfig
+from raydetox.config import ConfigError, LexiconConfig
+from raydetox.data.io import DataError
 
 WORDLIST_SCORE: float = math.inf
 """Score of a term that comes from a word list (or :meth:`Lexicon.from_terms`)."""
@@ -370,29 +371,31 @@ class Lexicon:
         """Read a lexicon written by :meth:`save`."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: lexicon file not found")
+            raise DataError(f"{path}: lexicon file not found")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a lexicon JSON file: {err}") from None
+            raise DataError(f"{path}: not a lexicon JSON file: {err}") from None
+        except OSError as err:
+            raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not a lexicon file (key 'format' is not {_FORMAT!r})")
+            raise DataError(f"{path}: not a lexicon file (key 'format' is not {_FORMAT!r})")
         if data.get("version") != _VERSION:
-            raise ValueError(f"{path}: unsupported lexicon version {data.get('version')!r}, expected {_VERSION}")
+            raise DataError(f"{path}: unsupported lexicon version {data.get('version')!r}, expected {_VERSION}")
         terms, missing, vetoed = data.get("terms"), data.get("missing_wordlists", []), data.get("vetoed", {})
         if not isinstance(terms, dict) or not all(isinstance(v, dict) for v in terms.values()):
-            raise ValueError(f"{path}: key 'terms' must map language -> {{term: score}}")
+            raise DataError(f"{path}: key 'terms' must map language -> {{term: score}}")
         if not isinstance(missing, list):
-            raise ValueError(f"{path}: key 'missing_wordlists' must be a list")
+            raise DataError(f"{path}: key 'missing_wordlists' must be a list")
         if not isinstance(vetoed, dict) or not all(isinstance(v, list) for v in vetoed.values()):
-            raise ValueError(f"{path}: key 'vetoed' must map language -> [term]")
+            raise DataError(f"{path}: key 'vetoed' must map language -> [term]")
         scored = {
             lang: {t: (WORDLIST_SCORE if s is None else s) for t, s in d.items()} for lang, d in terms.items()
         }
         try:
             return cls(scored, missing, vetoed)
         except TypeError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise DataError(f"{path}: {err}") from None
 
     @property
     def languages(self) -> list[str]:
@@ -435,11 +438,11 @@ def _join(left: str, right: str) -> str:
 
 def _check_config(cfg: LexiconConfig) -> None:
     if cfg.min_count < 1:
-        raise ValueError(f"lexicon.min_count must be >= 1, got {cfg.min_count}")
+        raise ConfigError(f"lexicon.min_count must be >= 1, got {cfg.min_count}")
     if not cfg.smoothing > 0:
-        raise ValueError(f"lexicon.smoothing must be > 0 (it keeps log-odds finite), got {cfg.smoothing}")
+        raise ConfigError(f"lexicon.smoothing must be > 0 (it keeps log-odds finite), got {cfg.smoothing}")
     if cfg.max_terms_per_lang is not None and cfg.max_terms_per_lang < 0:
-        raise ValueError(f"lexicon.max_terms_per_lang must be >= 0 or null, got {cfg.max_terms_per_lang}")
+        raise ConfigError(f"lexicon.max_terms_per_lang must be >= 0 or null, got {cfg.max_terms_per_lang}")
 
 
 def _pairs_columns(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
@@ -557,7 +560,9 @@ def read_wordlist(path: str | os.PathLike[str]) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: word list is not UTF-8 text: {err}") from None
+        raise DataError(f"{path}: word list is not UTF-8 text: {err}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read word list: {err.strerror or err}") from None
     terms = (normalize_term(line) for line in lines)
     return list(dict.fromkeys(t for t in terms if t and not _ONLY_PUNCT.fullmatch(t)))
 
@@ -581,7 +586,7 @@ def read_wordlists(
         else:
             path = base / Path(spec).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"lexicon.wordlists: word list {spec!r} not found (at {path})")
+                raise DataError(f"lexicon.wordlists: word list {spec!r} not found (at {path})")
             terms = dict.fromkeys(read_wordlist(path))
             for lang in langs:
                 words[lang].update(terms)

@@ -98,7 +98,7 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
     out = Path(out_dir)
     missing = [p for p in (_stage_path(out, n) for n in (*STAGES, *EVAL_SPLITS)) if not p.is_file()]
     if missing or not (out / "lexicon.json").is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{out}: not a prepared data directory (missing {missing or ['lexicon.json']}); "
             "run `raydetox prepare` first"
         )
