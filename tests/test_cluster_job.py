@@ -57,7 +57,8 @@ SWEEP = {
 # wall-clock times, Tune's bookkeeping (ids, dates, hosts, pids, paths) and the trial dir.
 ROW_KEY = ["ordering", "phase", "stage_index", "toxic_penalty", "copy_penalty"]
 VOLATILE = re.compile(
-    r"^trial$|seconds|per_second|time|date|hostname|node_ip|pid|trial_id|trial_dir"
+    # predictions: a path named by the trial id (the files' contents are the rows' metrics, compared)
+    r"^trial$|seconds|per_second|time|date|hostname|node_ip|pid|trial_id|trial_dir|^predictions$"
 )
 
 
