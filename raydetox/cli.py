@@ -23,13 +23,14 @@ from raydetox.config import (
 )
 from raydetox.errors import RaydetoxError
 from raydetox.preflight import (
-    LEXICON_SEARCH_DEPTH,
+    RUN_SEARCH_DEPTH,
     check_job_path,
     check_model_dir,
     check_output_dir,
     check_output_file,
     check_paths,
     find_lexicon,
+    run_folders_above,
 )
 
 if TYPE_CHECKING:
@@ -180,12 +181,7 @@ def _find_judge(model_dir: Path):
     ``evaluate`` scores STA as the sweep did; ``None`` when there is none (STA from the lexicon)."""
     from raydetox.judge import recorded_judge
 
-    for parent in [model_dir, *model_dir.parents][:6]:
-        for candidate in (parent, parent / "data"):
-            judge = recorded_judge(candidate)
-            if judge is not None:
-                return judge
-    return None
+    return next((j for f in run_folders_above(model_dir) if (j := recorded_judge(f)) is not None), None)
 
 
 def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexicon | None):
@@ -286,7 +282,7 @@ def cmd_detox(args: argparse.Namespace) -> int:
         # Without a lexicon the penalty would push down no token at all: say so instead.
         raise ConfigError(
             f"key 'decoding.toxic_penalty': {cfg.decoding.toxic_penalty:g} needs a lexicon, and none was found "
-            f"in {args.model} or up to {LEXICON_SEARCH_DEPTH} folders above it (lexicon.json or data/lexicon.json); "
+            f"in {args.model} or up to {RUN_SEARCH_DEPTH} folders above it (lexicon.json or data/lexicon.json); "
             "pass --lexicon FILE"
         )
     if args.out:

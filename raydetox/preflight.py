@@ -26,7 +26,7 @@ from raydetox.errors import ModelError
 TRAINED_META = "raydetox_model.json"
 # How many folders above a model dir a lexicon is looked for: a sweep's checkpoint sits five below the
 # sweep folder that holds data/lexicon.json (NAME/train/train-ID/checkpoint_N/checkpoints/stage-NN-x).
-LEXICON_SEARCH_DEPTH = 5
+RUN_SEARCH_DEPTH = 5
 
 # Set by Ray's job supervisor in a submitted job's entrypoint (Ray 2.60 strips RAY_JOB_ID there; this one
 # carries the job's runtime env and submission id, and Ray's own tasks and actors do not inherit it).
@@ -219,12 +219,13 @@ def _check_base(base: str, adapter_file: Path) -> None:
         )
 
 
-def find_lexicon(model_dir: str | Path) -> Path | None:
-    """The ``lexicon.json`` or ``data/lexicon.json`` nearest above ``model_dir`` (the model dir and up
-    to :data:`LEXICON_SEARCH_DEPTH` folders up: a train run's or a sweep's prepared data), or None."""
+def run_folders_above(model_dir: str | Path) -> list[Path]:
+    """Where a model's run keeps its prepared data: the model dir and up to :data:`RUN_SEARCH_DEPTH`
+    folders up (a train run's or a sweep's root), each also with its ``data/`` subfolder; nearest first."""
     path = Path(model_dir).resolve()
-    for folder in [path, *path.parents][: LEXICON_SEARCH_DEPTH + 1]:
-        for candidate in (folder / "lexicon.json", folder / "data" / "lexicon.json"):
-            if candidate.is_file():
-                return candidate
-    return None
+    return [c for folder in [path, *path.parents][: RUN_SEARCH_DEPTH + 1] for c in (folder, folder / "data")]
+
+
+def find_lexicon(model_dir: str | Path) -> Path | None:
+    """The ``lexicon.json`` nearest above ``model_dir`` (see :func:`run_folders_above`), or None."""
+    return next((f / "lexicon.json" for f in run_folders_above(model_dir) if (f / "lexicon.json").is_file()), None)

@@ -24,7 +24,6 @@ from raydetox.errors import ResultsError
 from raydetox.results import (
     CHECKPOINT_GLOB,
     DESCRIBE_COLUMNS,
-    KEY_COLUMNS,
     STATE_FILE,
     TRAIN_DIR,
     objective_column,
@@ -50,12 +49,29 @@ class NoEligibleRowError(ResultsError):
 ROW_POSITION: tuple[str, ...] = ("phase", "stage_index", "toxic_penalty", "copy_penalty")
 
 
+def _variant_columns(df: pd.DataFrame) -> list[str]:
+    columns = sorted(c for c in df.columns if str(c).startswith("config/") and not _is_seed_column(str(c)))
+    return columns + [c for c in ROW_POSITION if c in df]
+
+
+def _variant_token(value: object) -> str:
+    # numpy scalars as Python values: a row taken with .loc and one from iterrows must give one key
+    if _missing(value):
+        return "<missing>"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _key_of(values: pd.Series, columns: list[str]) -> str:
+    return "\x1f".join(_variant_token(values.get(c)) for c in columns)
+
+
 def variant_key(df: pd.DataFrame) -> pd.Series:
     """A key shared by the rows of one variant across seeds: the trial config except its seed, and the
-    row's position (phase, stage, penalties). Without seeds every trial is its own variant."""
-    columns = sorted(c for c in df.columns if str(c).startswith("config/") and not _is_seed_column(str(c)))
-    columns += [c for c in ROW_POSITION if c in df]
-    return df[columns].astype(str).agg("\x1f".join, axis=1).rename("variant_key")
+    row's position (phase, stage, penalties). Without seeds every trial is its own variant; a column a
+    trial lacks counts as a difference."""
+    columns = _variant_columns(df)
+    keys = ["\x1f".join(_variant_token(v) for v in values) for values in df[columns].itertuples(index=False)]
+    return pd.Series(keys, index=df.index, dtype=object, name="variant_key")
 
 
 def rank_variants(df: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
@@ -201,25 +217,9 @@ def _is_seed_column(column: str) -> bool:
 
 
 def seed_rows(df: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
-    """The rows of every run of ``row``'s variant: same trial config except the seed, same phase,
-    stage and decoding penalties; one row per trial, ``row``'s own trial first.
-
-    A trial config is the ``config/...`` columns; ``config/seed`` (or any ``config/.../seed``) is what
-    tells repeated runs of a variant apart. A column a trial lacks counts as a difference.
-    """
-    config_cols = [c for c in df.columns if str(c).startswith("config/") and not _is_seed_column(str(c))]
-
-    def key(values: pd.Series) -> tuple[str, ...]:
-        # numpy scalars as Python values: a row taken with .loc and one from iterrows must compare equal
-        return tuple("<missing>" if _missing(v := values.get(c)) else repr(getattr(v, "item", lambda: v)())
-                     for c in config_cols)
-
-    same_row = np.ones(len(df), dtype=bool)
-    for col in KEY_COLUMNS[1:]:
-        same_row &= (df[col] == row[col]).to_numpy()
-    candidates = df[same_row]
-    target = key(row)
-    runs = candidates[[key(r) == target for _, r in candidates.iterrows()]]
+    """The rows of every run of ``row``'s variant (same :func:`variant_key`: trial config except the
+    seed, same phase, stage and decoding penalties); one row per trial, ``row``'s own trial first."""
+    runs = df[(variant_key(df) == _key_of(row, _variant_columns(df))).to_numpy()]
     runs = runs.drop_duplicates("trial_id", keep="last")
     own = runs["trial_id"] == row["trial_id"]
     return pd.concat([runs[own], runs[~own].sort_values("trial_id", kind="stable")])
