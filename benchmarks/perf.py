@@ -1,7 +1,8 @@
 """Performance benchmarks: Ray overhead, decoding-sweep reuse, sweep parallel efficiency, generation and
-scoring throughput, a peer (transformers' ``hyperparameter_search(backend="ray")``), growth with data.
+scoring throughput, a peer (transformers' ``hyperparameter_search(backend="ray")``), growth with data and
+with the number of trials.
 
-    python benchmarks/perf.py                 # all seven cases at full size (~40 min on 2 cores)
+    python benchmarks/perf.py                 # all eight cases at full size (~40 min on 2 cores)
     python benchmarks/perf.py --quick         # tiny sizes (a smoke run)
     python benchmarks/perf.py --cases 1,4     # some cases only
 
@@ -462,9 +463,79 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "trials": len(best.run_summary.trials), "best_lr": best.hyperparameters["learning_rate"]}
 
 
+def _dir_bytes(path: Path, pattern: str = "*") -> int:
+    return sum(f.stat().st_size for f in path.rglob(pattern) if f.is_file())
+
+
+def job_sweep_growth(spec: dict[str, Any]) -> dict[str, Any]:
+    """A sweep of near-zero-work trials, then ``raydetox analyze`` on it, each timed in this process.
+
+    Tune's experiment state is what the driver rewrites as trials report (``experiment_state-*.json``,
+    ``basic-variant-state-*.json``, ``tuner.pkl``); the rest of the experiment dir is the trials' rows,
+    params, predictions and checkpoints."""
+    result = job_sweep(spec)
+    from raydetox.analysis import analyze
+    from raydetox.config import load_config
+    from raydetox.sweep import sweep_paths
+
+    cfg = load_config(spec["config"])
+    _, _, exp_dir = sweep_paths(cfg, str(Path(spec["work"]) / "sweeps"))
+    exp_dir = Path(exp_dir)
+    state = sum(_dir_bytes(exp_dir, pat) for pat in ("experiment_state-*.json", "basic-variant-state-*.json",
+                                                     "tuner.pkl", "search_gen_state-*.json"))
+    t0 = time.perf_counter()
+    analyze(exp_dir)
+    return {**result, "analyze_seconds": time.perf_counter() - t0, "state_bytes": state,
+            "experiment_bytes": _dir_bytes(exp_dir), "results_dir": str(exp_dir)}
+
+
+def job_analyze_grown(spec: dict[str, Any]) -> dict[str, Any]:
+    """``raydetox analyze`` of a sweep's results grown to ``spec["rows"]`` rows: each trial dir copied
+    under new trial ids, each copy's decode row repeated over distinct toxic penalties (a large decoding
+    grid), so that every row is distinct under the results contract's key."""
+    from raydetox.analysis import analyze
+    from raydetox.results import PARAMS_FILE, RESULT_FILE, load_results, trial_dirs
+
+    source = Path(spec["results_dir"])
+    grown = Path(spec["work"]) / source.name
+    if grown.exists():
+        import shutil
+
+        shutil.rmtree(grown)
+    grown.mkdir(parents=True)
+    for name in ("experiment.yaml", "data"):
+        if (source / name).exists():
+            (grown / name).symlink_to((source / name).resolve())
+    trials = trial_dirs(source)
+    per_decode = int(spec["decode_rows_per_trial"])
+    n_copies = -(-int(spec["rows"]) // (len(trials) * per_decode))
+    for copy in range(n_copies):
+        for trial_dir in trials:
+            lines = [json.loads(line) for line in (trial_dir / RESULT_FILE).read_text().splitlines() if line.strip()]
+            out = grown / f"{trial_dir.name}_x{copy}"
+            out.mkdir()
+            (out / PARAMS_FILE).write_text((trial_dir / PARAMS_FILE).read_text())
+            with open(out / RESULT_FILE, "w") as f:
+                for obj in lines:
+                    obj["trial_id"] = f"{obj['trial_id']}x{copy}"
+                    if obj.get("phase") != "decode":
+                        f.write(json.dumps(obj) + "\n")
+                        continue
+                    for k in range(per_decode):
+                        f.write(json.dumps({**obj, "toxic_penalty": float(k)}) + "\n")
+    t0 = time.perf_counter()
+    rows = len(load_results(grown))
+    load_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    analyze(grown)
+    return {"rows": rows, "trials": n_copies * len(trials), "load_seconds": load_seconds,
+            "analyze_seconds": time.perf_counter() - t0}
+
+
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "base": job_base, "plain_hf": job_plain_hf, "raydetox_train": job_raydetox_train, "sweep": job_sweep,
     "generation": job_generation, "scoring": job_scoring, "peer": job_peer,
+    "sweep_growth": job_sweep_growth, "analyze_grown": job_analyze_grown,
 }
 
 
@@ -672,9 +743,48 @@ def case_growth(b: Bench) -> Table:
                                               "pairs before cleaning and splitting (≈ 70 % reach training)"])
 
 
+def case_trial_growth(b: Bench) -> Table:
+    """Growth with the number of trials: sweeps of 1, 16 and 64 near-zero-work trials, and analyze."""
+    counts = [1, 4, 8] if b.quick else [1, 16, 64]
+    work = b.out / "case8"
+    rows = []
+    last: Measured | None = None
+    for n in counts:
+        # One optimizer step and a tiny evaluation per trial: what is left is the sweep's own cost.
+        raw = b.raw(**{"sweep.orderings": [["easy"]], "sweep.final_full": False, "sweep.seeds": list(range(n)),
+                       "sweep.max_degenerate_rate": 1.0,
+                       "model.name_or_path": "embedded", "model.embedded": dict(QUICK_EMBEDDED),
+                       "model.max_source_length": 32, "model.max_target_length": 32,
+                       "training.max_steps_per_stage": 1, "training.torch_threads": 1,
+                       "decoding.max_new_tokens": 8, "data.max_rows_per_lang": 12,
+                       "split.train": 0.5, "split.validation": 0.25, "split.test": 0.25,
+                       "lexicon.min_count": 1, "cleaning.drop_already_neutral": False})
+        config = b.write(raw, f"trials{n}")
+        last = run_job("sweep_growth", {"config": config}, work, f"trials{n}")
+        r = last.result
+        concurrency = min(n, os.cpu_count() or 1)
+        busy = sum(r["trial_seconds"]) / concurrency  # trial time if the driver cost nothing
+        rows.append({"trials": r["trials"], "rows": r["rows"], "process wall s": last.wall,
+                     "sweep s": r["sweep_seconds"], "trial s (median)": med(r["trial_seconds"]),
+                     "driver overhead s / trial": (r["sweep_seconds"] - busy) / r["trials"],
+                     "Tune state KiB": r["state_bytes"] / 1024, "experiment dir MiB": r["experiment_bytes"] / 2**20,
+                     "analyze s": r["analyze_seconds"], "peak RSS tree MiB": last.peak_mib})
+    assert last is not None
+    target = 10_000 if b.quick else 100_000
+    grown = run_job("analyze_grown", {"results_dir": last.result["results_dir"], "rows": target,
+                                      "decode_rows_per_trial": 25}, work, "grown").result
+    rows.append({"trials": grown["trials"], "rows": grown["rows"], "analyze s": grown["analyze_seconds"]})
+    df = pd.DataFrame(rows)
+    notes = [f"concurrency min(trials, {os.cpu_count()} cores); driver overhead per trial = (sweep s − Σ trial s / "
+             "concurrency) / trials: the time the sweep adds beyond its trials' own reported time",
+             f"last row: the {counts[-1]}-trial results copied under new trial ids, each decode row repeated over 25 "
+             f"toxic penalties, to {grown['rows']:,} rows (load_results {grown['load_seconds']:.1f} s of it)"]
+    return Table(8, "Growth with the number of trials", df, notes)
+
+
 CASES: dict[int, Callable[[Bench], Table]] = {
     1: case_ray_overhead, 2: case_decode_reuse, 3: case_parallel, 4: case_generation,
-    5: case_scoring, 6: case_peer, 7: case_growth,
+    5: case_scoring, 6: case_peer, 7: case_growth, 8: case_trial_growth,
 }
 
 
@@ -705,7 +815,7 @@ def prepare_base(b: Bench) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks every case runs")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7", help="comma-separated case numbers")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8", help="comma-separated case numbers")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the in-process cases (4, 5)")
     parser.add_argument("--train-repeats", type=int, default=1, help="repeats of each training run")
     parser.add_argument("--out", default=str(REPO / "out" / "perf"), help="work and results dir")

@@ -27,6 +27,10 @@ def label(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:g}"
 
 
+# Up to this many trials of one ordering are each named in the stage-curve legend.
+_LEGEND_TRIALS = 6
+
+
 def plot_stage_curves(
     df: pd.DataFrame, path: str | os.PathLike[str], copy_rate_bound: float | None = None
 ) -> Path:
@@ -40,10 +44,17 @@ def plot_stage_curves(
     colors = {o: plt.cm.tab10(i % 10) for i, o in enumerate(orderings)}
     trials_per_ordering = stages.groupby("ordering")["trial_id"].nunique()
     for ax, metric, title in zip(axes, ("eval_copy_rate", "eval_bertscore_f1"), ("copy rate", "BERTScore F1")):
+        labelled: set[str] = set()
         for trial_id, trial in stages.groupby("trial_id", sort=True):
             ordering = str(trial["ordering"].iloc[0])
-            label = ordering if trials_per_ordering[ordering] == 1 else f"{ordering} ({trial_id})"
-            ax.plot(trial["stage_index"], trial[metric], marker="o", color=colors[ordering], label=label)
+            n = trials_per_ordering[ordering]
+            if n <= _LEGEND_TRIALS:
+                label = ordering if n == 1 else f"{ordering} ({trial_id})"
+            else:  # hundreds of trials: one legend entry per ordering, not one per trial
+                label = "_nolegend_" if ordering in labelled else f"{ordering} ({n} trials)"
+                labelled.add(ordering)
+            ax.plot(trial["stage_index"], trial[metric], marker="o", color=colors[ordering], label=label,
+                    alpha=1.0 if n <= _LEGEND_TRIALS else 0.3)
         if metric == "eval_copy_rate" and copy_rate_bound is not None:
             ax.axhline(copy_rate_bound, color="grey", linestyle="--", linewidth=1, label="copy-rate bound")
         ax.set_xlabel("stages completed")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -116,10 +117,38 @@ def _degeneration_guard(value: float, degenerate_rate: Any, cfg: SweepConfig) ->
     return value - span - excess * span
 
 
-def objective_column(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
-    """:func:`objective_value` of every row (NaN where a needed metric is NaN)."""
-    values = [objective_value(row, cfg) for row in df.to_dict("records")]
-    return pd.Series(values, index=df.index, name="objective", dtype=float)
+def objective_column(df: pd.DataFrame, cfg: SweepConfig, prefix: str = "eval_") -> pd.Series:
+    """:func:`objective_value` of every row (NaN where a needed metric is NaN), computed on whole
+    columns (a sweep of a thousand trials has a hundred thousand rows); equal to the per-row function."""
+    if cfg.objective not in OBJECTIVE_METRICS:
+        raise ValueError(f"sweep.objective: unknown objective {cfg.objective!r}")
+    names = OBJECTIVE_METRICS[cfg.objective]
+    missing = [prefix + n for n in names if prefix + n not in df]
+    if missing and len(df):
+        raise KeyError(f"objective {cfg.objective!r} needs metric {missing[0]!r}; row has {sorted(df.columns)[:20]}")
+    if not len(df):
+        return pd.Series([], index=df.index, name="objective", dtype=float)
+
+    def col(name: str) -> np.ndarray:
+        return pd.to_numeric(df[prefix + name], errors="coerce").to_numpy(float)
+
+    if cfg.objective == "bertscore_copy_bound":
+        bertscore, copy_rate = col("bertscore_f1"), col("copy_rate")
+        with np.errstate(invalid="ignore"):
+            value = np.where(copy_rate <= cfg.copy_rate_bound, bertscore,
+                             bertscore - 1.0 - (copy_rate - cfg.copy_rate_bound))
+    else:
+        value = col(names[0])
+    if prefix + "degenerate_rate" in df:  # rows written before the metric existed pass unchanged
+        excess = col("degenerate_rate") - cfg.max_degenerate_rate
+        with np.errstate(invalid="ignore"):
+            over = excess > 0  # NaN compares False: no measurement, no guard
+        if cfg.degenerate_action == "refuse":
+            value = np.where(over, -np.inf, value)
+        else:
+            span = 100.0 if cfg.objective == "chrf" else 1.0
+            value = np.where(over, value - span - excess * span, value)
+    return pd.Series(value, index=df.index, name="objective", dtype=float)
 
 
 # Per-sentence outputs kept beside every stage and decode row (the ``predictions`` key of a row names the
@@ -357,16 +386,22 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if not dirs:
         raise ResultsError(f"{results_dir}: no trial directories containing {RESULT_FILE}")
     records: list[dict[str, Any]] = []
-    for trial_dir in dirs:
+    origin: list[tuple[int, int]] = []  # (trial, line number) of each record, for error messages
+    trials: list[dict[str, Any]] = []
+    for t, trial_dir in enumerate(dirs):
         path = trial_dir / RESULT_FILE
         lines = _read_json_lines(path)
         config = _trial_config(trial_dir, lines)
-        config_cols = {f"config/{k}": v for k, v in _flatten(config).items()}
         try:
             schedule = json.dumps(trial_schedule(config)) if config else None
         except (KeyError, ValueError) as err:
             raise ResultsError(f"{trial_dir / PARAMS_FILE}: {err.args[0]}") from None
         variant = config.get("variant") if isinstance(config.get("variant"), Mapping) else {}
+        trials.append({
+            **{f"config/{k}": v for k, v in _flatten(config).items()}, "schedule": schedule, "trial_dir": trial_dir.name,
+            # the contract puts these in rows; older rows: the config
+            **{f"{_DEFAULT}{key}": config.get(key, variant.get(key)) for key in _ROW_OR_CONFIG},
+        })
         for number, obj in lines:
             if obj.get("phase") is None:
                 continue
@@ -375,15 +410,25 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
             missing = [k for k in KEY_COLUMNS if obj.get(k) is None]
             if missing:
                 raise ResultsError(f"{path}:{number}: row is missing key(s) {missing}")
-            _check_types(obj, f"{path}:{number}")
-            row = _flatten({k: v for k, v in obj.items() if k != "config"})
-            for key in ("ordering", "is_baseline", "pacing"):  # the contract puts them in rows; older rows: the config
-                if key not in row:
-                    row[key] = config.get(key, variant.get(key))
-            records.append({**row, **config_cols, "schedule": schedule, "trial_dir": trial_dir.name})
+            records.append(obj)
+            origin.append((t, number))
     if not records:
         raise ResultsError(f"{results_dir}: the trials have not reported any stage or decode row yet")
-    df = pd.DataFrame.from_records(records)
+    # Column-wise from here: a sweep of a thousand trials has a hundred thousand rows.
+    rows = pd.DataFrame.from_records(records).drop(columns="config", errors="ignore")
+    _check_column_types(rows, records, lambda i: f"{dirs[origin[i][0]] / RESULT_FILE}:{origin[i][1]}")
+    rows = _flatten_columns(rows)
+    trial_of = np.fromiter((o[0] for o in origin), dtype=int, count=len(origin))
+    per_trial = pd.DataFrame.from_records(trials).iloc[trial_of].reset_index(drop=True)
+    for key in _ROW_OR_CONFIG:
+        default = per_trial.pop(f"{_DEFAULT}{key}")
+        if key not in rows:
+            rows[key] = default
+        else:  # a row that lacks the key (NaN in its column) takes its trial's config value
+            absent = np.fromiter((key not in r for r in records), dtype=bool, count=len(records))
+            if absent.any():
+                rows[key] = rows[key].astype(object).where(~absent, default)
+    df = pd.concat([rows, per_trial], axis=1)
     df["stage_index"] = df["stage_index"].astype(int)
     for col in ("toxic_penalty", "copy_penalty"):
         df[col] = df[col].astype(float)
@@ -393,3 +438,51 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
         ["trial_id", "_phase_order", "stage_index", "toxic_penalty", "copy_penalty"], kind="stable"
     )
     return df.drop(columns="_phase_order").reset_index(drop=True)
+
+
+_ROW_OR_CONFIG: tuple[str, ...] = ("ordering", "is_baseline", "pacing")
+_DEFAULT = "\x00default/"
+
+
+def _number_column(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _check_column_types(rows: pd.DataFrame, records: list[dict[str, Any]], where: Callable[[int], str]) -> None:
+    """The contract's types, checked on whole columns; a column that fails is searched row by row so
+    that the error names the file, line and key."""
+    suspect = [] if rows["trial_id"].map(lambda v: isinstance(v, str)).all() else ["trial_id"]
+    if not (pd.api.types.is_integer_dtype(rows["stage_index"]) and _number_column(rows["stage_index"])):
+        suspect.append("stage_index")
+    suspect += [c for c in rows.columns
+                if (c in ("toxic_penalty", "copy_penalty", "objective") or str(c).startswith("eval_"))
+                and not _number_column(rows[c]) and rows[c].notna().any()]
+    if not suspect:
+        return
+    for i, obj in enumerate(records):
+        _check_types(obj, where(i))
+    # A column of valid values that pandas could not type as numbers (e.g. all None): nothing to report.
+
+
+def _flatten_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """Columns holding dicts → ``a/b`` columns, lists → JSON text (as :func:`_flatten` does per row)."""
+    out = {}
+    for name in rows.columns:
+        column = rows[name]
+        if column.dtype != object:
+            out[name] = column
+            continue
+        kinds = column.map(type)
+        if kinds.map(lambda k: issubclass(k, Mapping)).any():
+            flat = [_flatten(v, f"{name}/") if isinstance(v, Mapping) else {} for v in column]
+            for sub, values in pd.DataFrame.from_records(flat, index=rows.index).items():
+                out[sub] = values
+            # a row whose value is not a dict keeps it under the plain name
+            plain = ~column.map(lambda v: isinstance(v, Mapping))
+            if plain.any() and column[plain].notna().any():
+                out[name] = column.where(plain)
+        elif kinds.map(lambda k: k in (list, tuple)).any():
+            out[name] = column.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, tuple)) else v)
+        else:
+            out[name] = column
+    return pd.DataFrame(out, index=rows.index)

@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback-only
 
 from raydetox.analysis import analyze  # noqa: E402
 from raydetox.errors import ResultsError  # noqa: E402
-from raydetox.results import load_results, objective_value  # noqa: E402
+from raydetox.results import load_results, objective_column, objective_value  # noqa: E402
 from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front  # noqa: E402
 from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config  # noqa: E402
 
@@ -138,6 +138,30 @@ def test_objective_value_definition() -> None:
     assert objective_value({"test_chrf": 41.0}, SweepConfig(objective="chrf"), prefix="test_") == 41.0
     with pytest.raises(KeyError, match="eval_copy_rate"):
         objective_value({"eval_bertscore_f1": 0.8}, cfg)
+
+
+@pytest.mark.parametrize("objective", ["bertscore_copy_bound", "j", "chrf"])
+@pytest.mark.parametrize("action", ["refuse", "penalise"])
+def test_objective_column_equals_the_row_definition(objective: str, action: str) -> None:
+    """The column-wise objective (what analyze uses on 100k rows) is objective_value on every row,
+    including NaN metrics, rows at and over the copy and degeneration bounds, and missing measurements."""
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame({
+        "eval_bertscore_f1": rng.uniform(0, 1, n), "eval_copy_rate": rng.choice([0.0, 0.25, 0.3, 0.9, np.nan], n),
+        "eval_j": rng.uniform(0, 1, n), "eval_chrf": rng.uniform(0, 100, n),
+        "eval_degenerate_rate": rng.choice([0.0, 0.02, 0.021, 0.5, np.nan], n),
+    })
+    df.loc[::7, "eval_bertscore_f1"] = np.nan
+    cfg = SweepConfig(objective=objective, degenerate_action=action, copy_rate_bound=0.25, max_degenerate_rate=0.02)
+    expected = [objective_value(row, cfg) for row in df.to_dict("records")]
+    np.testing.assert_array_equal(objective_column(df, cfg).to_numpy(), np.array(expected, dtype=float))
+    assert np.isneginf(expected).any() == (action == "refuse")
+    without = df.drop(columns="eval_degenerate_rate")  # rows written before the metric existed
+    assert objective_column(without, cfg).tolist() == pytest.approx(
+        [objective_value(row, cfg) for row in without.to_dict("records")], nan_ok=True)
+    with pytest.raises(KeyError, match="eval_"):
+        objective_column(df.drop(columns=["eval_copy_rate", "eval_j", "eval_chrf"]), cfg)
 
 
 def test_load_results_one_row_per_report(sweep_dir: Path) -> None:
