@@ -16,7 +16,7 @@ Each result row records its arm of every factor in an ``ablation_<factor>`` colu
 contract, :mod:`raydetox.results`). :func:`ablation_effects` pairs rows that differ only in one factor
 (same other arms, seed, variant and penalties; decode rows, i.e. final weights) and reports the effect
 on − off on copy rate, J and BERTScore with two intervals: a paired bootstrap over the validation
-sentences (from the rows' stored predictions) and a t-interval across the matched pairs (seeds).
+sentences (from the rows' stored predictions) and a t-interval across seeds.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from raydetox.config import CleaningConfig, ExperimentConfig, SweepConfig
 from raydetox.data.io import DataError
 from raydetox.errors import ResultsError
 from raydetox.results import ARMS, CLEANING_OFF_DATA_DIR, DATA_DIR, ablation_column, read_predictions
+from raydetox.selection import seed_of
 from raydetox.stats import Interval, paired_bootstrap, seed_summary, verdict
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ CLEANING_OFF: dict[str, bool] = {
 EFFECT_METRICS: dict[str, str] = {"eval_copy_rate": "copy", "eval_j": "j", "eval_bertscore_f1": "bertscore_f1"}
 LOWER_IS_BETTER: frozenset[str] = frozenset({"eval_copy_rate"})
 EFFECT_COLUMNS: tuple[str, ...] = (
-    "factor", "metric", "pairs", "on_mean", "off_mean", "effect", "sentences", "sentence_low", "sentence_high",
+    "factor", "metric", "pairs", "on_mean", "off_mean", "effect", "seeds", "sentences", "sentence_low", "sentence_high",
     "seed_low", "seed_high", "verdict",
 )
 
@@ -159,6 +160,13 @@ def matched_pairs(df: pd.DataFrame, factor: str, all_factors: list[str]) -> list
     return pairs
 
 
+def _seed(row: pd.Series) -> str:
+    """The training seed of a row's trial (every trial row carries ``seed``; older rows: the config's)."""
+    seed = row.get("seed")
+    return str(int(seed)) if isinstance(seed, (int, float, np.integer, np.floating)) and not pd.isna(seed) else str(
+        seed_of(row))
+
+
 def _sentence_values(results_dir: Path, row: pd.Series, column: str) -> pd.Series | None:
     """A row's per-sentence values of ``column`` by sentence id, or ``None`` when not stored."""
     path = row.get("predictions")
@@ -199,7 +207,8 @@ def ablation_effects(
 
     ``effect`` is the mean over matched pairs of the rows' difference; ``sentence_low|high`` the paired
     bootstrap interval over validation sentences of the pairs' mean difference (NaN without stored
-    predictions); ``seed_low|high`` the t-interval across pairs (NaN below two pairs); ``verdict`` one
+    predictions); ``seed_low|high`` the t-interval across seeds of each seed's mean difference (NaN below
+    two seeds); ``verdict`` one
     sentence from the sentence interval (:func:`raydetox.stats.verdict`).
     """
     results_dir = Path(results_dir)
@@ -213,18 +222,21 @@ def ablation_effects(
         for metric, column in EFFECT_METRICS.items():
             if metric not in df:
                 continue
-            diffs = pd.DataFrame({"group": 0, "diff": [float(df.at[i, metric]) - float(df.at[j, metric])
-                                                        for i, j in pairs]})
-            across = seed_summary(diffs, "group", ["diff"], confidence=confidence).iloc[0]
+            diffs = pd.DataFrame({"seed": [_seed(df.loc[i]) for i, _ in pairs],
+                                  "diff": [float(df.at[i, metric]) - float(df.at[j, metric]) for i, j in pairs]})
+            # Across seeds: each seed's mean difference over its pairs is one run of the experiment.
+            per_seed = diffs.groupby("seed", sort=True)["diff"].mean().to_frame().assign(group=0)
+            across = seed_summary(per_seed, "group", ["diff"], confidence=confidence).iloc[0]
             low, high, n = _sentence_interval(results_dir, df, pairs, column, str(results_dir),
                                               confidence=confidence, n_resamples=n_resamples, seed=seed)
-            said = verdict(Interval(float(across["mean"]), low, high, confidence, n), metric.removeprefix("eval_"),
-                           f"{factor} on", f"{factor} off", higher_is_better=metric not in LOWER_IS_BETTER)
+            effect, name = float(diffs["diff"].mean()), metric.removeprefix("eval_")
+            said = verdict(Interval(effect, low, high, confidence, n), name, f"{factor} on", f"{factor} off",
+                           higher_is_better=metric not in LOWER_IS_BETTER)
             records.append({
-                "factor": factor, "metric": metric.removeprefix("eval_"), "pairs": len(pairs),
+                "factor": factor, "metric": name, "pairs": len(pairs),
                 "on_mean": float(np.mean([df.at[i, metric] for i, _ in pairs])),
                 "off_mean": float(np.mean([df.at[j, metric] for _, j in pairs])),
-                "effect": float(across["mean"]), "sentences": n, "sentence_low": low, "sentence_high": high,
+                "effect": effect, "seeds": int(across["n"]), "sentences": n, "sentence_low": low, "sentence_high": high,
                 "seed_low": float(across["low"]), "seed_high": float(across["high"]), "verdict": said.text,
             })
     return pd.DataFrame.from_records(records, columns=list(EFFECT_COLUMNS))
@@ -237,7 +249,7 @@ def ablation_markdown(effects: pd.DataFrame, plot: Path | None) -> list[str]:
         "## Ablations (effect = on − off, matched on the other factors, the variant and the seed)",
         "",
         "Decode rows (final weights). `sentence_low|high`: 95% paired bootstrap over the validation sentences; "
-        "`seed_low|high`: 95% t-interval across the matched pairs (seeds; none below two). Lower copy rate is "
+        "`seed_low|high`: 95% t-interval across seeds (none below two). `pairs`: matched row pairs. Lower copy rate is "
         "better; higher J and BERTScore are.",
         "",
         table.to_markdown(index=False, floatfmt=".4f"),

@@ -142,7 +142,7 @@ def _crafted_sweep(tmp_path: Path, n: int = 80, seeds: tuple[int, ...] = (0, 1, 
                 write_predictions(frame.sample(frac=1, random_state=seed), tmp_path / rel)  # any row order
                 rows.append({
                     "trial_id": trial, "phase": "decode", "stage_index": 2, "toxic_penalty": toxic,
-                    "copy_penalty": copy, "config/seed": seed, "config/ablation_cleaning": cleaning,
+                    "copy_penalty": copy, "seed": seed, "config/seed": seed, "config/ablation_cleaning": cleaning,
                     "config/variant/ordering": "easy>full", "ablation_cleaning": cleaning,
                     "ablation_decoding_controls": controls, "predictions": rel, "eval_copy_rate": copies.mean(),
                     "eval_j": j.mean(), "eval_bertscore_f1": bs.mean(),
@@ -167,7 +167,7 @@ def test_effect_table_has_the_known_sign_and_interval(tmp_path: Path) -> None:
                                    for m in ("copy_rate", "j", "bertscore_f1")]
     j = effects.loc[("cleaning", "j")]
     assert j["effect"] == pytest.approx(0.1, abs=0.005) and 0.09 < j["sentence_low"] < 0.1 < j["sentence_high"] < 0.11
-    assert 0 < j["seed_low"] < 0.1 < j["seed_high"] and j["pairs"] == 6 and j["sentences"] == 80
+    assert 0 < j["seed_low"] < 0.1 < j["seed_high"] and j["pairs"] == 6 and j["seeds"] == 3 and j["sentences"] == 80
     assert "cleaning on is significantly better than cleaning off on j" in j["verdict"]
     copy = effects.loc[("cleaning", "copy_rate")]
     assert copy["effect"] == pytest.approx(-0.25) and copy["sentence_high"] < 0
@@ -175,9 +175,9 @@ def test_effect_table_has_the_known_sign_and_interval(tmp_path: Path) -> None:
     noise = effects.loc[("decoding_controls", "bertscore_f1")]
     assert noise["sentence_low"] < 0 < noise["sentence_high"] and abs(noise["effect"]) < 0.01
     assert "significantly" not in noise["verdict"]
-    # The sentence interval is of the mean over pairs: it is the paired bootstrap of those means.
-    assert effects.loc[("decoding_controls", "j"), "on_mean"] == pytest.approx(
-        df.loc[[i for i, _ in matched_pairs(df, "decoding_controls", ["cleaning", "decoding_controls"])], "eval_j"].mean())
+    # The "on" mean is over the "on" rows of the matched pairs (both decoding arms' cleaning arms).
+    on_rows = [i for i, _ in matched_pairs(df, "decoding_controls", ["cleaning", "decoding_controls"])]
+    assert effects.loc[("decoding_controls", "j"), "on_mean"] == pytest.approx(df.loc[on_rows, "eval_j"].mean())
 
 
 def test_effect_table_without_stored_predictions_keeps_the_seed_interval(tmp_path: Path) -> None:
@@ -197,3 +197,63 @@ def test_effect_table_on_a_sweep_without_both_arms_is_one_error(tmp_path: Path) 
         ablation_effects(df[df["ablation_cleaning"] == "on"], sweep, tmp_path)
     with pytest.raises(ResultsError, match=r"no arm column\(s\) \['ablation_curriculum'\]"):
         matched_pairs(df, "cleaning", ["cleaning", "curriculum"])
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def _ray_stopped():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_tiny_ablation_sweep_writes_the_ablation_table(
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path, _ray_stopped: None
+) -> None:
+    from raydetox.analysis import analyze
+    from raydetox.results import load_results
+    from raydetox.sweep import decode_grid, run_sweep
+
+    cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache, rows_per_lang=40, **{
+        "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": False, "sweep.seeds": [0],
+        "sweep.toxic_penalty": [0.0], "sweep.copy_penalty": [0.0], "sweep.max_degenerate_rate": 1.0,
+        "sweep.ablations": {"factors": ["cleaning", "decoding_controls"]}, "cleaning.drop_already_neutral": True,
+        "ray.cpus_per_worker": 1.0,
+    })
+    assert decode_grid(cfg) == [[0.0, 0.0], [float("inf"), 1.0]]  # the "off" arm was in the grid already
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == 2 and not [r for r in results if r.error]
+    exp_dir = tmp_path / "sweeps" / cfg.name
+    df = load_results(exp_dir)
+    # 2 trials (cleaning on/off) × (2 stage rows + 2 decode rows); each row records its arms.
+    assert len(df) == 8 and sorted(df.groupby("ablation_cleaning").size()) == [4, 4]
+    decode = df[df["phase"] == "decode"].set_index(["ablation_cleaning", "ablation_decoding_controls"])
+    assert sorted(decode.index) == [("off", "off"), ("off", "on"), ("on", "off"), ("on", "on")]
+    assert decode.loc[("on", "on"), "toxic_penalty"] == float("inf")
+    # Each trial trained on its arm's data: the first stage's examples are its arm's easy bucket.
+    first = df[(df["phase"] == "stage") & (df["stage_index"] == 1)].set_index("ablation_cleaning")
+    for arm, folder in (("on", "data"), ("off", CLEANING_OFF_DATA_DIR)):
+        easy = pd.read_parquet(exp_dir / folder / "stages" / "easy.parquet")
+        assert first.loc[arm, "stage_examples"] == len(easy)
+    assert first.loc["off", "stage_examples"] != first.loc["on", "stage_examples"]
+    report = analyze(exp_dir)
+    effects = pd.read_csv(report.out_dir / "ablations.csv")
+    assert list(zip(effects["factor"], effects["metric"])) == [
+        (f, m) for f in ("cleaning", "decoding_controls") for m in ("copy_rate", "j", "bertscore_f1")]
+    assert (effects["pairs"] == 2).all() and (effects["seeds"] == 1).all() and (effects["sentences"] > 30).all()
+    assert effects["sentence_low"].le(effects["effect"]).all() and effects["effect"].le(effects["sentence_high"]).all()
+    assert effects["seed_low"].isna().all()  # one seed: no interval across seeds
+    # The effect is the rows' own difference (no arm mixed up): recomputed from the rows.
+    on, off = decode.loc[("on", "off"), "eval_j"], decode.loc[("off", "off"), "eval_j"]
+    on2, off2 = decode.loc[("on", "on"), "eval_j"], decode.loc[("off", "on"), "eval_j"]
+    cleaning_j = effects[(effects["factor"] == "cleaning") & (effects["metric"] == "j")].iloc[0]
+    assert cleaning_j["effect"] == pytest.approx(((on - off) + (on2 - off2)) / 2)
+    text = report.report.read_text()
+    assert "## Ablations" in text and "![ablations](ablations.png)" in text
+    assert (report.out_dir / "ablations.png").is_file()
+    assert "ablations (on − off" in report.summary()
