@@ -180,6 +180,34 @@ def test_effect_table_has_the_known_sign_and_interval(tmp_path: Path) -> None:
     assert effects.loc[("decoding_controls", "j"), "on_mean"] == pytest.approx(df.loc[on_rows, "eval_j"].mean())
 
 
+def test_curriculum_pairs_each_curriculum_variant_with_the_baseline_of_its_seed_and_arms(tmp_path: Path) -> None:
+    rows = []
+    for seed in (0, 1):
+        variants = (("easy>full", False, 0.30), ("hard>full", False, 0.34), ("baseline:full", True, 0.2))
+        for ordering, baseline, j in variants:
+            for controls, toxic in (("on", float("inf")), ("off", 0.0)):
+                rows.append({
+                    "trial_id": f"{ordering}-{seed}", "phase": "decode", "stage_index": 1 if baseline else 2,
+                    "toxic_penalty": toxic, "copy_penalty": 0.0, "seed": seed, "config/seed": seed,
+                    "config/variant/ordering": ordering, "config/variant/is_baseline": baseline,
+                    "ablation_curriculum": "off" if baseline else "on", "ablation_decoding_controls": controls,
+                    "eval_j": j + 0.01 * seed + (0.05 if controls == "on" else 0.0),
+                })
+    df = pd.DataFrame(rows)
+    factors = ["curriculum", "decoding_controls"]
+    pairs = matched_pairs(df, "curriculum", factors)
+    assert len(pairs) == 8  # 2 seeds × 2 decoding arms × 2 curriculum variants, each against its baseline
+    for i, j in pairs:
+        assert df.at[j, "config/variant/is_baseline"] and not df.at[i, "config/variant/is_baseline"]
+        assert (df.at[i, "seed"], df.at[i, "toxic_penalty"]) == (df.at[j, "seed"], df.at[j, "toxic_penalty"])
+    assert len(matched_pairs(df, "decoding_controls", factors)) == 6  # within each trial
+    sweep = _sweep_cfg(ablations={"factors": factors, "decoding_controls": {"copy_penalty": 0.0}}).sweep
+    effects = ablation_effects(df, sweep, tmp_path, n_resamples=500).set_index(["factor", "metric"])
+    assert effects.loc[("curriculum", "j"), "effect"] == pytest.approx(0.12)
+    assert effects.loc[("decoding_controls", "j"), "effect"] == pytest.approx(0.05)
+    assert effects.loc[("curriculum", "j"), "seeds"] == 2
+
+
 def test_effect_table_without_stored_predictions_keeps_the_seed_interval(tmp_path: Path) -> None:
     df = _crafted_sweep(tmp_path).drop(columns="predictions")
     sweep = _sweep_cfg(ablations={"factors": ["cleaning", "decoding_controls"]}).sweep
