@@ -4,7 +4,8 @@ A trial reports one row per finished stage (``phase: stage``) and one row per de
 scored on its final weights (``phase: decode``). Trials build their rows with :func:`stage_row` and
 :func:`decode_row`; analysis reads them with :func:`load_results`. Both sides use the same key columns,
 the same objective (:func:`objective_value`) and the same schedule of a trial (:func:`trial_schedule`),
-so the writer and the reader cannot drift apart.
+so the writer and the reader cannot drift apart. Under ``sweep.ablations`` a row also records its arm
+("on"/"off") of each ablated factor in ``ablation_<factor>`` (:func:`ablation_column`).
 
 This module imports only the config and pandas: analysis can read a sweep without torch or Ray.
 """

@@ -225,6 +225,13 @@ def test_effect_table_on_a_sweep_without_both_arms_is_one_error(tmp_path: Path) 
         ablation_effects(df[df["ablation_cleaning"] == "on"], sweep, tmp_path)
     with pytest.raises(ResultsError, match=r"no arm column\(s\) \['ablation_curriculum'\]"):
         matched_pairs(df, "cleaning", ["cleaning", "curriculum"])
+    # Two arms scored on different sentences are not paired: refused, naming the trials.
+    from raydetox.results import read_predictions
+
+    path = tmp_path / df.loc[0, "predictions"]
+    write_predictions(read_predictions(path).iloc[1:].assign(references=json.dumps(["y"])), path)
+    with pytest.raises(ResultsError, match="predictions of trials t0on and t0off hold different sentences"):
+        ablation_effects(df, sweep, tmp_path, n_resamples=100)
 
 
 # ------------------------------------------------------------------------------------------- end to end
