@@ -113,6 +113,28 @@ def test_cleaning_arms_are_prepared_once_with_identical_evaluation_rows(
         check_paired(on, off)
 
 
+def test_multi_reference_data_whose_arms_would_need_two_bases_is_one_error(
+    shared_data: Path, tmp_path: Path, embedded_cache: Path
+) -> None:
+    """English ParaDetox has up to 3 references a row: cleaning drops some rows with their extra references,
+    so the uncleaned arm's training texts differ, and the arms would not share one embedded base."""
+    from raydetox.data.io import DataError
+    from raydetox.data.prepare import prepare
+
+    for expand in (False, True):
+        cfg = tiny_config(shared_data / "paradetox" / "paradetox.tsv", tmp_path / "runs", embedded_cache,
+                          rows_per_lang=300, **{"sweep.ablations": {"factors": ["cleaning"]},
+                                                "data.default_lang": "en", "data.expand_refs": expand})
+        sweep_dir = tmp_path / f"expand-{expand}"
+        on = prepare(cfg, sweep_dir / "data")
+        if not expand:
+            with pytest.raises(DataError, match="data-cleaning-off: the uncleaned arm's training texts differ.*"
+                                                "data.expand_refs: true"):
+                prepare_arms(cfg, sweep_dir, on)
+        else:  # one training row per reference: the arms' texts agree
+            assert set(prepare_arms(cfg, sweep_dir, on)) == {"on", "off"}
+
+
 # ---------------------------------------------------------------------------------------- effect table
 
 
