@@ -218,11 +218,13 @@ def ablation_effects(
     records: list[dict[str, Any]] = []
     for factor in all_factors:
         pairs = matched_pairs(df, factor, all_factors)
-        if not pairs:
-            raise ResultsError(f"{results_dir}: no pair of rows differs only in '{factor}': the sweep has not "
-                               "finished both arms of any trial yet")
         for metric, column in EFFECT_METRICS.items():
             if metric not in df:
+                continue
+            if not pairs:  # a sweep still running, or one whose trials of an arm failed
+                records.append({"factor": factor, "metric": metric.removeprefix("eval_"), "pairs": 0, "seeds": 0,
+                                "sentences": 0, "verdict": f"No pair of rows differs only in {factor} (yet): "
+                                "no effect to estimate."})
                 continue
             diffs = pd.DataFrame({"seed": [_seed(df.loc[i]) for i, _ in pairs],
                                   "diff": [float(df.at[i, metric]) - float(df.at[j, metric]) for i, j in pairs]})

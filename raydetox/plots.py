@@ -135,8 +135,9 @@ def plot_penalty_heatmap(
 def plot_ablation_effects(effects: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Each ablated factor's effect (on − off) with its paired sentence interval (bar) and its interval
     across seeds (thin line, when there are two pairs or more), one panel per metric (PNG)."""
+    effects = effects.dropna(subset=["effect"])
     if effects.empty:
-        raise ValueError("no ablation effects to plot")
+        raise ValueError("no ablation effect to plot (no matched pair of rows yet)")
     plt = _pyplot()
     metrics = list(dict.fromkeys(effects["metric"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.6 + 0.7 * effects["factor"].nunique()),

@@ -238,13 +238,22 @@ def test_effect_table_without_stored_predictions_keeps_the_seed_interval(tmp_pat
     assert effects["verdict"].str.startswith("Cannot tell").all()
 
 
-def test_effect_table_on_a_sweep_without_both_arms_is_one_error(tmp_path: Path) -> None:
+def test_effect_table_of_a_partial_sweep_and_unpaired_predictions(tmp_path: Path) -> None:
     from raydetox.errors import ResultsError
 
     df = _crafted_sweep(tmp_path)
     sweep = _sweep_cfg(ablations={"factors": ["cleaning", "decoding_controls"]}).sweep
-    with pytest.raises(ResultsError, match="no pair of rows differs only in 'cleaning'"):
-        ablation_effects(df[df["ablation_cleaning"] == "on"], sweep, tmp_path)
+    # A sweep that has not finished both arms of a factor yet: its rows say so, the others are estimated.
+    partial = ablation_effects(df[df["ablation_cleaning"] == "on"], sweep, tmp_path, n_resamples=100)
+    cleaning = partial[partial["factor"] == "cleaning"]
+    assert (cleaning["pairs"] == 0).all() and cleaning["effect"].isna().all()
+    assert cleaning["verdict"].str.startswith("No pair of rows differs only in cleaning (yet)").all()
+    assert partial.loc[partial["factor"] == "decoding_controls", "effect"].notna().all()
+    from raydetox.plots import plot_ablation_effects
+
+    assert plot_ablation_effects(partial, tmp_path / "partial.png").is_file()
+    with pytest.raises(ValueError, match="no ablation effect to plot"):
+        plot_ablation_effects(cleaning, tmp_path / "none.png")
     with pytest.raises(ResultsError, match=r"no arm column\(s\) \['ablation_curriculum'\]"):
         matched_pairs(df, "cleaning", ["cleaning", "curriculum"])
     # Two arms scored on different sentences are not paired: refused, naming the trials.
