@@ -133,8 +133,9 @@ def plot_penalty_heatmap(
 
 
 def plot_ablation_effects(effects: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Each ablated factor's effect (on − off) with its paired sentence interval (bar) and its interval
-    across seeds (thin line, when there are two pairs or more), one panel per metric (PNG)."""
+    """Each ablated factor's effect (on − off) with its paired sentence interval (error bar; green: "on" is
+    significantly better, red: worse, grey: neither) and its interval across seeds (a blue line, from two
+    seeds), one panel per metric (PNG)."""
     effects = effects.dropna(subset=["effect"])
     if effects.empty:
         raise ValueError("no ablation effect to plot (no matched pair of rows yet)")
@@ -148,7 +149,10 @@ def plot_ablation_effects(effects: pd.DataFrame, path: str | os.PathLike[str]) -
         est = rows["effect"].to_numpy(float)
         low, high = rows["sentence_low"].to_numpy(float), rows["sentence_high"].to_numpy(float)
         err = np.vstack([est - low, high - est])
-        ax.barh(y, est, color=["tab:green" if v else "tab:grey" for v in (low > 0) | (high < 0)], alpha=0.7)
+        better = (high < 0) if metric == "copy_rate" else (low > 0)
+        worse = (low > 0) if metric == "copy_rate" else (high < 0)
+        colors = np.where(better, "tab:green", np.where(worse, "tab:red", "tab:grey"))
+        ax.barh(y, est, color=colors, alpha=0.7)
         ax.errorbar(est, y, xerr=np.where(np.isfinite(err), err, 0), fmt="none", ecolor="black", capsize=4)
         seeds = np.isfinite(rows["seed_low"].to_numpy(float))
         if seeds.any():
