@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from raydetox.ablation import ablation_effects, ablation_markdown
 from raydetox.config import ExperimentConfig, SweepConfig, config_to_dict, dump_config, load_config
 from raydetox.errors import ResultsError
-from raydetox.plots import label, plot_penalty_heatmap, plot_pareto, plot_stage_curves
+from raydetox.plots import label, plot_ablation_effects, plot_penalty_heatmap, plot_pareto, plot_stage_curves
 from raydetox.results import (
     DESCRIBE_COLUMNS,
     EXPERIMENT_FILE,
@@ -70,6 +71,7 @@ class AnalysisReport:
     refusal_note: str = ""
     best_checkpoint: Path | None = None
     confirmation: Confirmation | None = None
+    ablations: pd.DataFrame | None = None  # each ablated factor's effect (sweep.ablations), else None
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -90,6 +92,10 @@ class AnalysisReport:
                 f"BERTScore {base.get('eval_bertscore_f1', np.nan):.4f}"
             )
         lines += [f"best config: {self.best_config}", f"best checkpoint: {self.best_checkpoint or 'not on disk'}"]
+        if self.ablations is not None:
+            lines.append(f"ablations (on − off, 95% paired interval over sentences): {self.out_dir / 'ablations.csv'}")
+            lines += [f"  {r.factor:<17} {r.metric:<12} {r.effect:+.4f} [{r.sentence_low:+.4f}, {r.sentence_high:+.4f}]"
+                      for r in self.ablations.itertuples(index=False)]
         if self.confirmation is not None:
             lines.append(f"confirmation: {self.confirmation.paths['csv']}")
         lines.append(f"report: {self.report}")
@@ -222,6 +228,11 @@ def analyze(
         "pareto": lambda p: plot_pareto(df, p, best=best, copy_rate_bound=bound),
         "penalty_heatmap": lambda p: plot_penalty_heatmap(df, p, trial_id=best["trial_id"] if best_decoded else None),
     }
+    effects: pd.DataFrame | None = None
+    if experiment.sweep.ablations is not None:
+        effects = ablation_effects(df, experiment.sweep, results_dir)
+        effects.to_csv(out_dir / "ablations.csv", index=False)
+        plot_jobs["ablations"] = lambda p: plot_ablation_effects(effects, p)
     plots: dict[str, Path | None] = {}
     plot_notes: dict[str, str] = {}
     for name, draw in plot_jobs.items():
@@ -248,6 +259,7 @@ def analyze(
         variants=variants,
         refusal_note=refusal_note,
         best_checkpoint=checkpoint,
+        ablations=effects,
     )
     text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
                             _disk_breakdown(results_dir, [out_dir]))
@@ -397,6 +409,7 @@ def _report_markdown(
             base_table = language_table(df, report.baseline)
             parts += ["## Baseline per language", "", base_table.to_markdown(floatfmt=".4f"), ""]
     parts += [
+        *(ablation_markdown(report.ablations, report.plots.get("ablations")) if report.ablations is not None else []),
         *_judge_section(report.results_dir),
         *_samples_section(report.results_dir, best, report.baseline, experiment.metrics.samples_per_lang),
         "## Variants ranked by mean objective across seeds (top 10)",
@@ -415,6 +428,8 @@ def _report_markdown(
         "",
     ]
     for name, path in report.plots.items():
+        if name == "ablations" and path is not None:
+            continue  # shown in its section
         parts.append(f"![{name}]({path.name})" if path is not None else f"- {name}: not drawn ({plot_notes[name]})")
     parts += [
         "",

@@ -465,6 +465,45 @@ class MetricsConfig:
     judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
 
 
+AblationFactor = Literal["cleaning", "curriculum", "decoding_controls"]
+"""A factor ``sweep.ablations`` switches on and off (see raydetox.ablation)."""
+ABLATION_FACTORS: tuple[str, ...] = get_args(AblationFactor)
+
+
+@dataclass(config=_STRICT)
+class DecodingControlsConfig:
+    """The logits penalties of the ``decoding_controls`` ablation arm "on" ("off": both 0)."""
+
+    toxic_penalty: Penalty = math.inf
+    copy_penalty: Penalty = 1.0
+
+    @model_validator(mode="after")
+    def _something_on(self) -> "DecodingControlsConfig":
+        for name in ("toxic_penalty", "copy_penalty"):
+            if not getattr(self, name) >= 0:
+                raise _invalid(name, f"must be >= 0 (inf bans), got {getattr(self, name)!r}")
+        if self.toxic_penalty == 0 and self.copy_penalty == 0:
+            raise _invalid("toxic_penalty", "both penalties are 0: the arm 'on' would equal 'off'")
+        return self
+
+
+@dataclass(config=_STRICT)
+class AblationConfig:
+    """Factors switched on/off in a full factorial, crossed with ``sweep.seeds``: ``cleaning`` (of the
+    training rows; evaluation rows stay the cleaned ones), ``curriculum`` (off = the baseline schedule),
+    ``decoding_controls`` (the penalties of ``decoding_controls`` vs none)."""
+
+    factors: Annotated[list[AblationFactor], Field(min_length=1)]
+    decoding_controls: DecodingControlsConfig = dataclasses.field(default_factory=DecodingControlsConfig)
+
+    @field_validator("factors")
+    @classmethod
+    def _distinct_factors(cls, v: list[str]) -> list[str]:
+        if len(set(v)) < len(v):
+            raise ValueError(f"a factor is listed twice in {v}")
+        return v
+
+
 @dataclass(config=_STRICT)
 class SweepConfig:
     """Ray Tune search space and scheduling."""
@@ -498,6 +537,18 @@ class SweepConfig:
     # True: every penalty combination is scored on each trial's final weights (no retraining).
     # False: each combination is a trial of its own that trains again (the naive way; for comparisons).
     decode_reuse: bool = True
+    # Ablation factors switched on/off in every combination (null: no ablation axis); see AblationConfig.
+    ablations: AblationConfig | None = None
+
+    @model_validator(mode="after")
+    def _ablation_needs_its_arms(self) -> "SweepConfig":
+        factors = self.ablations.factors if self.ablations is not None else []
+        if "curriculum" in factors and not self.include_baseline:
+            raise _invalid("ablations", "factor 'curriculum' compares with the baseline schedule: "
+                           "needs sweep.include_baseline: true")
+        if factors and not self.decode_reuse:
+            raise _invalid("ablations", "needs sweep.decode_reuse: true (every arm is decoded on the same weights)")
+        return self
 
     @field_validator("orderings")
     @classmethod

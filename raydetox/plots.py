@@ -143,6 +143,43 @@ def plot_penalty_heatmap(
     return _save(fig, path)
 
 
+def plot_ablation_effects(effects: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Each ablated factor's effect (on − off) with its paired sentence interval (error bar; green: "on" is
+    significantly better, red: worse, grey: neither) and its interval across seeds (a blue line, from two
+    seeds), one panel per metric (PNG)."""
+    effects = effects.dropna(subset=["effect"])
+    if effects.empty:
+        raise ValueError("no ablation effect to plot (no matched pair of rows yet)")
+    plt = _pyplot()
+    metrics = list(dict.fromkeys(effects["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.6 + 0.7 * effects["factor"].nunique()),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = effects[effects["metric"] == metric].reset_index(drop=True)
+        y = np.arange(len(rows))
+        est = rows["effect"].to_numpy(float)
+        low, high = rows["sentence_low"].to_numpy(float), rows["sentence_high"].to_numpy(float)
+        err = np.vstack([est - low, high - est])
+        better = (high < 0) if metric == "copy_rate" else (low > 0)
+        worse = (low > 0) if metric == "copy_rate" else (high < 0)
+        colors = np.where(better, "tab:green", np.where(worse, "tab:red", "tab:grey"))
+        ax.barh(y, est, color=colors, alpha=0.7)
+        ax.errorbar(est, y, xerr=np.where(np.isfinite(err), err, 0), fmt="none", ecolor="black", capsize=4)
+        seeds = np.isfinite(rows["seed_low"].to_numpy(float))
+        if seeds.any():
+            ax.hlines(y[seeds] + 0.3, rows["seed_low"][seeds], rows["seed_high"][seeds], color="tab:blue",
+                      label="across seeds")
+            ax.legend(fontsize=7, loc="best")
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, rows["factor"])
+        ax.set_xlabel(f"{metric}: on − off")
+        ax.set_title(metric + (" (lower is better)" if metric == "copy_rate" else ""))
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("ablation effects, 95% paired intervals over sentences")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=110)

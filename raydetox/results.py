@@ -4,7 +4,8 @@ A trial reports one row per finished stage (``phase: stage``) and one row per de
 scored on its final weights (``phase: decode``). Trials build their rows with :func:`stage_row` and
 :func:`decode_row`; analysis reads them with :func:`load_results`. Both sides use the same key columns,
 the same objective (:func:`objective_value`) and the same schedule of a trial (:func:`trial_schedule`),
-so the writer and the reader cannot drift apart.
+so the writer and the reader cannot drift apart. Under ``sweep.ablations`` a row also records its arm
+("on"/"off") of each ablated factor in ``ablation_<factor>`` (:func:`ablation_column`).
 
 This module imports only the config and pandas: analysis can read a sweep without torch or Ray.
 """
@@ -45,6 +46,27 @@ def trial_dir_name(trial_id: str) -> str:
 def train_run_name(trial_id: str) -> str:
     """The Ray Train run of a trial, under ``RESULTS_DIR/TRAIN_DIR``."""
     return f"train-{trial_id}"
+# A cleaning ablation's uncleaned-training-rows arm is prepared once, beside DATA_DIR (the cleaned arm).
+CLEANING_OFF_DATA_DIR = "data-cleaning-off"
+ARMS: tuple[str, ...] = ("on", "off")
+
+
+def ablation_column(factor: str) -> str:
+    """The column of a row that records its arm ("on"/"off") of an ablation factor."""
+    return f"ablation_{factor}"
+
+
+def decoding_arm(toxic_penalty: float, copy_penalty: float, sweep: SweepConfig) -> dict[str, Any]:
+    """The ``decoding_controls`` arm of a row scored with these penalties: "on" at the ablation's
+    penalties, "off" at none, ``None`` elsewhere in the grid; empty when the factor is not ablated."""
+    if sweep.ablations is None or "decoding_controls" not in sweep.ablations.factors:
+        return {}
+    on = sweep.ablations.decoding_controls
+    arm = ("on" if (toxic_penalty, copy_penalty) == (on.toxic_penalty, on.copy_penalty)
+           else "off" if toxic_penalty == 0 and copy_penalty == 0 else None)
+    return {ablation_column("decoding_controls"): arm}
+
+
 PHASES: tuple[str, ...] = ("stage", "decode")
 # A report must carry these to be a row; Tune-only or non-rank-0 reports lack ``phase`` and are skipped.
 KEY_COLUMNS: tuple[str, ...] = ("trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty")
@@ -262,6 +284,7 @@ def stage_row(
         "lr_applied": result["lr_applied"],
         **trained_on,
         **meta,
+        **decoding_arm(toxic_penalty, copy_penalty, sweep),
         **metrics,
         "objective": objective_value(metrics, sweep),
     }
@@ -288,6 +311,7 @@ def decode_row(
         "decode_seconds": seconds,
         "decode_reused": reused,
         **meta,
+        **decoding_arm(toxic_penalty, copy_penalty, sweep),
         **metrics,
         "objective": objective_value(metrics, sweep),
     }

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from raydetox import ablation
 from raydetox.config import STAGES, ConfigError, ExperimentConfig, dump_config, load_config
 from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
@@ -109,7 +110,8 @@ def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
 
 def decode_grid(cfg: ExperimentConfig) -> list[list[float]]:
     """Every (toxic_penalty, copy_penalty) pair evaluated on each trial's final weights."""
-    return [[float(t), float(c)] for t, c in itertools.product(cfg.sweep.toxic_penalty, cfg.sweep.copy_penalty)]
+    grid = [[float(t), float(c)] for t, c in itertools.product(cfg.sweep.toxic_penalty, cfg.sweep.copy_penalty)]
+    return grid + [arm for arm in ablation.decode_settings(cfg.sweep) if arm not in grid]
 
 
 def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -137,6 +139,8 @@ def param_space(cfg: ExperimentConfig) -> dict[str, Any]:
         space["lora_r"] = tune.grid_search(list(cfg.sweep.lora_r)) if cfg.sweep.search_alg == "grid" else tune.choice(
             list(cfg.sweep.lora_r)
         )
+    for key, arms in ablation.search_space(cfg.sweep).items():
+        space[key] = tune.grid_search(arms) if cfg.sweep.search_alg == "grid" else tune.choice(arms)
     if cfg.sweep.seeds:
         seeds = [int(x) for x in cfg.sweep.seeds]
         space["seed"] = tune.grid_search(seeds) if cfg.sweep.search_alg == "grid" else tune.choice(seeds)
@@ -165,9 +169,11 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
     if ray_cfg["use_gpu"]:
         per_worker["GPU"] = 1.0
+    arms = ablation.trial_arms(config, setup.get("ablation_factors", ()))
     loop_config = {
         "experiment": experiment,
-        "prepared_dir": setup["prepared_dir"],
+        # the trial's cleaning arm picks its prepared data (one dir without a cleaning ablation)
+        "prepared_dir": setup.get("prepared_dirs", {}).get(arms.get("ablation_cleaning", "on"), setup["prepared_dir"]),
         "schedule": trial_schedule(config),
         # decode_reuse off: the trial scores only its own penalty combination.
         "decode_grid": [list(config["decode"])] if "decode" in config else setup["decode_grid"],
@@ -180,6 +186,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             "is_baseline": config["variant"]["is_baseline"],
             "pacing": pacing,
             "seed": int(experiment["training"]["seed"]),
+            **arms,
         },
     }
     if setup.get("fail_once_at_stage") is not None:
@@ -394,6 +401,7 @@ def run_sweep(
         from raydetox.judge import judge_for
 
         judge_for(cfg, prepared)  # likewise the toxicity judge (trials load it from the pointer it leaves)
+    prepared_dirs = ablation.prepare_arms(cfg, local_dir, prepared)  # each cleaning arm's data, prepared once
     _write_experiment_yaml(cfg, storage, name, local_dir)
 
     n_cpus = os.cpu_count() or 1
@@ -403,6 +411,8 @@ def run_sweep(
     setup = {
         "experiment": dataclasses.asdict(cfg),
         "prepared_dir": str(prepared_dir.resolve()),
+        "prepared_dirs": prepared_dirs,
+        "ablation_factors": ablation.factors(cfg.sweep),
         "decode_grid": decode_grid(cfg),
         "train_storage": f"{exp_uri}/{TRAIN_DIR}",
         "max_failures": cfg.sweep.max_failures,

@@ -296,6 +296,36 @@ def clean_pairs(
     return CleanResult(kept=kept, dropped=dropped, counts=_counts(table, marks.reason))
 
 
+def clean_train_apart(
+    pairs: pd.DataFrame,
+    cfg: CleaningConfig,
+    train_cfg: CleaningConfig,
+    lexicon: Lexicon | None = None,
+    drop_unidentified: bool = True,
+) -> CleanResult:
+    """The train split's rows as :func:`clean_pairs` with ``train_cfg`` leaves them, every other row as
+    with ``cfg``: an ablation of cleaning that keeps the evaluation rows of the cleaned data exactly
+    (both passes see the whole table, so a duplicate of a train row is dropped from evaluation alike)."""
+    if "split" not in pairs.columns:
+        raise ValueError("clean_train_apart: the pairs have no 'split' column (split them first)")
+    table = pairs.reset_index(drop=True)
+    evaluated = clean_pairs(table, cfg, lexicon, drop_unidentified)
+    trained = clean_pairs(table, train_cfg, lexicon, drop_unidentified)
+    train_ids = set(table.loc[table["split"] == "train", "id"].astype(str))
+
+    def pick(frame: pd.DataFrame, train: bool) -> pd.DataFrame:
+        return frame[frame["id"].astype(str).isin(train_ids) == train]
+
+    # Kept rows in the input's order, as clean_pairs keeps them.
+    kept_ids = set(pick(trained.kept, True)["id"].astype(str)) | set(pick(evaluated.kept, False)["id"].astype(str))
+    kept = table[table["id"].astype(str).isin(kept_ids)].reset_index(drop=True)
+    dropped = pd.concat([pick(trained.dropped, True), pick(evaluated.dropped, False)], ignore_index=True)
+    reason = pd.Series(np.nan, index=table.index, dtype=object)
+    by_id = dict(zip(dropped["id"].astype(str), dropped["reason"]))
+    reason[:] = [by_id.get(i, np.nan) for i in table["id"].astype(str)]
+    return CleanResult(kept=kept, dropped=dropped, counts=_counts(table, reason.to_numpy()))
+
+
 def _counts(table: pd.DataFrame, reason: np.ndarray) -> pd.DataFrame:
     """Rows = language, columns = every reason (in rule order) + kept + total."""
     status = pd.Series(reason, dtype=object).fillna("kept")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from raydetox.config import STAGES, ExperimentConfig, dump_config
-from raydetox.data.clean import CleanResult, clean_pairs
+from raydetox.config import STAGES, CleaningConfig, ExperimentConfig, dump_config
+from raydetox.data.clean import CleanResult, clean_pairs, clean_train_apart
 from raydetox.data.curriculum import assign_buckets, score_difficulty, split_pairs, stage_subsets
 from raydetox.data.io import DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
@@ -45,14 +45,18 @@ def _stage_path(out_dir: Path, name: str) -> Path:
     return out_dir / "stages" / f"{name}.parquet"
 
 
-def prepare(cfg: ExperimentConfig, out_dir: str | Path, source: str | None = None) -> PreparedData:
+def prepare(
+    cfg: ExperimentConfig, out_dir: str | Path, source: str | None = None, train_cleaning: CleaningConfig | None = None
+) -> PreparedData:
     """Run the whole data pipeline for ``cfg`` and write its outputs under ``out_dir``.
 
     Writes ``stages/{easy,medium,hard,full,validation,test}.parquet``, ``pairs.parquet`` (every kept row
     with its split, scores and bucket), ``dropped.parquet``/``dropped.csv`` (every dropped row with its
     reason), ``counts.csv``, ``lexicon.json``, ``config.yaml``, ``report.md`` and ``difficulty.png``;
     ``manifest.json`` last, as the mark of success. When cleaning keeps no pair, only the dropped rows and
-    counts are written and a :class:`DataError` names the drop reasons.
+    counts are written and a :class:`DataError` names the drop reasons. ``train_cleaning`` cleans the
+    train split's rows with other rules than ``cfg.cleaning`` (a cleaning ablation): the validation and
+    test rows stay those of ``cfg.cleaning``.
     """
     out = Path(out_dir)
     (out / "stages").mkdir(parents=True, exist_ok=True)
@@ -63,8 +67,10 @@ def prepare(cfg: ExperimentConfig, out_dir: str | Path, source: str | None = Non
     pairs = load_pairs(cfg.data, source)
     pairs = split_pairs(pairs, cfg.split, split_column=cfg.data.split_column)
     lexicon = Lexicon.learn(pairs[pairs["split"] == "train"], cfg.lexicon, base_dir=Path.cwd())
-    cleaned: CleanResult = clean_pairs(
-        pairs, cfg.cleaning, lexicon, drop_unidentified=not cfg.data.keep_unidentified
+    drop_unidentified = not cfg.data.keep_unidentified
+    cleaned: CleanResult = (
+        clean_pairs(pairs, cfg.cleaning, lexicon, drop_unidentified=drop_unidentified) if train_cleaning is None
+        else clean_train_apart(pairs, cfg.cleaning, train_cleaning, lexicon, drop_unidentified=drop_unidentified)
     )
     if cleaned.kept.empty:
         paths = cleaned.write(out)
