@@ -235,7 +235,7 @@ def _generate(run: Run, sets: Sequence[EvalSet], experiment: ExperimentConfig, l
     ids = toxic_token_ids(lexicon, tokenizer, run.decoding)
     return [
         generate(model, tokenizer, list(s.pairs["toxic"]), run.decoding, toxic_token_ids=ids,
-                 max_source_length=experiment.model.max_source_length)
+                 max_source_length=experiment.model.max_source_length, lexicon=lexicon)
         for s in sets
     ]
 

@@ -327,6 +327,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             decoding or self.decoding,
             toxic_token_ids=self.toxic_token_ids,
             max_source_length=self.max_source_length,
+            lexicon=self.scorer.lexicon,
         )
         scores, sentences = self.scorer.score_with_sentences(
             list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
