@@ -499,6 +499,9 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
+    # The `untrained` reference variant: the base model with no stage trained, scored on validation with
+    # every decoding setting of the grid (one trial whatever the seeds and LoRA ranks: none changes it).
+    untrained: bool = True
     # Pacings to search beside the orderings (null: curriculum.pacing only); the baseline is not paced.
     pacing: list[Pacing] | None = None
     # True: every penalty combination is scored on each trial's final weights (no retraining).

@@ -1,7 +1,8 @@
 """The results contract: what every trial reports, and how ``raydetox analyze`` reads it back.
 
 A trial reports one row per finished stage (``phase: stage``) and one row per decoding-penalty setting
-scored on its final weights (``phase: decode``). Trials build their rows with :func:`stage_row` and
+scored on its final weights (``phase: decode``). The ``untrained`` variant's trial trains no stage: its
+rows are decode rows at ``stage_index`` 0, stage and ordering ``untrained``, ``is_untrained`` true. Trials build their rows with :func:`stage_row` and
 :func:`decode_row`; analysis reads them with :func:`load_results`. Both sides use the same key columns,
 the same objective (:func:`objective_value`) and the same schedule of a trial (:func:`trial_schedule`),
 so the writer and the reader cannot drift apart.
@@ -34,6 +35,8 @@ STATE_FILE = "curriculum_state.json"
 TRAIN_DIR = "train"
 CHECKPOINT_GLOB = "checkpoint_*"
 DATA_DIR = "data"
+# The reference variant with no stage trained: its ordering, its rows' stage and the confirmation's system.
+UNTRAINED = "untrained"
 
 
 def trial_dir_name(trial_id: str) -> str:
@@ -377,7 +380,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 raise ResultsError(f"{path}:{number}: row is missing key(s) {missing}")
             _check_types(obj, f"{path}:{number}")
             row = _flatten({k: v for k, v in obj.items() if k != "config"})
-            for key in ("ordering", "is_baseline", "pacing"):  # the contract puts them in rows; older rows: the config
+            for key in ("ordering", "is_baseline", "is_untrained", "pacing"):  # the contract puts them in rows; older rows: the config
                 if key not in row:
                     row[key] = config.get(key, variant.get(key))
             records.append({**row, **config_cols, "schedule": schedule, "trial_dir": trial_dir.name})
