@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from raydetox.config import load_config
-from raydetox.data.prepare import prepare
+from raydetox.config import ExperimentConfig, load_config
+from raydetox.data.prepare import PreparedData, prepare
 from raydetox.experiment import build_trainer, score_reference_systems
 from raydetox.results import SUMMARY_METRICS
 from raydetox.trainer import baseline_schedule
@@ -29,20 +29,30 @@ from raydetox.trainer import baseline_schedule
 PER_LANG = ("copy_rate", "bleu", "chrf", "bertscore_f1", "toxicity", "j")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def data_arguments(doc: str, out: str) -> argparse.ArgumentParser:
+    """The arguments every quality benchmark takes: config, data, output dir and config overrides."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="experiments/quickstart.yaml")
     parser.add_argument("--data", default="../shared/data/multilingual_paradetox")
-    parser.add_argument("--out", default="out/bench-quality")
-    parser.add_argument("--toxic-penalty", type=float, nargs="+", default=[0.0, 2.0, float("inf")])
-    parser.add_argument("--copy-penalty", type=float, nargs="+", default=[0.0, 2.0])
+    parser.add_argument("--out", default=out)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    args = parser.parse_args()
+    return parser
 
+
+def prepared_data(args: argparse.Namespace) -> tuple[ExperimentConfig, PreparedData, Path]:
+    """The config (with ``--data`` and ``--set``), the data it prepares under ``--out``, and ``--out``."""
     overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     cfg = load_config(args.config, {"data.source": args.data, **overrides})
     out = Path(args.out)
-    prepared = prepare(cfg, out / "data")
+    return cfg, prepare(cfg, out / "data"), out
+
+
+def main() -> None:
+    parser = data_arguments(__doc__, "out/bench-quality")
+    parser.add_argument("--toxic-penalty", type=float, nargs="+", default=[0.0, 2.0, float("inf")])
+    parser.add_argument("--copy-penalty", type=float, nargs="+", default=[0.0, 2.0])
+    args = parser.parse_args()
+    cfg, prepared, out = prepared_data(args)
     systems: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {}
     for name, schedule in (("baseline", baseline_schedule(cfg.schedule)), ("curriculum", list(cfg.schedule))):

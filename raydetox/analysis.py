@@ -33,6 +33,7 @@ from raydetox.results import (
     trial_dirs,
 )
 from raydetox.selection import (
+    baseline_mask,
     baseline_row,
     best_config,
     best_row,
@@ -43,6 +44,8 @@ from raydetox.selection import (
     has_language_columns,
     language_table,
     rank_variants,
+    untrained_mask,
+    untrained_row,
     write_checkpoint_note,
 )
 
@@ -72,6 +75,7 @@ class AnalysisReport:
     best_checkpoint: Path | None = None
     confirmation: Confirmation | None = None
     ablations: pd.DataFrame | None = None  # each ablated factor's effect (sweep.ablations), else None
+    untrained: pd.Series | None = None  # the untrained base's best decoding row (sweep.untrained)
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -91,6 +95,14 @@ class AnalysisReport:
                 f"baseline: objective {base['objective']:.4f}, copy rate {base.get('eval_copy_rate', np.nan):.3f}, "
                 f"BERTScore {base.get('eval_bertscore_f1', np.nan):.4f}"
             )
+        if self.untrained is not None:
+            ref = self.untrained
+            lines.append(
+                f"untrained: objective {ref['objective']:.4f}, copy rate {ref.get('eval_copy_rate', np.nan):.3f}, "
+                f"BERTScore {ref.get('eval_bertscore_f1', np.nan):.4f}"
+            )
+        if (reference := reference_winner(self.best)) is not None:
+            lines.append(f"no schedule beat the {reference} on validation")
         lines += [f"best config: {self.best_config}", f"best checkpoint: {self.best_checkpoint or 'not on disk'}"]
         if self.ablations is not None:
             lines.append(f"ablations (on − off, 95% paired interval over sentences): {self.out_dir / 'ablations.csv'}")
@@ -117,17 +129,35 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _side_by_side(baseline: pd.Series | None, best: pd.Series) -> pd.DataFrame:
+def reference_winner(best: pd.Series) -> str | None:
+    """``"untrained base"`` or ``"baseline"`` when the best row is that reference point, else ``None``."""
+    frame = best.to_frame().T
+    if bool(untrained_mask(frame).iloc[0]):
+        return "untrained base"
+    if bool(baseline_mask(frame).iloc[0]):
+        return "baseline"
+    return None
+
+
+def _side_by_side(baseline: pd.Series | None, best: pd.Series, untrained: pd.Series | None = None) -> pd.DataFrame:
     rows = []
     for key in (*DESCRIBE_COLUMNS, *ROW_METRICS):
         if key not in best.index:
             continue
-        base_value = baseline.get(key) if baseline is not None else None
-        delta = ""
-        if key in ROW_METRICS and base_value is not None:
-            delta = _fmt(float(best[key]) - float(base_value))
-        rows.append({"": key, "baseline": _fmt(base_value), "best": _fmt(best[key]), "best − baseline": delta})
-    return pd.DataFrame(rows)
+        row: dict[str, str] = {"": key}
+        for name, ref in (("baseline", baseline), ("untrained", untrained)):
+            value = ref.get(key) if ref is not None else None
+            row[name] = _fmt(value)
+            delta = ""
+            if key in ROW_METRICS and value is not None and not pd.isna(value):
+                delta = _fmt(float(best[key]) - float(value))
+            row[f"best − {name}"] = delta
+        row["best"] = _fmt(best[key])
+        rows.append(row)
+    columns = ["", "baseline", "untrained", "best", "best − baseline", "best − untrained"]
+    if untrained is None:
+        columns = [c for c in columns if "untrained" not in c]
+    return pd.DataFrame(rows)[columns]
 
 
 def _trials_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -201,6 +231,7 @@ def analyze(
         df["objective"] = objective_column(df, sweep)
         best = best_row(df, sweep)
     baseline = baseline_row(df, sweep)
+    untrained = untrained_row(df, sweep)
     variants = rank_variants(df, sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -224,7 +255,7 @@ def analyze(
     bound = sweep.copy_rate_bound if sweep.objective == "bertscore_copy_bound" else None
     best_decoded = bool(((df["trial_id"] == best["trial_id"]) & (df["phase"] == "decode")).any())
     plot_jobs = {
-        "stage_curves": lambda p: plot_stage_curves(df, p, copy_rate_bound=bound),
+        "stage_curves": lambda p: plot_stage_curves(df, p, copy_rate_bound=bound, untrained=_at_run_decoding(df, experiment)),
         "pareto": lambda p: plot_pareto(df, p, best=best, copy_rate_bound=bound),
         "penalty_heatmap": lambda p: plot_penalty_heatmap(df, p, trial_id=best["trial_id"] if best_decoded else None),
     }
@@ -260,6 +291,7 @@ def analyze(
         refusal_note=refusal_note,
         best_checkpoint=checkpoint,
         ablations=effects,
+        untrained=untrained,
     )
     text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
                             _disk_breakdown(results_dir, [out_dir]))
@@ -271,6 +303,13 @@ def analyze(
         report.confirmation = run_confirmation(chosen_rows, out_dir, holdouts)
         report_path.write_text(text + "\n" + confirmation_markdown(report.confirmation), encoding="utf-8")
     return report
+
+
+def _at_run_decoding(df: pd.DataFrame, experiment: ExperimentConfig) -> pd.Series | None:
+    """The untrained row scored with the decoding the stage rows were scored with (the run's own)."""
+    rows = df[untrained_mask(df) & (df["toxic_penalty"] == experiment.decoding.toxic_penalty)
+              & (df["copy_penalty"] == experiment.decoding.copy_penalty)]
+    return rows.iloc[0] if len(rows) else None
 
 
 def _objective_text(cfg: SweepConfig) -> str:
@@ -343,6 +382,23 @@ def _judge_section(results_dir: Path) -> list[str]:
     ]
 
 
+def _checkpoint_text(report: AnalysisReport, experiment: ExperimentConfig) -> str:
+    if reference_winner(report.best) == "untrained base":
+        return (f"Checkpoint: none, the untrained base model (`model.name_or_path: {experiment.model.name_or_path}`) "
+                "with `best_config.yaml`'s decoding.")
+    if report.best_checkpoint is not None:
+        return f"Checkpoint: `{report.best_checkpoint}`. Reuse it: `{detox_command(report.best_checkpoint, report.best_config)}`"
+    return "Checkpoint: not on disk (checkpoint retention removed it); re-train with `raydetox train best_config.yaml`."
+
+
+def _reference_won(best: pd.Series) -> list[str]:
+    """The plain sentence when a reference point is the best row."""
+    reference = reference_winner(best)
+    if reference is None:
+        return []
+    return [f"**No schedule beat the {reference} on validation**: the objective picked the {reference} itself.", ""]
+
+
 def _seed_text(row: pd.Series) -> str:
     n = int(row.get("objective_n", 1) or 1)
     if n < 2:
@@ -352,9 +408,16 @@ def _seed_text(row: pd.Series) -> str:
 
 
 def _variants_table(variants: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The ``top`` variants by mean objective, plus the best baseline and untrained rows below them when
+    they rank lower (reference points are always shown), with each row's rank."""
     cols = [c for c in ("ordering", "phase", "stage_index", "toxic_penalty", "copy_penalty", "objective_n",
                         "objective_mean", "objective_std", "objective_low", "objective_high", "trials") if c in variants]
-    return variants.head(top)[cols].rename(columns={"objective_n": "seeds"})
+    ranked = variants.assign(rank=np.arange(1, len(variants) + 1))
+    shown = ranked.head(top)
+    for mask in (baseline_mask(ranked), untrained_mask(ranked)):
+        if mask.any() and not mask.iloc[:top].any():
+            shown = pd.concat([shown, ranked[mask].head(1)])
+    return shown[["rank", *cols]].rename(columns={"objective_n": "seeds"})
 
 
 def _report_markdown(
@@ -393,16 +456,20 @@ def _report_markdown(
         "",
         schedule.to_markdown(),
         "",
-        (f"Checkpoint: `{report.best_checkpoint}`. Reuse it: `{detox_command(report.best_checkpoint, report.best_config)}`"
-         if report.best_checkpoint is not None else
-         "Checkpoint: not on disk (checkpoint retention removed it); re-train with `raydetox train best_config.yaml`."),
+        _checkpoint_text(report, experiment),
         "",
-        "## Baseline vs best",
+        *_reference_won(best),
+        "## Reference points vs best",
+        "",
+        "The baseline (one `full` stage) and `untrained` (the base model with no stage trained, the same "
+        "decoding grid; `sweep.untrained`) are reference points: always reported, and eligible as best.",
         "",
     ]
     if report.baseline is None:
         parts += ["No baseline trial in this sweep (`sweep.include_baseline: false`).", ""]
-    parts += [_side_by_side(report.baseline, best).to_markdown(index=False, disable_numparse=True), ""]
+    if report.untrained is None:
+        parts += ["No untrained row in this sweep (`sweep.untrained: false`).", ""]
+    parts += [_side_by_side(report.baseline, best, report.untrained).to_markdown(index=False, disable_numparse=True), ""]
     if best_languages is not None:
         parts += ["## Best row per language", "", best_languages.to_markdown(floatfmt=".4f"), ""]
         if report.baseline is not None:
@@ -412,7 +479,7 @@ def _report_markdown(
         *(ablation_markdown(report.ablations, report.plots.get("ablations")) if report.ablations is not None else []),
         *_judge_section(report.results_dir),
         *_samples_section(report.results_dir, best, report.baseline, experiment.metrics.samples_per_lang),
-        "## Variants ranked by mean objective across seeds (top 10)",
+        "## Variants ranked by mean objective across seeds (top 10, and the reference points)",
         "",
         _variants_table(report.variants).to_markdown(index=False, floatfmt=".4f"),
         "",

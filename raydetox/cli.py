@@ -233,7 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pairs, lexicon = _eval_pairs(args, cfg, lexicon)
     outputs = generate(model, tokenizer, list(pairs["toxic"]), cfg.decoding,
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding), max_source_length=cfg.model.max_source_length,
-                       progress=True)
+                       progress=True, lexicon=lexicon)
     judge = None if cfg.metrics.toxicity_classifier else _find_judge(Path(args.model))
     scores, sentences = get_scorer(cfg.metrics, lexicon, judge=judge).score_with_sentences(
         list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"])
@@ -292,7 +292,7 @@ def cmd_detox(args: argparse.Namespace) -> int:
     model, tokenizer = load_trained(args.model)
     outputs = generate(model, tokenizer, inputs.texts, cfg.decoding,
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding) if lexicon else None,
-                       max_source_length=cfg.model.max_source_length)
+                       max_source_length=cfg.model.max_source_length, lexicon=lexicon)
     write_outputs(inputs, outputs, Path(args.out) if args.out else sys.stdout, fmt)
     return 0
 

@@ -367,6 +367,12 @@ class DecodingConfig:
     # Penalise only terms the tokenizer spells in at most this many pieces: the first piece of a
     # long, rare word is often a common prefix ("▁s"), which a ban would remove everywhere.
     toxic_max_pieces: PositiveInt | None = 1
+    # Which tokens toxic_penalty hits: `first_token` (the first piece of every lexicon term, everywhere) or
+    # `every_piece` (each term found in the source, however it is spelt: raydetox.decoding.SourceTermBan).
+    toxic_ban: Literal["first_token", "every_piece"] = "first_token"
+    # every_piece only: added to the token that starts the source word after a banned term, when the
+    # rewrite has just copied the words before it (the model skips the term instead of inventing one).
+    toxic_continuation_bonus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2.0
     repetition_penalty: PositiveFloat | None = None  # 1.0 = off
     encoder_repetition_penalty: PositiveFloat | None = None
     encoder_no_repeat_ngram_size: NonNegativeInt | None = None  # 0 = off
@@ -532,6 +538,9 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
+    # The `untrained` reference variant: the base model with no stage trained, scored on validation with
+    # every decoding setting of the grid (one trial whatever the seeds and LoRA ranks: none changes it).
+    untrained: bool = True
     # Pacings to search beside the orderings (null: curriculum.pacing only); the baseline is not paced.
     pacing: list[Pacing] | None = None
     # True: every penalty combination is scored on each trial's final weights (no retraining).

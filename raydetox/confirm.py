@@ -42,12 +42,12 @@ from raydetox.data.lexicon import Lexicon
 from raydetox.errors import ResultsError
 from raydetox.judge import recorded_judge
 from raydetox.metrics import Scorer, get_scorer, normalize_whitespace, ref_streams, reference_systems, resolve_device
-from raydetox.results import DATA_DIR
-from raydetox.selection import baseline_mask, best_config, checkpoint_of, seed_of, seed_rows
+from raydetox.results import DATA_DIR, UNTRAINED
+from raydetox.selection import baseline_mask, best_config, checkpoint_of, seed_of, seed_rows, untrained_mask
 from raydetox.stats import Interval, Verdict, bootstrap_interval, paired_bootstrap, seed_summary, verdict
 
 TEST_SPLIT = "stages/test.parquet"
-BEST, BASELINE, UNTRAINED, COPY, DELETE = "best", "baseline", "untrained", "copy", "delete"
+BEST, BASELINE, COPY, DELETE = "best", "baseline", "copy", "delete"
 # What the chosen schedule is compared with, in the order the report lists them.
 COMPARED_WITH: tuple[str, ...] = (BASELINE, UNTRAINED, DELETE)
 PRIMARY = "j"
@@ -206,7 +206,12 @@ def systems(chosen: Selection) -> tuple[list[Run], list[str]]:
         chosen.results_dir, chosen.experiment, chosen.df, chosen.best, chosen.baseline)
     notes: list[str] = []
     best_decoding = best_config(experiment, best).decoding
-    runs = _checkpoint_runs(results_dir, df, best, BEST, best_decoding, notes)
+    best_is_untrained = bool(untrained_mask(best.to_frame().T).iloc[0])
+    if best_is_untrained:
+        notes.append("the objective picked the untrained base itself: no schedule beat the untrained base on validation")
+        runs = [Run(BEST, best_decoding)]
+    else:
+        runs = _checkpoint_runs(results_dir, df, best, BEST, best_decoding, notes)
     best_is_baseline = bool(baseline_mask(best.to_frame().T).iloc[0])
     if best_is_baseline:
         notes.append("the objective picked the baseline trial itself: no schedule beat the baseline on validation")
@@ -214,7 +219,8 @@ def systems(chosen: Selection) -> tuple[list[Run], list[str]]:
         runs += _checkpoint_runs(results_dir, df, baseline, BASELINE, best_config(experiment, baseline).decoding, notes)
     else:
         notes.append("no baseline trial in this sweep (sweep.include_baseline: false)")
-    runs += [Run(UNTRAINED, best_decoding), Run(COPY), Run(DELETE)]
+    runs += [] if best_is_untrained else [Run(UNTRAINED, best_decoding)]
+    runs += [Run(COPY), Run(DELETE)]
     return runs, notes
 
 
@@ -226,16 +232,16 @@ def _generate(run: Run, sets: Sequence[EvalSet], experiment: ExperimentConfig, l
             for s in sets
         ]
     from raydetox.decoding import generate
-    from raydetox.experiment import toxic_token_ids
-    from raydetox.modeling import load_base, load_trained
+    from raydetox.experiment import load_untrained, toxic_token_ids
+    from raydetox.modeling import load_trained
 
     assert run.decoding is not None, run
-    model, tokenizer = load_trained(run.checkpoint) if run.checkpoint is not None else load_base(experiment.model)
+    model, tokenizer = load_trained(run.checkpoint) if run.checkpoint is not None else load_untrained(experiment)
     model = model.to(resolve_device())
     ids = toxic_token_ids(lexicon, tokenizer, run.decoding)
     return [
         generate(model, tokenizer, list(s.pairs["toxic"]), run.decoding, toxic_token_ids=ids,
-                 max_source_length=experiment.model.max_source_length)
+                 max_source_length=experiment.model.max_source_length, lexicon=lexicon)
         for s in sets
     ]
 
@@ -479,6 +485,8 @@ def _run_line(runs: list[Run], system: str, row: pd.Series | None) -> str:
     head = (f"- `{system}`: trial `{row['trial_id']}` ({row.get('ordering', '')}), after stage "
             f"{int(row['stage_index'])}, {row['phase']} row, toxic_penalty {decoding.toxic_penalty:g}, "
             f"copy_penalty {decoding.copy_penalty:g}")
+    if mine[0].checkpoint is None:
+        return f"{head}; no checkpoint: the untrained base model"
     if len(mine) == 1:
         return f"{head}; checkpoint `{mine[0].checkpoint}`"
     seeds = "; ".join(f"seed {r.seed}: `{r.checkpoint}`" for r in mine)

@@ -1,6 +1,8 @@
 """Decoding controls (logits processors against toxic tokens and input copying) and batched generation.
 
-The two processors are ordinary :class:`transformers.LogitsProcessor` subclasses, so they go into
+``decoding.toxic_ban`` picks the toxic-term processor: ``first_token`` (:class:`ToxicTokenPenalty`, the
+first piece of every lexicon term) or ``every_piece`` (:class:`SourceTermBan`, every spelling of the
+terms in each source, plus a bonus on the source word after the term). The processors are ordinary :class:`transformers.LogitsProcessor` subclasses, so they go into
 ``model.generate(logits_processor=LogitsProcessorList([...]))`` or a trainer's ``gen_kwargs`` unchanged.
 Hugging Face's own controls (repetition penalties, n-gram blocking) are passed as ``generate()`` keyword
 arguments built by :func:`generation_kwargs`; HF appends custom processors after its own, so ours act
@@ -10,19 +12,24 @@ scales, so subtracting ``strength`` divides the token's (unnormalised) probabili
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import regex
 import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from raydetox.config import DecodingConfig
+from raydetox.data.lexicon import Lexicon
 from raydetox.errors import ModelError
 
 __all__ = [
     "CopyPenalty",
+    "PieceTable",
+    "SourceTermBan",
     "ToxicTokenPenalty",
     "build_logits_processors",
     "generate",
@@ -157,6 +164,244 @@ class CopyPenalty(LogitsProcessor):
         return _apply(scores, hit[:, :vocab], self.strength)
 
 
+# Word-start markers of SentencePiece ("▁") and byte-level BPE ("Ġ") pieces.
+_WORD_START = "\u2581\u0120"
+# Scripts written without spaces: a term may start at any character of a run of them.
+_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
+_BYTE_PIECE = regex.compile(r"<0x[0-9A-Fa-f]{2}>")
+# How many tokens back a hypothesis's current word is looked for (a longer word cannot be a term's prefix).
+_MAX_WORD_PIECES = 24
+
+
+class PieceTable:
+    """A tokenizer's vocabulary as lower-cased piece texts, split into word-start and inner pieces.
+
+    Built once per tokenizer (:meth:`of`); answers "which pieces would spell the start of this text" by
+    prefix lookups, cached per text, so a processor never scans the vocabulary at a decoding step.
+    """
+
+    _cache: dict[int, PieceTable] = {}
+
+    def __init__(self, tokenizer: Any) -> None:
+        special = set(tokenizer.all_special_ids)
+        self.size = len(tokenizer)
+        self.text: list[str | None] = []  # None: a special or byte-fallback piece (a word boundary)
+        self.starts_word: list[bool] = []
+        for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(self.size)))):
+            piece = str(piece)
+            if i in special or _BYTE_PIECE.fullmatch(piece):
+                self.text.append(None)
+                self.starts_word.append(True)
+                continue
+            self.starts_word.append(piece[:1] in _WORD_START or piece[:1].isspace())
+            self.text.append(piece.lstrip(_WORD_START).lower())
+        self._sorted: dict[bool, list[tuple[str, int]]] = {True: [], False: []}
+        for i, text in enumerate(self.text):
+            if text:
+                self._sorted[self.starts_word[i]].append((text, i))
+        for entries in self._sorted.values():
+            entries.sort()
+        self._keys = {k: [t for t, _ in v] for k, v in self._sorted.items()}
+        self._spelling: dict[tuple[bool, str], list[int]] = {}
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> PieceTable:
+        """The table of ``tokenizer`` (built on first use; a tokenizer's vocabulary does not change)."""
+        key = id(tokenizer)
+        table = cls._cache.get(key)
+        if table is None or table.size != len(tokenizer):
+            table = cls._cache[key] = cls(tokenizer)
+        return table
+
+    def spelling(self, text: str, starts_word: bool) -> list[int]:
+        """Ids of the (word-start or inner) pieces that begin spelling ``text``: a piece that is a prefix
+        of it, or one that begins with all of it."""
+        key = (starts_word, text)
+        found = self._spelling.get(key)
+        if found is None:
+            entries, keys = self._sorted[starts_word], self._keys[starts_word]
+            found = []
+            for k in range(1, len(text)):  # proper prefixes, by exact lookup
+                j = bisect.bisect_left(keys, text[:k])
+                while j < len(keys) and keys[j] == text[:k]:
+                    found.append(entries[j][1])
+                    j += 1
+            j = bisect.bisect_left(keys, text)  # the text itself and every longer piece beginning with it
+            while j < len(keys) and keys[j].startswith(text):
+                found.append(entries[j][1])
+                j += 1
+            self._spelling[key] = found
+        return found
+
+    def current_word(self, ids: Sequence[int]) -> str:
+        """The text of the word a hypothesis is in the middle of ("" right after a word start marker
+        alone, a special token or nothing)."""
+        parts: list[str] = []
+        for i in reversed(ids[-_MAX_WORD_PIECES:]):
+            text = self.text[i] if 0 <= i < self.size else None
+            if text is None:
+                break
+            parts.append(text)
+            if self.starts_word[i]:
+                break
+        return "".join(reversed(parts))
+
+
+class SourceTermBan(LogitsProcessor):
+    """Keep each lexicon term of a source out of its rewrite, however the model would spell it.
+
+    ``terms[b]`` are the (lower-case) lexicon terms found in source row ``b``. At every step a hypothesis
+    of row ``b`` pays ``strength`` (``inf``: may not emit) on every token that would begin or continue one
+    of them: word-start pieces that are a prefix of a term or begin with it, and inner pieces that are a
+    prefix of (or begin with) the rest of a term the current word has started — after a bare word-start
+    marker, inside a word, and anywhere in a run of unspaced script (zh, ja, th). Matching ignores case.
+    Banning only a term's first piece lets a copy-prone model spell it another way or invent a word
+    around it (``хthingт``); here no piece of it may start.
+
+    ``continuations[b]`` are ``(context, token)`` pairs from the source: ``context`` the (up to 2) source
+    tokens before a term, ``token`` the source token right after it. When a hypothesis ends with
+    ``context`` (or is empty, for a term at the start), ``token`` gets ``bonus`` added: having copied up
+    to the term, the model is steered to skip it and go on with the source. Hypotheses are laid out
+    ``batch * num_beams`` with a row's beams adjacent, as in :class:`CopyPenalty`.
+    """
+
+    def __init__(
+        self,
+        pieces: PieceTable,
+        terms: Sequence[Sequence[str]],
+        strength: float,
+        continuations: Sequence[Sequence[tuple[tuple[int, ...], int]]] = (),
+        bonus: float = 0.0,
+        num_beams: int = 1,
+    ) -> None:
+        self.strength = _check_strength(strength, "SourceTermBan strength")
+        self.bonus = float(bonus)
+        if not math.isfinite(self.bonus) or self.bonus < 0:
+            raise ValueError(f"SourceTermBan bonus must be finite and >= 0, got {bonus}")
+        if int(num_beams) < 1:
+            raise ValueError(f"SourceTermBan num_beams must be >= 1, got {num_beams}")
+        self.pieces = pieces
+        self.num_beams = int(num_beams)
+        self.terms = [sorted({t.lower() for t in row if t and t.strip()}) for row in terms]
+        self.continuations = [list(row) for row in continuations] or [[] for _ in self.terms]
+        if len(self.continuations) != len(self.terms):
+            raise ValueError(f"SourceTermBan: {len(self.terms)} rows of terms but {len(self.continuations)} of continuations")
+        # Word-start pieces are banned whatever came before: one id list per row.
+        self._word_start = [sorted({i for t in row for i in pieces.spelling(t, True)}) for row in self.terms]
+        self._banned: dict[tuple[int, str], frozenset[int]] = {}  # (row, current word) → banned ids
+
+    def banned(self, row: int, hypothesis: Sequence[int]) -> frozenset[int]:
+        """Token ids hypothesis ``hypothesis`` (its ids so far) of source row ``row`` may not emit next."""
+        word = self.pieces.current_word(hypothesis)
+        key = (row, word)
+        if key not in self._banned:
+            self._banned[key] = frozenset(self._banned_after(row, word))
+        return self._banned[key]
+
+    def _banned_after(self, row: int, word: str) -> set[int]:
+        out = set(self._word_start[row])
+        # Where in the current word a term may have begun: its start, and any unspaced character.
+        starts = [0] + [k for k in range(1, len(word)) if _UNSPACED.match(word[k])]
+        for term in self.terms[row]:
+            if not word or _UNSPACED.match(term[0]):
+                out.update(self.pieces.spelling(term, False))
+            for k in starts:
+                begun = word[k:]
+                if begun and len(begun) < len(term) and term.startswith(begun):
+                    out.update(self.pieces.spelling(term[len(begun):], False))
+        return out
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        hypos, vocab = scores.shape
+        if hypos != len(self.terms) * self.num_beams:
+            raise ValueError(
+                f"SourceTermBan: got {hypos} hypotheses but was built for {len(self.terms)} source rows x "
+                f"{self.num_beams} beams; pass num_beams equal to generate()'s num_beams"
+            )
+        if self.pieces.size > vocab:
+            raise ValueError(f"SourceTermBan: the tokenizer has {self.pieces.size} pieces, the model {vocab} scores")
+        history = input_ids.tolist()
+        hit = torch.zeros(hypos, vocab, dtype=torch.bool)
+        boost = torch.zeros(hypos, vocab, dtype=scores.dtype)
+        for h, ids in enumerate(history):
+            row = h // self.num_beams
+            if not self.terms[row]:
+                continue
+            banned = self.banned(row, ids)
+            if banned:
+                hit[h, list(banned)] = True
+            if self.bonus:
+                # The decoder start token (T5: the pad id) comes first; the rest is what was generated.
+                generated = ids[1:]
+                for context, token in self.continuations[row]:
+                    fits = (not context and not generated) or (
+                        context and len(generated) >= len(context) and tuple(generated[-len(context):]) == context)
+                    if fits and token < vocab and token not in banned:
+                        boost[h, token] = self.bonus
+        out = scores
+        if self.strength > 0 and bool(hit.any()):
+            out = _apply(out, hit.to(scores.device), self.strength)
+        if bool(boost.any()):
+            out = out + boost.to(scores.device)
+        return out
+
+
+def source_term_ban(
+    pieces: PieceTable,
+    lexicon: Lexicon,
+    texts: Sequence[str],
+    source_ids: torch.LongTensor,
+    strength: float,
+    bonus: float,
+    num_beams: int,
+) -> SourceTermBan:
+    """The :class:`SourceTermBan` of one batch: each source's single-word lexicon terms (of every
+    language; a phrase's first word is mostly harmless alone, as in :meth:`Lexicon.token_ids`), and
+    after each term found in the source's pieces the piece that follows it."""
+    terms = [[t for t in lexicon.find(text) if " " not in t] for text in texts]
+    continuations = [_continuations(pieces, row.tolist(), found) for row, found in zip(source_ids, terms)]
+    return SourceTermBan(pieces, terms, strength, continuations, bonus, num_beams)
+
+
+def _continuations(pieces: PieceTable, ids: list[int], terms: Sequence[str]) -> list[tuple[tuple[int, ...], int]]:
+    """(up to 2 source tokens before a run of terms, the source token after it) for each run of
+    word-initial term occurrences in a source's pieces (terms separated only by spaces form one run: the
+    model skips them together; the pad and EOS ids end the text)."""
+    if not terms:
+        return []
+    text, start_of = "", []  # lower-cased text of the pieces, and where each piece starts in it
+    for i in ids:
+        start_of.append(len(text))
+        piece = pieces.text[i] if 0 <= i < pieces.size else None
+        if piece is None:
+            text += "\0"
+            continue
+        text += (" " if pieces.starts_word[i] else "") + piece
+    spans = []
+    for term in terms:
+        begin = text.find(term)
+        while begin >= 0:
+            end = begin + len(term)
+            word_start = begin == 0 or not text[begin - 1].isalnum() or _UNSPACED.match(term[0])
+            word_end = end >= len(text) or not text[end].isalnum() or _UNSPACED.match(term[-1])
+            if word_start and word_end:
+                spans.append((begin, end))
+            begin = text.find(term, begin + 1)
+    runs: list[list[int]] = []
+    for begin, end in sorted(spans):
+        if runs and not text[runs[-1][1]:begin].strip():
+            runs[-1][1] = max(runs[-1][1], end)
+        else:
+            runs.append([begin, end])
+    out = []
+    for begin, end in runs:
+        first = max(j for j in range(len(ids)) if start_of[j] <= begin)  # the piece holding the run's start
+        after = next((j for j in range(first + 1, len(ids)) if start_of[j] >= end), None)
+        if after is not None:
+            out.append((tuple(ids[max(0, first - 2):first]), ids[after]))
+    return out
+
+
 def _validate(cfg: DecodingConfig) -> None:
     """Range checks the config dataclass does not do; messages name the ``decoding.`` key."""
     for key in ("num_beams", "max_new_tokens", "batch_size", "copy_ngram"):
@@ -194,15 +439,26 @@ def build_logits_processors(
     toxic_token_ids: Sequence[int] | None,
     pad_token_id: int,
     eos_token_id: int | None = None,
+    lexicon: Lexicon | None = None,
+    texts: Sequence[str] | None = None,
+    pieces: PieceTable | None = None,
 ) -> LogitsProcessorList:
     """Our processors for one batch of encoder inputs, per ``cfg`` (a strength of 0 leaves it out).
 
-    ``source_ids`` (the batch's encoder ``input_ids``) is needed when ``cfg.copy_penalty > 0``;
-    ``toxic_token_ids`` when ``cfg.toxic_penalty > 0``. ``eos_token_id`` is never copy-penalised.
+    ``source_ids`` (the batch's encoder ``input_ids``) is needed when ``cfg.copy_penalty > 0``. With
+    ``cfg.toxic_penalty > 0``, ``toxic_ban: first_token`` needs ``toxic_token_ids``; ``every_piece``
+    needs the ``lexicon``, the batch's source ``texts``, their ``source_ids`` and the tokenizer's
+    ``pieces``. ``eos_token_id`` is never copy-penalised.
     """
     _validate(cfg)
     processors = LogitsProcessorList()
-    if cfg.toxic_penalty > 0:
+    if cfg.toxic_penalty > 0 and cfg.toxic_ban == "every_piece":
+        if lexicon is None or texts is None or source_ids is None or pieces is None:
+            raise ValueError(f"decoding.toxic_ban=every_piece with toxic_penalty={cfg.toxic_penalty} needs the "
+                             "lexicon, the source texts and ids and the tokenizer's pieces")
+        processors.append(source_term_ban(pieces, lexicon, texts, source_ids, cfg.toxic_penalty,
+                                          cfg.toxic_continuation_bonus, cfg.num_beams))
+    elif cfg.toxic_penalty > 0:
         if toxic_token_ids is None:
             raise ValueError(f"decoding.toxic_penalty={cfg.toxic_penalty} but no toxic token ids were given")
         processors.append(ToxicTokenPenalty(toxic_token_ids, cfg.toxic_penalty))
@@ -240,6 +496,7 @@ def _run(
     max_source_length: int,
     progress: bool,
     sort_by_length: bool,
+    lexicon: Lexicon | None = None,
 ) -> list[str]:
     if not getattr(model.config, "is_encoder_decoder", False):
         raise ModelError(f"generate: {type(model).__name__} is not an encoder-decoder (seq2seq) model")
@@ -250,6 +507,7 @@ def _run(
         # Longest first: an out-of-memory batch shows up at once, and batches hold similar lengths.
         order.sort(key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
+    pieces = PieceTable.of(tokenizer) if cfg.toxic_penalty > 0 and cfg.toxic_ban == "every_piece" else None
     outputs: list[str | None] = [None] * len(encoded)
     was_training = model.training
     model.eval()
@@ -259,7 +517,8 @@ def _run(
                 idx = order[start : start + cfg.batch_size]
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
                 processors = build_logits_processors(
-                    cfg, batch["input_ids"], toxic_token_ids, tokenizer.pad_token_id, tokenizer.eos_token_id
+                    cfg, batch["input_ids"], toxic_token_ids, tokenizer.pad_token_id, tokenizer.eos_token_id,
+                    lexicon=lexicon, texts=[texts[i] for i in idx], pieces=pieces,
                 )
                 generated = model.generate(**batch, logits_processor=processors, **kwargs)
                 for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
@@ -278,14 +537,17 @@ def generate(
     toxic_token_ids: Sequence[int] | None = None,
     max_source_length: int = 64,
     progress: bool = False,
+    lexicon: Lexicon | None = None,
 ) -> list[str]:
     """Rewrite ``texts`` with a seq2seq ``model`` under ``cfg``; outputs in input order.
 
     Batches of ``cfg.batch_size`` are formed from the texts sorted by token length, longest first (fail
     fast on out-of-memory, little padding); greedy or beam search per ``cfg.num_beams``; the model is
     put in eval mode (its previous mode is restored) and run under ``torch.inference_mode``.
+    ``toxic_token_ids`` serve ``toxic_ban: first_token``, the ``lexicon`` serves ``every_piece``.
     """
-    return _run(model, tokenizer, texts, cfg, toxic_token_ids, max_source_length, progress, sort_by_length=True)
+    return _run(model, tokenizer, texts, cfg, toxic_token_ids, max_source_length, progress, sort_by_length=True,
+                lexicon=lexicon)
 
 
 def naive_generate(
@@ -296,6 +558,8 @@ def naive_generate(
     toxic_token_ids: Sequence[int] | None = None,
     max_source_length: int = 64,
     progress: bool = False,
+    lexicon: Lexicon | None = None,
 ) -> list[str]:
     """Same as :func:`generate` but batches in input order without sorting (the benchmark's reference)."""
-    return _run(model, tokenizer, texts, cfg, toxic_token_ids, max_source_length, progress, sort_by_length=False)
+    return _run(model, tokenizer, texts, cfg, toxic_token_ids, max_source_length, progress, sort_by_length=False,
+                lexicon=lexicon)

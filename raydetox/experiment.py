@@ -145,6 +145,13 @@ def build_trainer(
     )
 
 
+def load_untrained(cfg: ExperimentConfig, prepared: PreparedData | None = None) -> tuple[Any, PreTrainedTokenizerBase]:
+    """The ``untrained`` reference system's model: the base every trial starts from, with no LoRA and no
+    stage trained (the sweep's ``untrained`` variant and the confirmation's ``untrained`` row both load
+    it here). The embedded base is built from ``prepared``'s corpus when given, else read from its cache."""
+    return load_base(cfg.model, texts=base_corpus(prepared) if prepared is not None else None)
+
+
 def toxic_token_ids(lexicon: Lexicon, tokenizer: PreTrainedTokenizerBase, decoding: DecodingConfig) -> list[int]:
     """Token ids the toxic-token penalty pushes down (terms spelled in ≤ ``toxic_max_pieces`` pieces)."""
     return lexicon.token_ids(tokenizer, max_pieces=decoding.toxic_max_pieces)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raydetox.selection import baseline_mask, pareto_front
+from raydetox.selection import baseline_mask, pareto_front, untrained_mask
 
 
 def _pyplot():
@@ -32,9 +32,11 @@ _LEGEND_TRIALS = 6
 
 
 def plot_stage_curves(
-    df: pd.DataFrame, path: str | os.PathLike[str], copy_rate_bound: float | None = None
+    df: pd.DataFrame, path: str | os.PathLike[str], copy_rate_bound: float | None = None,
+    untrained: pd.Series | None = None,
 ) -> Path:
-    """Per-stage copy rate and BERTScore, one line per trial, coloured by ordering (PNG)."""
+    """Per-stage copy rate and BERTScore, one line per trial, coloured by ordering (PNG); ``untrained``
+    (a row of the untrained base) is drawn as a level line, what no stage has been trained yet gives."""
     stages = df[df["phase"] == "stage"]
     if stages.empty:
         raise ValueError("no stage rows to plot")
@@ -49,14 +51,18 @@ def plot_stage_curves(
             ordering = str(trial["ordering"].iloc[0])
             n = trials_per_ordering[ordering]
             if n <= _LEGEND_TRIALS:
-                label = ordering if n == 1 else f"{ordering} ({trial_id})"
+                name = ordering if n == 1 else f"{ordering} ({trial_id})"
             else:  # hundreds of trials: one legend entry per ordering, not one per trial
-                label = "_nolegend_" if ordering in labelled else f"{ordering} ({n} trials)"
+                name = "_nolegend_" if ordering in labelled else f"{ordering} ({n} trials)"
                 labelled.add(ordering)
-            ax.plot(trial["stage_index"], trial[metric], marker="o", color=colors[ordering], label=label,
+            ax.plot(trial["stage_index"], trial[metric], marker="o", color=colors[ordering], label=name,
                     alpha=1.0 if n <= _LEGEND_TRIALS else 0.3)
         if metric == "eval_copy_rate" and copy_rate_bound is not None:
             ax.axhline(copy_rate_bound, color="grey", linestyle="--", linewidth=1, label="copy-rate bound")
+        if untrained is not None and metric in untrained:
+            ax.axhline(float(untrained[metric]), color="black", linestyle=":", linewidth=1.2,
+                       label=f"untrained (tox {label(float(untrained['toxic_penalty']))}, "
+                             f"copy {label(float(untrained['copy_penalty']))})")
         ax.set_xlabel("stages completed")
         ax.set_ylabel(title)
         ax.set_title(f"{title} after each stage")
@@ -79,10 +85,11 @@ def plot_pareto(
         raise ValueError("no rows with both eval_copy_rate and eval_bertscore_f1")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    is_base = baseline_mask(data)
+    kind = pd.Series("curriculum", index=data.index).mask(baseline_mask(data), "baseline")
+    kind = kind.mask(untrained_mask(data), "untrained")
     for phase, marker in (("stage", "o"), ("decode", "^")):
-        for base, color, who in ((False, "tab:blue", "curriculum"), (True, "tab:grey", "baseline")):
-            part = data[(data["phase"] == phase) & (is_base == base)]
+        for who, color in (("curriculum", "tab:blue"), ("baseline", "tab:grey"), ("untrained", "black")):
+            part = data[(data["phase"] == phase) & (kind == who)]
             if len(part):
                 ax.scatter(part["eval_copy_rate"], part["eval_bertscore_f1"], marker=marker, color=color,
                            alpha=0.7, label=f"{who}, {phase} rows")
@@ -110,14 +117,14 @@ def plot_penalty_heatmap(
 ) -> Path:
     """Decode rows as toxic-penalty × copy-penalty heat maps, one panel per metric (PNG).
 
-    ``trial_id`` picks one trial; otherwise each cell is the mean over the non-baseline trials.
+    ``trial_id`` picks one trial; otherwise each cell is the mean over the trained non-baseline trials.
     """
     decode = df[df["phase"] == "decode"]
     if trial_id is not None:
         decode = decode[decode["trial_id"] == trial_id]
         scope = f"trial {trial_id}"
     else:
-        decode = decode[~baseline_mask(decode)]
+        decode = decode[~baseline_mask(decode) & ~untrained_mask(decode)]
         scope = f"mean over {decode['trial_id'].nunique()} trials"
     metrics = [m for m in metrics if m in decode]
     if decode.empty or not metrics:

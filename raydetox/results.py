@@ -1,7 +1,8 @@
 """The results contract: what every trial reports, and how ``raydetox analyze`` reads it back.
 
 A trial reports one row per finished stage (``phase: stage``) and one row per decoding-penalty setting
-scored on its final weights (``phase: decode``). Trials build their rows with :func:`stage_row` and
+scored on its final weights (``phase: decode``). The ``untrained`` variant's trial trains no stage: its
+rows are decode rows at ``stage_index`` 0, stage and ordering ``untrained``, ``is_untrained`` true. Trials build their rows with :func:`stage_row` and
 :func:`decode_row`; analysis reads them with :func:`load_results`. Both sides use the same key columns,
 the same objective (:func:`objective_value`) and the same schedule of a trial (:func:`trial_schedule`),
 so the writer and the reader cannot drift apart. Under ``sweep.ablations`` a row also records its arm
@@ -36,6 +37,8 @@ STATE_FILE = "curriculum_state.json"
 TRAIN_DIR = "train"
 CHECKPOINT_GLOB = "checkpoint_*"
 DATA_DIR = "data"
+# The reference variant with no stage trained: its ordering, its rows' stage and the confirmation's system.
+UNTRAINED = "untrained"
 
 
 def trial_dir_name(trial_id: str) -> str:
@@ -464,7 +467,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return df.drop(columns="_phase_order").reset_index(drop=True)
 
 
-_ROW_OR_CONFIG: tuple[str, ...] = ("ordering", "is_baseline", "pacing")
+_ROW_OR_CONFIG: tuple[str, ...] = ("ordering", "is_baseline", "is_untrained", "pacing")
 _DEFAULT = "\x00default/"
 
 

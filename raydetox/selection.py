@@ -35,10 +35,20 @@ from raydetox.stats import seed_summary
 _LANG_METRIC = re.compile(r"^(?P<metric>eval_[^/]+)/(?P<lang>[^/]+)$")
 
 
-def baseline_mask(df: pd.DataFrame) -> pd.Series:
-    if "is_baseline" not in df:
+def _flag(df: pd.DataFrame, column: str) -> pd.Series:
+    if column not in df:
         return pd.Series(False, index=df.index)
-    return df["is_baseline"].map(lambda v: v is True or v == 1)
+    return df[column].map(lambda v: v is True or v == 1)
+
+
+def baseline_mask(df: pd.DataFrame) -> pd.Series:
+    """Rows of the baseline trials (one ``full`` stage)."""
+    return _flag(df, "is_baseline")
+
+
+def untrained_mask(df: pd.DataFrame) -> pd.Series:
+    """Rows of the ``untrained`` variant (the base model, no stage trained)."""
+    return _flag(df, "is_untrained")
 
 
 class NoEligibleRowError(ResultsError):
@@ -87,7 +97,7 @@ def rank_variants(df: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
     summary = seed_summary(frame, "variant_key", ["objective"]).drop(columns="metric")
     summary = summary.rename(columns={c: f"objective_{c}" for c in ("mean", "std", "n", "low", "high")})
     first = df.assign(variant_key=frame["variant_key"]).groupby("variant_key", sort=False)
-    describe = first[[c for c in ("ordering", *ROW_POSITION, "stage", "is_baseline") if c in df]].first()
+    describe = first[[c for c in ("ordering", *ROW_POSITION, "stage", "is_baseline", "is_untrained") if c in df]].first()
     describe["trials"] = first["trial_id"].agg(lambda ids: ",".join(sorted(map(str, ids))))
     ranked = summary.merge(describe, left_on="variant_key", right_index=True)
     return ranked.sort_values("objective_mean", ascending=False, kind="stable").reset_index(drop=True)
@@ -124,20 +134,29 @@ def baseline_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series | None:
     return best_row(candidates, cfg) if len(candidates) else None
 
 
+def untrained_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series | None:
+    """The other reference point: the ``untrained`` variant's best decoding row, or ``None``."""
+    rows = df[untrained_mask(df)]
+    return best_row(rows, cfg) if len(rows) else None
+
+
 def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfig:
     """The experiment re-runnable as the best row: its trial's schedule up to the row's stage, its penalties,
     its pacing.
 
     A stage row at stage k means the model after the first k stages was best, so the schedule is cut there
     (under competence pacing the cut schedule is a shorter run whose competence reaches 1 at its end).
+    An ``untrained`` row trains nothing: only its decoding is taken (apply it to the base model).
     """
+    decoding = dataclasses.replace(
+        experiment.decoding, toxic_penalty=float(row["toxic_penalty"]), copy_penalty=float(row["copy_penalty"])
+    )
+    if bool(untrained_mask(row.to_frame().T).iloc[0]):
+        return dataclasses.replace(experiment, decoding=decoding)
     if not isinstance(row.get("schedule"), str):
         raise ResultsError(f"trial {row.get('trial_id')}: no schedule recorded in its config")
     schedule = json.loads(row["schedule"])[: int(row["stage_index"])]
     stages = [StageConfig(**{k: s[k] for k in ("stage", "epochs", "lr") if k in s}) for s in schedule]
-    decoding = dataclasses.replace(
-        experiment.decoding, toxic_penalty=float(row["toxic_penalty"]), copy_penalty=float(row["copy_penalty"])
-    )
     lora = experiment.lora
     lora_r = row.get("config/lora_r")
     if lora is not None and lora_r is not None and not pd.isna(lora_r):
@@ -169,9 +188,12 @@ def checkpoint_of(results_dir: str | os.PathLike[str], row: pd.Series) -> Path |
     final weights, which is the stage checkpoint at its ``stage_index``. Both executor layouts are
     searched (``trial_<id>/checkpoint_*`` and ``train/train-<id>/checkpoint_*``); ``None`` when checkpoint
     retention removed it. The newest matching checkpoint wins (a restarted trial may save a stage twice).
+    An ``untrained`` row has none: its weights are the base model's.
     """
     results_dir = Path(results_dir)
     k = int(row["stage_index"])
+    if k == 0:
+        return None
     for ckpt in reversed(_checkpoint_dirs(results_dir, row)):
         state_file = ckpt / STATE_FILE
         if not state_file.is_file():

@@ -26,7 +26,7 @@ from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
 from raydetox.experiment import base_corpus
 from raydetox.preflight import check_job_path
-from raydetox.results import DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
+from raydetox.results import UNTRAINED, DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -83,7 +83,8 @@ def ordering_name(stages: Sequence[str], pacing: str = "disjoint") -> str:
 
 
 def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    """Every schedule a grid search visits: pacings × orderings × epochs × (shared) lr, plus the baseline.
+    """Every schedule a grid search visits: pacings × orderings × epochs × (shared) lr, plus the baseline
+    and the ``untrained`` variant (no stage: the base model, ``sweep.untrained``).
 
     Under competence pacing the stage names only label the phases of one run, so orderings of the same
     length would train identically: only the first of them is kept. The baseline is never paced.
@@ -99,13 +100,27 @@ def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
             continue
         seen.add(same_run)
         out.append({"schedule": schedule, "ordering": ordering_name(order, pacing), "is_baseline": False,
-                    "pacing": pacing})
+                    "is_untrained": False, "pacing": pacing})
     if cfg.sweep.include_baseline:
         for epochs, lr in itertools.product(cfg.sweep.epochs, lrs):
             n = max(len(o) for o in orderings(cfg))
             schedule = [{"stage": "full", "epochs": float(epochs) * n, "lr": float(lr or cfg.sweep.lr[0])}]
-            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True, "pacing": "disjoint"})
+            out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True, "is_untrained": False,
+                        "pacing": "disjoint"})
+    if cfg.sweep.untrained:
+        out.append({"schedule": [], "ordering": UNTRAINED, "is_baseline": False, "is_untrained": True,
+                    "pacing": "disjoint"})
     return out
+
+
+def untrained_duplicate(config: dict[str, Any], sweep: dict[str, Any]) -> bool:
+    """Whether a trial is the ``untrained`` variant under a seed or LoRA rank other than the sweep's
+    first (``sweep``: the sweep section as a dict): the base model's outputs depend on neither (LoRA starts
+    as a no-op), so only the first one runs."""
+    if not config["variant"].get("is_untrained"):
+        return False
+    return any(key in config and config[key] != (sweep.get(listed) or [None])[0]
+               for key, listed in (("seed", "seeds"), ("lora_r", "lora_r")))
 
 
 def decode_grid(cfg: ExperimentConfig) -> list[list[float]]:
@@ -158,6 +173,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     from raydetox.train_ray import LoopbackTorchConfig, Session, train_loop_per_worker
 
     trial_id = tune.get_context().get_trial_id()
+    if untrained_duplicate(config, setup["experiment"]["sweep"]):
+        return  # the first seed's untrained trial reports these rows
     experiment = dict(setup["experiment"])
     if "lora_r" in config and experiment.get("lora"):
         experiment["lora"] = {**experiment["lora"], "r": int(config["lora_r"])}
@@ -184,6 +201,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             "trial": trial_id,
             "ordering": config["variant"]["ordering"],
             "is_baseline": config["variant"]["is_baseline"],
+            "is_untrained": bool(config["variant"].get("is_untrained", False)),
             "pacing": pacing,
             "seed": int(experiment["training"]["seed"]),
             **arms,

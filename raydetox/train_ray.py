@@ -241,13 +241,16 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
     prepared = load_prepared(prepared_dir) if prepared_dir.is_dir() else prepare(cfg, prepared_dir)
     schedule = [StageConfig(**s) for s in config["schedule"]]
     meta = dict(config.get("meta", {}))
+    predictions_dir = (Path(config["predictions_dir"]) / str(meta.get("trial", "run"))
+                       if config.get("predictions_dir") and cfg.metrics.keep_predictions else None)
+    if not schedule:  # the untrained variant: nothing to train or checkpoint
+        _untrained_sweep(cfg, prepared, meta, config["decode_grid"], session, predictions_dir)
+        return
     output_dir = _worker_dir(config.get("work_dir"), meta.get("trial", "run"), session.rank)
     try:
         finished = _restore(session.checkpoint(), output_dir)
         _replay(finished, cfg, meta, session)
         fail_at = config.get("fail_once_at_stage")
-        predictions_dir = (Path(config["predictions_dir"]) / str(meta.get("trial", "run"))
-                           if config.get("predictions_dir") and cfg.metrics.keep_predictions else None)
         callbacks: list[TrainerCallback] = [RayStageReporter(cfg, meta, len(schedule), session, predictions_dir),
                                             *config.get("callbacks", [])]
         if fail_at is not None:
@@ -302,6 +305,43 @@ def _decode_sweep(
                                  seconds=time.perf_counter() - t0, reused=reused)
         if kept is not None:
             row["predictions"] = kept
+        session.report(row)
+
+
+def _untrained_sweep(
+    cfg: ExperimentConfig,
+    prepared,
+    meta: dict[str, Any],
+    grid: list[list[float]],
+    session: Session,
+    predictions_dir: Path | None = None,
+) -> None:
+    """The ``untrained`` variant's rows: the base model (:func:`raydetox.experiment.load_untrained`) scored
+    on validation with every (toxic_penalty, copy_penalty), as decode rows after stage 0."""
+    from raydetox.experiment import load_untrained, toxic_token_ids
+    from raydetox.judge import judge_for
+    from raydetox.metrics import get_scorer, resolve_device
+    from raydetox.trainer import predict
+
+    if session.rank != 0:
+        for _ in grid:
+            session.report({"stage_index": 0})
+        return
+    model, tokenizer = load_untrained(cfg, prepared)
+    model = model.to(resolve_device())
+    scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
+    banned = toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding)
+    for toxic, copy in grid:
+        decoding = dataclasses.replace(cfg.decoding, toxic_penalty=float(toxic), copy_penalty=float(copy))
+        t0 = time.perf_counter()
+        metrics, predictions = predict(model, tokenizer, prepared.validation, decoding, scorer, banned,
+                                       cfg.model.max_source_length, prefix="eval_")
+        row = results.decode_row(0, results.UNTRAINED, toxic, copy, metrics, meta, cfg.sweep,
+                                 seconds=time.perf_counter() - t0, reused=False)
+        if predictions_dir is not None:
+            name = f"decode-00-tox{_label(toxic)}-copy{_label(copy)}.parquet"
+            results.write_predictions(predictions, predictions_dir / name)
+            row["predictions"] = _predictions_key(meta, name)
         session.report(row)
 
 

@@ -320,18 +320,8 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         """Generate rewrites of ``pairs.toxic``, score them, and keep the per-sentence predictions."""
         if self.scorer is None:
             raise ValueError("generate_and_score needs a scorer")
-        outputs = generate(
-            self.model,
-            self.processing_class,
-            list(pairs["toxic"]),
-            decoding or self.decoding,
-            toxic_token_ids=self.toxic_token_ids,
-            max_source_length=self.max_source_length,
-        )
-        scores, sentences = self.scorer.score_with_sentences(
-            list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
-        )
-        return scores, predictions_frame(pairs, outputs, sentences)
+        return predict(self.model, self.processing_class, pairs, decoding or self.decoding, self.scorer,
+                       self.toxic_token_ids, self.max_source_length, prefix)
 
     def _save_stage_checkpoint(self, index: int, stage: str) -> Path:
         from raydetox.modeling import save_trained
@@ -344,6 +334,26 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             for old in sorted(root.glob("stage-*"))[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return path
+
+
+def predict(
+    model: Any,
+    tokenizer: Any,
+    pairs: pd.DataFrame,
+    decoding: DecodingConfig,
+    scorer: Scorer,
+    toxic_token_ids: Sequence[int] | None,
+    max_source_length: int,
+    prefix: str = "",
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Rewrite ``pairs.toxic`` with ``model`` under ``decoding`` and score the outputs: the metrics
+    (``prefix``-ed) and the per-sentence predictions. Every evaluation row of a run or a sweep comes from here."""
+    outputs = generate(model, tokenizer, list(pairs["toxic"]), decoding, toxic_token_ids=toxic_token_ids,
+                       max_source_length=max_source_length, lexicon=scorer.lexicon)
+    scores, sentences = scorer.score_with_sentences(
+        list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
+    )
+    return scores, predictions_frame(pairs, outputs, sentences)
 
 
 def baseline_schedule(schedule: Sequence[StageConfig]) -> list[StageConfig]:

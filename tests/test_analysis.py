@@ -29,7 +29,7 @@ from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dum
 
 INF = math.inf
 LANGS = ("de", "en")
-ORDER_A, ORDER_B, BASELINE = "easy>full", "hard>medium>full", "baseline:full"
+ORDER_A, ORDER_B, BASELINE, UNTRAINED = "easy>full", "hard>medium>full", "baseline:full", "untrained"
 
 
 def _experiment() -> ExperimentConfig:
@@ -52,7 +52,7 @@ def _experiment() -> ExperimentConfig:
 def fake_metrics(ordering: str, stage_index: int, n_stages: int, toxic: float, copy: float) -> dict[str, float]:
     """TEST trainable metrics: copy falls with stages and penalties; BERTScore rises with copying;
     chrF peaks at the second stage. Per language: en = overall + 0.05, de = overall - 0.05."""
-    copy_rate = 0.70 if ordering == BASELINE else 0.75 - 0.15 * stage_index
+    copy_rate = 0.70 if ordering == BASELINE else 0.90 if ordering == UNTRAINED else 0.75 - 0.15 * stage_index
     copy_rate = max(0.0, copy_rate - 0.12 * copy - (0.03 if math.isinf(toxic) else 0.0))
     bonus = 0.01 if ordering == ORDER_B else 0.0
     bertscore = 0.80 + 0.2 * copy_rate + (0.01 if math.isinf(toxic) else 0.0) + bonus
@@ -75,12 +75,14 @@ def _test_trainable(config: dict, grid: list[list[float]]) -> None:
     cfg = _experiment()
     variant = config["variant"]
     schedule = variant["schedule"]
-    meta = {"ordering": variant["ordering"], "is_baseline": variant["is_baseline"]}
+    meta = {"ordering": variant["ordering"], "is_baseline": variant["is_baseline"],
+            "is_untrained": variant.get("is_untrained", False)}
     tune.report({"stage_index": 0})  # a report without `phase` (not a contract row): must be skipped
 
     def report(phase: str, k: int, toxic: float, copy: float, **extra: float) -> None:
         metrics = {**fake_metrics(variant["ordering"], k, len(schedule), toxic, copy), **extra}
-        tune.report({"phase": phase, "stage_index": k, "stage": schedule[k - 1]["stage"], "toxic_penalty": toxic,
+        stage = schedule[k - 1]["stage"] if k else UNTRAINED  # the untrained variant: decode rows at stage 0
+        tune.report({"phase": phase, "stage_index": k, "stage": stage, "toxic_penalty": toxic,
                      "copy_penalty": copy, **meta, **metrics, "objective": objective_value(metrics, cfg.sweep)})
 
     for k in range(1, len(schedule) + 1):
@@ -91,8 +93,8 @@ def _test_trainable(config: dict, grid: list[list[float]]) -> None:
         report("decode", len(schedule), toxic, copy)
 
 
-N_ROWS = (2 + 4) + (3 + 4) + (1 + 4)  # stage + decode rows of easy>full, hard>medium>full, baseline
-N_LINES = N_ROWS + 2 + 3  # + the two stale stage-1 reports + one phase-less report per trial
+N_ROWS = (2 + 4) + (3 + 4) + (1 + 4) + 4  # stage + decode rows of easy>full, hard>medium>full, baseline, untrained
+N_LINES = N_ROWS + 2 + 4  # + the two stale stage-1 reports + one phase-less report per trial
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +125,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tune_wrote_its_real_layout(sweep_dir: Path) -> None:
     assert list(sweep_dir.glob("experiment_state-*.json")) and (sweep_dir / "tuner.pkl").is_file()
     trial_dirs = [p for p in sweep_dir.iterdir() if (p / "result.json").is_file()]
-    assert len(trial_dirs) == 3
+    assert len(trial_dirs) == 4
     assert all((p / "params.json").is_file() and (p / "progress.csv").is_file() for p in trial_dirs)
     assert sum(len((p / "result.json").read_text().splitlines()) for p in trial_dirs) == N_LINES
 
@@ -172,7 +174,11 @@ def test_load_results_one_row_per_report(sweep_dir: Path) -> None:
     assert (df["eval_loss"] != 99.0).all()  # the later report of a repeated stage won
     counts = df.groupby(["ordering", "phase"]).size().to_dict()
     assert counts == {(ORDER_A, "stage"): 2, (ORDER_A, "decode"): 4, (ORDER_B, "stage"): 3,
-                      (ORDER_B, "decode"): 4, (BASELINE, "stage"): 1, (BASELINE, "decode"): 4}
+                      (ORDER_B, "decode"): 4, (BASELINE, "stage"): 1, (BASELINE, "decode"): 4,
+                      (UNTRAINED, "decode"): 4}
+    untrained = df[df["ordering"] == UNTRAINED]
+    assert (untrained["stage_index"] == 0).all() and (untrained["stage"] == UNTRAINED).all()
+    assert untrained["is_untrained"].all() and not df.loc[df["ordering"] != UNTRAINED, "is_untrained"].any()
     assert set(df.loc[df["phase"] == "decode", "toxic_penalty"]) == {0.0, INF}
     assert {"config/variant/ordering", "config/variant/schedule", "config/variant/is_baseline"} <= set(df.columns)
     base = df[df["ordering"] == BASELINE].iloc[0]
@@ -284,7 +290,7 @@ def test_analyze_writes_tables_plots_config_and_report(sweep_dir: Path, tmp_path
     before = disk_usage(sweep_dir)
     out = tmp_path / "analysis"
     report = analyze(sweep_dir, out)
-    assert report.disk_bytes == before and report.n_rows == N_ROWS and report.n_trials == 3
+    assert report.disk_bytes == before and report.n_rows == N_ROWS and report.n_trials == 4
 
     for name in ("stage_curves", "pareto", "penalty_heatmap"):
         png = report.plots[name]
@@ -303,13 +309,42 @@ def test_analyze_writes_tables_plots_config_and_report(sweep_dir: Path, tmp_path
     assert rerun.sweep == _experiment().sweep
 
     text = report.report.read_text()
-    assert "## Baseline vs best" in text
+    assert "## Reference points vs best" in text
     line = next(ln for ln in text.splitlines() if ln.startswith("| eval_copy_rate "))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells == ["eval_copy_rate", "0.7000", "0.1800", "-0.5200"]
+    # baseline, untrained (its best row: tox inf, copy 2), best, and best minus each reference point
+    assert cells == ["eval_copy_rate", "0.7000", "0.6300", "0.1800", "-0.5200", "-0.4500"]
+    # The untrained variant ranks last on the objective, yet the variants table shows it (a reference point).
+    variants = text.split("## Variants ranked")[1].split("## Trials")[0]
+    assert "| untrained " in variants and "No schedule beat" not in text
+    assert "untrained: objective" in report.summary()
     assert f"({before} bytes)" in text
     assert "toxic_penalty: .inf" in text and "![pareto](pareto.png)" in text
     assert ORDER_A in report.summary()
+
+
+def test_when_untrained_wins_the_report_says_no_schedule_beat_it(sweep_dir: Path, tmp_path: Path) -> None:
+    """The untrained base is eligible under the objective like the baseline: made the best row, it is
+    chosen, and the report says plainly that no schedule beat it."""
+    results = tmp_path / "untrained-wins"
+    shutil.copytree(sweep_dir, results)
+    for result in results.glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if any(r.get("ordering") == UNTRAINED for r in lines):
+            result.write_text("".join(
+                json.dumps({**r, "eval_copy_rate": 0.05, "eval_bertscore_f1": 0.95 + 0.01 * (r.get("copy_penalty", 0) > 0)})
+                + "\n" for r in lines))
+    report = analyze(results)
+    best = report.best
+    assert (best["ordering"], best["stage_index"], best["copy_penalty"]) == (UNTRAINED, 0, 2.0)
+    assert report.untrained is not None and report.untrained["trial_id"] == best["trial_id"]
+    text = report.report.read_text()
+    assert "**No schedule beat the untrained base on validation**" in text
+    assert "no schedule beat the untrained base on validation" in report.summary()
+    assert "Checkpoint: none, the untrained base model" in text and report.best_checkpoint is None
+    # Its re-runnable config keeps the experiment's schedule (nothing was trained) and takes its decoding.
+    rerun = load_config(report.best_config)
+    assert rerun.schedule == _experiment().schedule and rerun.decoding.copy_penalty == 2.0
 
 
 # ------------------------------------------------------------------------------------- seeds and refusal

@@ -49,6 +49,7 @@ KILL_TIMEOUT_S = 20
 SWEEP = {
     "sweep.orderings": [["easy", "full"]],
     "sweep.include_baseline": False,
+    "sweep.untrained": False,
     "sweep.toxic_penalty": [0.0, float("inf")],
     "sweep.copy_penalty": [0.0],
     "ray.cpus_per_worker": 1.0,

@@ -42,6 +42,7 @@ def confirmed(mpd_dir: Path, shared_data: Path, embedded_cache: Path, tmp_path_f
     tmp = tmp_path_factory.mktemp("confirm")
     cfg = tiny_config(mpd_dir, tmp / "runs", embedded_cache,
                       **{**SWEEP, "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": True,
+                         "sweep.untrained": True,
                          # the tiny base loops; these tests are about confirmation, not the loop guard
                          "sweep.max_degenerate_rate": 1.0})
     try:
@@ -74,15 +75,53 @@ def confirmed(mpd_dir: Path, shared_data: Path, embedded_cache: Path, tmp_path_f
 
 
 def _systems(exp_dir: Path) -> set[str]:
-    """The systems a confirmation runs: the baseline is not run twice when it is the best row."""
+    """The systems a confirmation runs: a reference point is not run twice when it is the best row."""
     best = best_row(load_results(exp_dir), load_config(exp_dir / "experiment.yaml").sweep)
-    return {"best", "untrained", "copy", "delete"} | (set() if best["is_baseline"] else {"baseline"})
+    return ({"best", "copy", "delete"} | (set() if best["is_baseline"] == True else {"baseline"})  # noqa: E712
+            | (set() if best.get("is_untrained") == True else {"untrained"}))  # noqa: E712
+
+
+def _trained(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["is_untrained"] != True]  # noqa: E712 (a column of bools and NaN)
+
+
+@pytest.mark.slow
+def test_every_sweep_has_untrained_rows_from_the_shared_untrained_model(confirmed) -> None:
+    """The untrained variant: one decode row per decoding setting, at stage 0, scored like every other row
+    on validation, from the same base the confirmation's ``untrained`` row uses (no checkpoint)."""
+    from raydetox.experiment import load_untrained, toxic_token_ids
+    from raydetox.sweep import decode_grid
+    from raydetox.trainer import predict
+
+    exp_dir, _, _ = confirmed
+    experiment = load_config(exp_dir / "experiment.yaml")
+    df = load_results(exp_dir)
+    untrained = df[df["is_untrained"] == True]  # noqa: E712
+    assert untrained["trial_id"].nunique() == 1 and len(untrained) == len(decode_grid(experiment))
+    assert (untrained["phase"] == "decode").all() and (untrained["stage_index"] == 0).all()
+    assert set(untrained["stage"]) == set(untrained["ordering"]) == {"untrained"}
+    assert not untrained["is_baseline"].any() and untrained["decode_reused"].eq(False).all()
+    assert sorted(map(tuple, untrained[["toxic_penalty", "copy_penalty"]].to_numpy())) == sorted(
+        map(tuple, decode_grid(experiment)))
+    trained_columns = {c for c in _trained(df) if c.startswith("eval_")}
+    assert trained_columns - {"eval_loss", "eval_perplexity"} <= set(untrained.columns)
+    assert untrained["objective"].notna().all() and all(checkpoint_of(exp_dir, r) is None for _, r in untrained.iterrows())
+    # Its stored outputs are what the shared untrained model writes under that decoding.
+    row = untrained[untrained["toxic_penalty"] == math.inf].iloc[0]
+    prepared_validation = pd.read_parquet(exp_dir / DATA_DIR / "stages" / "validation.parquet")
+    lexicon = Lexicon.load(exp_dir / DATA_DIR / "lexicon.json")
+    decoding = best_config(experiment, row).decoding
+    model, tokenizer = load_untrained(experiment)
+    scorer = get_scorer(experiment.metrics, lexicon)
+    _, predictions = predict(model, tokenizer, prepared_validation, decoding, scorer,
+                             toxic_token_ids(lexicon, tokenizer, decoding), experiment.model.max_source_length)
+    assert list(predictions["output"]) == list(read_predictions(exp_dir / row["predictions"])["output"])
 
 
 @pytest.mark.slow
 def test_checkpoint_of_finds_stage_and_decode_rows(confirmed, tmp_path: Path) -> None:
     exp_dir, out, _ = confirmed
-    df = load_results(exp_dir)
+    df = _trained(load_results(exp_dir))
     for _, row in df.iterrows():
         path = checkpoint_of(exp_dir, row)
         assert path is not None and path.is_dir(), (row["trial_id"], row["phase"], row["stage_index"])
@@ -97,10 +136,14 @@ def test_checkpoint_of_finds_stage_and_decode_rows(confirmed, tmp_path: Path) ->
     assert checkpoint_of(exp_dir, decode) == checkpoint_of(exp_dir, final.loc[final["stage_index"].idxmax()])
 
     # The report and the file beside best_config.yaml name the best row's checkpoint.
-    best = best_row(df, load_config(exp_dir / "experiment.yaml").sweep)
+    best = best_row(load_results(exp_dir), load_config(exp_dir / "experiment.yaml").sweep)
     note = json.loads((out / "best_checkpoint.json").read_text())
-    assert note["checkpoint"] == str(checkpoint_of(exp_dir, best)) and note["trial_id"] == best["trial_id"]
-    assert f"Checkpoint: `{note['checkpoint']}`" in (out / "report.md").read_text()
+    assert note["checkpoint"] == (str(checkpoint_of(exp_dir, best)) if best.get("is_untrained") != True else None)  # noqa: E712
+    assert note["trial_id"] == best["trial_id"]
+    if note["checkpoint"] is not None:
+        assert f"Checkpoint: `{note['checkpoint']}`" in (out / "report.md").read_text()
+    else:
+        assert "**No schedule beat the untrained base on validation**" in (out / "report.md").read_text()
 
     # The Ray Train layout (train/train-<id>/checkpoint_<time>/) is found too; retention → None.
     copy = tmp_path / "sweep"
@@ -182,6 +225,8 @@ def test_confirmation_intervals_and_holdout_without_references(confirmed) -> Non
         assert text in report
     if "baseline" not in _systems(exp_dir):  # the objective picked the baseline: said in plain words
         assert "no schedule beat the baseline" in report
+    if "untrained" not in _systems(exp_dir):  # likewise the untrained base
+        assert "no schedule beat the untrained base" in report
 
 
 @pytest.mark.slow
@@ -190,7 +235,7 @@ def test_detox_with_the_checkpoint_reproduces_a_final_stage_row(confirmed, tmp_p
     validation inputs exactly as the trial did: every metric of the row comes out the same."""
     exp_dir, _, _ = confirmed
     experiment = load_config(exp_dir / "experiment.yaml")
-    df = load_results(exp_dir)
+    df = _trained(load_results(exp_dir))
     # A final-stage row that bans toxic tokens: the lexicon must be found beside the checkpoint.
     decode = df[(df["phase"] == "decode") & (df["toxic_penalty"] == math.inf)]
     row = decode.loc[decode["objective"].idxmax()]

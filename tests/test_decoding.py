@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,13 +13,17 @@ import torch
 from transformers import LogitsProcessorList, T5Config, T5ForConditionalGeneration, T5TokenizerFast
 
 from raydetox.config import DecodingConfig
+from raydetox.data.lexicon import Lexicon
 from raydetox.decoding import (
     CopyPenalty,
+    PieceTable,
+    SourceTermBan,
     ToxicTokenPenalty,
     build_logits_processors,
     generate,
     generation_kwargs,
     naive_generate,
+    source_term_ban,
 )
 
 VOCAB = 300
@@ -286,3 +291,95 @@ def test_sorted_batches_match_naive_order(model, tokenizer, texts, toxic_ids) ->
     assert generate(model, tokenizer, [], cfg) == []
     with pytest.raises(TypeError, match=r"texts\[1\] is int"):
         generate(model, tokenizer, ["ok", 3], cfg)  # type: ignore[list-item]
+
+
+# --------------------------------------------------------------------------- toxic_ban: every_piece
+
+
+def _piece_texts(tokenizer) -> list[tuple[bool, str]]:
+    """(starts a word, lower-cased text) of every vocabulary piece, read straight from the tokenizer."""
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        out.append((False, "") if i in special else (piece.startswith("▁"), piece.lstrip("▁").lower()))
+    return out
+
+
+def _starts_term(text: str, term: str) -> bool:
+    return bool(text) and (term.startswith(text) or text.startswith(term))
+
+
+def test_source_term_ban_bans_every_piece_that_starts_a_source_term(tokenizer) -> None:
+    source = "you are a fucking idiot and stupid"
+    lexicon = Lexicon.from_terms({"en": ["fucking", "idiot", "moron"]})
+    enc = tokenizer([source], return_tensors="pt")
+    proc = source_term_ban(PieceTable.of(tokenizer), lexicon, [source], enc.input_ids, math.inf, 3.0, num_beams=1)
+    assert proc.terms == [["fucking", "idiot"]], "only the terms the source holds"
+    pieces = _piece_texts(tokenizer)
+    # At the start, and after a bare word-start marker: every piece, marked or not, that begins a term.
+    start = {i for i, (_, text) in enumerate(pieces) if any(_starts_term(text, t) for t in ("fucking", "idiot"))}
+    assert proc.banned(0, [0]) == start
+    bare = tokenizer.convert_tokens_to_ids("▁")
+    assert proc.banned(0, [0, bare]) == start
+    # Inside a word that began a term ("▁fu…" cannot be emitted, but "▁f" + "u" spelt by the model can):
+    # the rest of the term may not continue, on top of the word-start pieces.
+    f_id = tokenizer.convert_tokens_to_ids("▁f")
+    marked = {i for i, (m, text) in enumerate(pieces) if m and any(_starts_term(text, t) for t in ("fucking", "idiot"))}
+    rest = {i for i, (m, text) in enumerate(pieces) if not m and _starts_term(text, "ucking")}
+    assert rest and proc.banned(0, [0, f_id]) == marked | rest
+    # After a finished word that is no prefix of a term, only the word-start pieces stay banned.
+    you = tokenizer.convert_tokens_to_ids("▁you")
+    assert proc.banned(0, [0, you]) == marked
+    # Scores: banned pieces at -inf, everything else unchanged.
+    out = proc(torch.tensor([[0, you]]), torch.zeros(1, VOCAB))
+    assert torch.isneginf(out[0, sorted(marked)]).all()
+    assert int(torch.isneginf(out).sum()) == len(marked)
+
+
+def test_source_term_ban_gives_the_next_source_word_a_bonus(tokenizer) -> None:
+    source = "you are a fucking idiot and stupid"
+    lexicon = Lexicon.from_terms({"en": ["fucking", "idiot"]})
+    enc = tokenizer([source], return_tensors="pt")
+    ids = enc.input_ids[0].tolist()
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert pieces[:5] == ["▁you", "▁are", "▁a", "▁fucking", "▁idiot"], pieces
+    nxt = ids[5]  # the piece after the run of two terms (the start of "and")
+    proc = source_term_ban(PieceTable.of(tokenizer), lexicon, [source], enc.input_ids, math.inf, 2.5, num_beams=2)
+    assert proc.continuations == [[(tuple(ids[1:3]), nxt)]]
+    # Two beams of one source: the one that copied up to the terms gets the bonus, the other does not.
+    hyps = torch.tensor([[0] + ids[:3], [0] + ids[:2] + [ids[0]]])
+    out = proc(hyps, torch.zeros(2, VOCAB))
+    assert out[0, nxt] == 2.5 and out[1, nxt] == 0.0
+    unbanned = torch.isfinite(out[0])
+    assert int((out[0][unbanned] != 0).sum()) == 1, "the bonus goes to one token only"
+    with pytest.raises(ValueError, match="hypotheses"):
+        proc(torch.tensor([[0]]), torch.zeros(1, VOCAB))
+    with pytest.raises(ValueError, match="bonus"):
+        SourceTermBan(PieceTable.of(tokenizer), [["x"]], 1.0, bonus=math.inf)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_every_piece_ban_keeps_source_terms_out_of_generation(model, tokenizer, texts, num_beams, shared_data) -> None:
+    terms = (shared_data / "lexicons" / "ldnoobw_v2" / "en.txt").read_text(encoding="utf-8").split("\n")
+    lexicon = Lexicon.from_terms({"en": [t for t in terms if len(t) >= 3]})
+    toxic = [t for t in texts if lexicon.find(t)]
+    assert len(toxic) >= 10, "the fixture texts should hold lexicon terms"
+    plain = DecodingConfig(num_beams=num_beams, max_new_tokens=MAX_TOKENS + 4)
+    copied = generate(model, tokenizer, toxic, plain)
+    assert sum(bool(lexicon.find(o)) for o in copied) >= len(toxic) // 2, "the copying model reproduces the terms"
+    cfg = dataclasses.replace(plain, toxic_penalty=math.inf, toxic_ban="every_piece", toxic_continuation_bonus=2.0)
+    enc = tokenizer(toxic, padding=True, return_tensors="pt")
+    procs = build_logits_processors(cfg, enc.input_ids, None, 0, 1, lexicon=lexicon, texts=toxic,
+                                    pieces=PieceTable.of(tokenizer))
+    assert [type(p) for p in procs] == [SourceTermBan]
+    out = _generate_ids(model, tokenizer, toxic, cfg, processors=procs)
+    pieces = _piece_texts(tokenizer)
+    for source, row in zip(toxic, out.tolist()):
+        found = [t for t in lexicon.find(source) if " " not in t]
+        for token in row:
+            starts_word, text = pieces[token]
+            assert not (starts_word and any(_starts_term(text, t) for t in found)), (source, text)
+        said = tokenizer.decode(row, skip_special_tokens=True)
+        assert not set(found) & set(lexicon.find(said)), (source, said)
+    # generate() builds the same processor per batch from the lexicon.
+    assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == tokenizer.batch_decode(out, skip_special_tokens=True)

@@ -7,6 +7,7 @@ a tiny embedded base; Ray is started by the sweep and shut down after each test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from raydetox.analysis import analyze
 from raydetox.config import ConfigError
 from raydetox.errors import ResultsError
 from raydetox.results import load_results
-from raydetox.sweep import decode_grid, param_space, run_sweep, trial_name, variants
+from raydetox.sweep import decode_grid, param_space, run_sweep, trial_name, untrained_duplicate, variants
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.slow
 SWEEP = {
     "sweep.orderings": [["easy", "full"], ["hard", "full"]],
     "sweep.include_baseline": False,
+    "sweep.untrained": False,  # the untrained variant's rows are tested in tests/test_confirm.py's sweep
     "sweep.toxic_penalty": [0.0, float("inf")],
     "sweep.copy_penalty": [0.0],
     "sweep.max_failures": 1,
@@ -248,6 +250,23 @@ def test_pacing_is_a_search_axis_beside_orderings(mpd_dir: Path, tmp_path: Path,
         _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.pacing": ["cumulative", "cumulative"]})
     with pytest.raises(ConfigError, match="key 'curriculum.pacing'"):
         _cfg(mpd_dir, tmp_path, embedded_cache, **{"curriculum.pacing": "gradual"})
+
+
+def test_untrained_variant_runs_once_whatever_the_seeds_and_ranks(mpd_dir: Path, tmp_path: Path,
+                                                                  embedded_cache: Path) -> None:
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.untrained": True, "sweep.seeds": [3, 1],
+                                                    "sweep.lora_r": [4, 8]})
+    untrained = [v for v in variants(cfg) if v.get("is_untrained")]
+    assert untrained == [{"schedule": [], "ordering": "untrained", "is_baseline": False, "is_untrained": True,
+                          "pacing": "disjoint"}]
+    assert not any(v.get("is_untrained") for v in variants(_cfg(mpd_dir, tmp_path, embedded_cache)))
+    sweep = dataclasses.asdict(cfg)["sweep"]
+    # Tune crosses every variant with seeds and ranks; the untrained base depends on neither: one trial runs.
+    runs = [(seed, rank) for seed in (3, 1) for rank in (4, 8)
+            if not untrained_duplicate({"variant": untrained[0], "seed": seed, "lora_r": rank}, sweep)]
+    assert runs == [(3, 4)]
+    trained = next(v for v in variants(cfg) if not v["is_untrained"])
+    assert not untrained_duplicate({"variant": trained, "seed": 1, "lora_r": 8}, sweep)
 
 
 def test_sweep_over_pacings_reaches_trials_and_rows(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
