@@ -446,6 +446,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Ray's errors that say the machine or cluster failed (memory, disk, a process or node died), as opposed
+# to an exception raised by code running inside Ray (RayTaskError wraps those: its cause is looked at).
+_RAY_RESOURCE_ERRORS = (
+    "OutOfMemoryError", "OutOfDiskError", "ObjectStoreFullError", "WorkerCrashedError", "NodeDiedError",
+    "LocalRayletDiedError", "RaySystemError", "ActorDiedError", "ActorUnavailableError", "OwnerDiedError",
+    "ObjectLostError",
+)
+
+
+def ray_resource_error(err: BaseException) -> BaseException | None:
+    """The Ray resource failure behind ``err`` (itself, its cause chain, or a RayTaskError's cause), or None."""
+    if "ray" not in sys.modules:
+        return None
+    import ray.exceptions
+
+    kinds = tuple(getattr(ray.exceptions, name) for name in _RAY_RESOURCE_ERRORS if hasattr(ray.exceptions, name))
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kinds):
+            return current
+        todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydetox`` console script."""
     parser = build_parser()
@@ -463,8 +492,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(err).splitlines())
         print(f"raydetox {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except Exception:  # not an input problem: raydetox broke, and the traceback is what a fix needs
+    except Exception as err:  # not an input problem: raydetox broke, and the traceback is what a fix needs
         traceback.print_exc()
+        resource = ray_resource_error(err)
+        if resource is not None:
+            print(f"raydetox {args.command}: Ray failed: {type(resource).__name__}: "
+                  f"{str(resource).strip().splitlines()[0] if str(resource).strip() else ''} — a problem of the "
+                  "machine or cluster (memory, disk, a dead worker or node), not of your input or of raydetox: "
+                  "free the resource (or lower ray.max_concurrent_trials / batch sizes) and rerun with --resume",
+                  file=sys.stderr)
+            return 3
         print(f"raydetox {args.command}: this is a bug in raydetox, not a problem with your input: please "
               "report it with the traceback above", file=sys.stderr)
         return 1

@@ -402,3 +402,27 @@ def test_analyze_binary_result_file_is_one_line(tmp_path: Path, capsys: pytest.C
     (results / "trial_a" / "result.json").write_bytes(b"\xff\xfe\x00garbage")
     assert main(["analyze", str(results)]) == 2
     assert f"{results / 'trial_a' / 'result.json'}: not UTF-8 text" in _one_error_line(capsys, "analyze")
+
+
+def test_ray_resource_failures_are_told_apart_from_bugs() -> None:
+    """An out-of-memory kill or a dead worker (also wrapped in a RayTaskError or raised from another
+    error) is reported as the machine's problem, exit 3; an exception of raydetox's code inside a Ray
+    task stays a bug."""
+    import ray.exceptions
+
+    from raydetox.cli import ray_resource_error
+
+    oom = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+    assert ray_resource_error(oom) is oom
+    wrapped = ray.exceptions.RayTaskError("trial", "traceback", oom)
+    assert ray_resource_error(wrapped) is oom
+    crashed = ray.exceptions.WorkerCrashedError()
+    try:
+        try:
+            raise crashed
+        except ray.exceptions.WorkerCrashedError as inner:
+            raise RuntimeError("sweep failed") from inner
+    except RuntimeError as outer:
+        assert ray_resource_error(outer) is crashed
+    assert ray_resource_error(ray.exceptions.RayTaskError("trial", "traceback", KeyError("x"))) is None
+    assert ray_resource_error(ValueError("plain")) is None
