@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_S = "0.2"
+AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -400,6 +401,11 @@ def run_sweep(
     init_ray(address, num_cpus=None if address else n_cpus)
     from ray import tune
 
+    from raydetox.tracking import tune_callbacks
+
+    # The loggers are ours to choose (raydetox.tracking): Tune would add its own TensorBoard logger.
+    os.environ[AUTO_LOGGERS_ENV] = "1"
+
     setup = {
         "experiment": dataclasses.asdict(cfg),
         "prepared_dir": str(prepared_dir.resolve()),
@@ -439,6 +445,7 @@ def run_sweep(
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                 # Trials that train in-process checkpoint through Tune: the same retention applies.
                 checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
+                callbacks=tune_callbacks(cfg, str(local_dir)),
             ),
         )
     return tuner.fit()

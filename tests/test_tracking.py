@@ -1,0 +1,131 @@
+"""Experiment tracking (raydetox.tracking): ray.callbacks validated at load; a tiny sweep logged to MLflow
+(read back with MlflowClient) and TensorBoard (event files read back), infinities as the finite sentinel
+and no "NaN or Inf" warning on the console."""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from raydetox.config import ConfigError, config_from_dict
+from raydetox.sweep import LOCAL_RAY_ENV, run_sweep, variants
+from tests.tiny import tiny_config
+
+os.environ.setdefault(LOCAL_RAY_ENV, "0")  # as init_ray would: Ray imported here binds loopback
+
+INF_WARNING = "NaN or Inf found in input tensor"
+
+
+@pytest.fixture
+def _ray_stopped():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_callbacks_default_and_validation() -> None:
+    assert config_from_dict({}).ray.callbacks == ["tensorboard"]
+    assert config_from_dict({"ray": {"callbacks": []}}).ray.callbacks == []
+    with pytest.raises(ConfigError, match=r"cfg.yaml: key 'ray.callbacks.0': .*'mlflow' or 'tensorboard'"):
+        config_from_dict({"ray": {"callbacks": ["wandb"]}}, origin="cfg.yaml")
+    with pytest.raises(ConfigError, match=r"key 'ray.callbacks': a callback is listed twice"):
+        config_from_dict({"ray": {"callbacks": ["mlflow", "mlflow"]}})
+
+
+def test_finite_replaces_every_infinity_and_nothing_else() -> None:
+    from raydetox.tracking import INF_SENTINEL, finite
+
+    row = {"toxic_penalty": math.inf, "objective": -math.inf, "n": 3, "x": 0.5, "name": "easy",
+           "nested": {"a": [math.inf, 1.0], "b": math.nan}}
+    out = finite(row)
+    assert out["toxic_penalty"] == INF_SENTINEL and out["objective"] == -INF_SENTINEL
+    assert out["nested"]["a"] == [INF_SENTINEL, 1.0] and math.isnan(out["nested"]["b"])
+    assert (out["n"], out["x"], out["name"]) == (3, 0.5, "easy")
+    assert INF_SENTINEL < 3.4e38  # finite in float32, which TensorBoard stores
+
+
+def test_tune_callbacks_follow_the_config(tmp_path: Path) -> None:
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from raydetox.tracking import tune_callbacks
+
+    none = tune_callbacks(config_from_dict({"ray": {"callbacks": []}}), str(tmp_path))
+    assert [type(c) for c in none] == [CSVLoggerCallback, JsonLoggerCallback]
+    both = tune_callbacks(config_from_dict({"name": "exp", "ray": {"callbacks": ["tensorboard", "mlflow"]}}),
+                          str(tmp_path))
+    assert isinstance(both[2], TBXLoggerCallback)
+    assert both[3].tracking_uri == f"sqlite:///{tmp_path}/mlflow.db" and both[3].experiment_name == "exp"
+    uri = tune_callbacks(config_from_dict({"ray": {"callbacks": ["mlflow"], "mlflow_tracking_uri": "http://h:5000",
+                                                   "mlflow_experiment": "mine"}}), str(tmp_path))[2]
+    assert (uri.tracking_uri, uri.experiment_name) == ("http://h:5000", "mine")
+
+
+def _tensorboard_scalars(trial_dir: Path) -> dict[str, list[float]]:
+    """Every scalar of a trial's event files, by tag (TFRecord framing: length, crc, event, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    values: dict[str, list[float]] = {}
+    for path in trial_dir.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(value.simple_value)
+    return values
+
+
+@pytest.mark.slow
+def test_sweep_logs_every_row_to_mlflow_and_tensorboard(
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path, capfd: pytest.CaptureFixture[str], _ray_stopped: None
+) -> None:
+    import mlflow
+
+    from raydetox.results import load_results
+    from raydetox.tracking import INF_SENTINEL
+
+    cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache, **{
+        "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": True,
+        "sweep.toxic_penalty": [0.0, float("inf")], "sweep.max_degenerate_rate": 1.0,
+        "training.max_steps_per_stage": 2, "ray.callbacks": ["mlflow", "tensorboard"],
+    })
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == len(variants(cfg)) == 2 and not [r for r in results if r.error]
+    out = capfd.readouterr()
+    assert INF_WARNING not in out.out + out.err
+
+    exp_dir = tmp_path / "sweeps" / cfg.name
+    rows = load_results(exp_dir)
+    client = mlflow.MlflowClient(f"sqlite:///{exp_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name(cfg.name)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    by_ordering = {r.data.params["ordering"]: r for r in runs}
+    assert set(by_ordering) == {"easy>full", "baseline:full"}
+    cur = by_ordering["easy>full"]
+    assert cur.data.params["stages"] == "easy>full" and cur.data.params["pacing"] == "disjoint"
+    assert float(cur.data.params["stage_0_lr"]) == 5e-4 and cur.data.params["is_baseline"] == "False"
+    assert cur.data.tags["raydetox.inf_sentinel"] == str(INF_SENTINEL)
+    for run in runs:
+        trial = rows[rows["trial_id"] == run.data.tags["trial_name"].split()[0]]
+        # Every row of the trial is a step of each metric: stage rows, then one per penalty.
+        history = client.get_metric_history(run.info.run_id, "toxic_penalty")
+        assert sorted(m.step for m in history) == list(range(len(trial)))
+        assert sorted(m.value for m in history) == sorted(
+            INF_SENTINEL if math.isinf(v) else v for v in trial["toxic_penalty"])
+        chrf = client.get_metric_history(run.info.run_id, "eval_chrf")
+        assert sorted(m.value for m in chrf) == pytest.approx(sorted(trial["eval_chrf"]))
+
+    for trial_dir in exp_dir.glob("trial_*"):
+        scalars = _tensorboard_scalars(trial_dir)
+        penalties = scalars["ray/tune/toxic_penalty"]
+        assert INF_SENTINEL in [pytest.approx(v, rel=1e-6) for v in penalties]
+        assert all(math.isfinite(v) for vs in scalars.values() for v in vs)
