@@ -727,6 +727,8 @@ def hf_argument_errors(values: dict[str, Any]) -> dict[str, str]:
                 pass  # an exotic HF type: HF checks it when the arguments are built
             except ValidationError as err:
                 errors[key] = f"{err.errors()[0]['msg']} (got {value!r})"
+    if values.get("fp16") is True and values.get("bf16") is True:
+        errors.setdefault("fp16", "fp16 and training.bf16 are both true: choose one (bf16 for T5-family models)")
     return errors
 
 

@@ -162,10 +162,6 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         experiment["training"] = {**experiment["training"], "seed": int(config["seed"])}
     pacing = config["variant"].get("pacing", experiment["curriculum"]["pacing"])
     experiment["curriculum"] = {**experiment["curriculum"], "pacing": pacing}
-    ray_cfg = experiment["ray"]
-    per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
-    if ray_cfg["use_gpu"]:
-        per_worker["GPU"] = 1.0
     loop_config = {
         "experiment": experiment,
         "prepared_dir": setup["prepared_dir"],
@@ -198,9 +194,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=LoopbackTorchConfig(),
-        scaling_config=train.ScalingConfig(
-            num_workers=int(ray_cfg["num_workers"]), use_gpu=bool(ray_cfg["use_gpu"]), resources_per_worker=per_worker
-        ),
+        scaling_config=setup["scaling_config"],
         run_config=train.RunConfig(
             name=train_run_name(trial_id),
             storage_path=setup["train_storage"],
@@ -226,11 +220,22 @@ def retention(keep_checkpoints: int, checkpoint_config: type):
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What Tune reserves for a trial: the worker's share when it trains in-process, else ~nothing
-    (its Ray Train workers hold the CPUs, so nested trials never wait on each other)."""
+    """What Tune reserves for a trial: the worker's share (CPUs and ``ray.gpus_per_worker``) when it
+    trains in-process, else ~nothing (its Ray Train workers hold them, so nested trials never wait on
+    each other)."""
     if not cfg.ray.in_trial():
         return {"CPU": cfg.ray.trial_cpus}
-    return {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1.0} if cfg.ray.use_gpu else {})}
+    return cfg.ray.worker_resources()
+
+
+def scaling_config(cfg: ExperimentConfig):
+    """Ray Train's ``ScalingConfig`` of a trial's worker group: ``ray.num_workers`` workers, each holding
+    ``ray.cpus_per_worker`` CPUs and ``ray.gpus_per_worker`` GPUs (``use_gpu`` when that is > 0)."""
+    from ray import train
+
+    resources = cfg.ray.worker_resources()
+    return train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu="GPU" in resources,
+                               resources_per_worker=resources)
 
 
 def trial_name(trial: Any) -> str:
@@ -416,6 +421,7 @@ def run_sweep(
         "fail_once_at_stage": fail_once_at_stage,
         "fail_marker_dir": str(local_dir),
         "in_trial": cfg.ray.in_trial(),
+        "scaling_config": None if cfg.ray.in_trial() else scaling_config(cfg),
         "callbacks": list(callbacks),
     }
     trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)
