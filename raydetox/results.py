@@ -44,6 +44,18 @@ def trial_dir_name(trial_id: str) -> str:
 def train_run_name(trial_id: str) -> str:
     """The Ray Train run of a trial, under ``RESULTS_DIR/TRAIN_DIR``."""
     return f"train-{trial_id}"
+# The one line a trial prints per finished stage (raydetox.train_ray.RayStageReporter); Ray's log
+# deduplication must let every one through (raydetox.sweep.init_ray).
+STAGE_LINE_PATTERN = r"^\[\S+\] stage \d+/\d+ "
+
+
+def stage_line(trial: str, index: int, n_stages: int, stage: str, loss: float, copy_rate: float,
+               bertscore: float, seconds: float) -> str:
+    """``[trial] stage 1/2 easy: loss … copy … bertscore … (… s)``: a trial's progress line for a stage."""
+    return (f"[{trial}] stage {index}/{n_stages} {stage}: loss {loss:.3f} copy {copy_rate:.3f} "
+            f"bertscore {bertscore:.3f} ({seconds:.1f} s)")
+
+
 PHASES: tuple[str, ...] = ("stage", "decode")
 # A report must carry these to be a row; Tune-only or non-rank-0 reports lack ``phase`` and are skipped.
 KEY_COLUMNS: tuple[str, ...] = ("trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty")

@@ -25,7 +25,15 @@ from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
 from raydetox.experiment import base_corpus
 from raydetox.preflight import check_job_path
-from raydetox.results import DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
+from raydetox.results import (
+    DATA_DIR,
+    PREDICTIONS_DIR,
+    STAGE_LINE_PATTERN,
+    TRAIN_DIR,
+    train_run_name,
+    trial_dir_name,
+    trial_schedule,
+)
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -34,6 +42,8 @@ LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_S = "0.2"
 AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+OUTPUT_ENGINE_ENV = "RAY_AIR_NEW_OUTPUT"
+DEDUP_ALLOW_ENV = "RAY_DEDUP_LOGS_ALLOW_REGEX"  # read when Ray is first imported
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -43,6 +53,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     callers must not import ``ray`` before this function.
     """
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray folds lines that differ only in numbers from different processes into one "[repeated Nx]"
+    # line: the per-stage lines of trials would be dropped, or reappear later as look-alike duplicates.
+    os.environ.setdefault(DEDUP_ALLOW_ENV, STAGE_LINE_PATTERN)
     # Ray Train V2 collects a worker's report only when its controller polls (every 2 s by default),
     # and a worker's next report waits for that: ~2 s lost per stage and per decoding row.
     train_env = {POLL_ENV: os.environ.get(POLL_ENV, POLL_INTERVAL_S)}
@@ -245,6 +258,31 @@ def trial_name(trial: Any) -> str:
     return f"{trial.trial_id} {variant.get('ordering', '')}{seed}".strip()
 
 
+def progress_reporter(cfg: ExperimentConfig):
+    """Tune's progress table for a sweep: the variant's ordering, pacing and lr (plus seed, epochs, LoRA
+    rank and per-trial decoding when they are searched) as columns instead of the raw ``variant`` dict,
+    and the stage, copy rate, BERTScore and objective of each trial's last row."""
+    from ray.tune import CLIReporter
+
+    params = {"variant/ordering": "ordering", "variant/pacing": "pacing"}
+    if cfg.sweep.lr_search == "grid":
+        params["variant/schedule/0/lr"] = "lr"  # a grid lr is shared by every stage of a variant
+    else:
+        params.update({f"lr_{i}": f"lr_{i}" for i in range(max(len(v["schedule"]) for v in variants(cfg)))})
+    if len(cfg.sweep.epochs) > 1:
+        params["variant/schedule/0/epochs"] = "epochs"
+    if cfg.sweep.seeds:
+        params["seed"] = "seed"
+    if cfg.sweep.lora_r and cfg.lora is not None:
+        params["lora_r"] = "lora_r"
+    if not cfg.sweep.decode_reuse:
+        params["decode"] = "decode"
+    metrics = {"stage_index": "stage", "eval_copy_rate": "copy", "eval_bertscore_f1": "bertscore",
+               "objective": "objective"}
+    return CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=30,
+                       max_column_length=40)
+
+
 def trial_dirname(trial: Any) -> str:
     return trial_dir_name(trial.trial_id)
 
@@ -410,6 +448,9 @@ def run_sweep(
 
     # The loggers are ours to choose (raydetox.tracking): Tune would add its own TensorBoard logger.
     os.environ[AUTO_LOGGERS_ENV] = "1"
+    # Tune's newer output engine takes its table columns from the search space (the raw `variant`
+    # dict) and ignores a reporter; the CLIReporter engine shows the columns progress_reporter picks.
+    os.environ[OUTPUT_ENGINE_ENV] = "0"
 
     setup = {
         "experiment": dataclasses.asdict(cfg),
@@ -452,6 +493,8 @@ def run_sweep(
                 # Trials that train in-process checkpoint through Tune: the same retention applies.
                 checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
                 callbacks=tune_callbacks(cfg, str(local_dir)),
+                progress_reporter=progress_reporter(cfg),
+                verbose=2,  # the table and trial status changes, not every reported row
             ),
         )
     return tuner.fit()

@@ -1,11 +1,13 @@
-"""Experiment tracking (raydetox.tracking): ray.callbacks validated at load; a tiny sweep logged to MLflow
-(read back with MlflowClient) and TensorBoard (event files read back), infinities as the finite sentinel
-and no "NaN or Inf" warning on the console."""
+"""Experiment tracking (raydetox.tracking) and console output of a sweep: ray.callbacks validated at load; a
+tiny sweep logged to MLflow (read back with MlflowClient) and TensorBoard (event files read back),
+infinities as the finite sentinel and no "NaN or Inf" warning; Tune's table shows the schedule's columns;
+each per-stage line is printed once."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -84,7 +86,7 @@ def _tensorboard_scalars(trial_dir: Path) -> dict[str, list[float]]:
 
 
 @pytest.mark.slow
-def test_sweep_logs_every_row_to_mlflow_and_tensorboard(
+def test_sweep_logs_to_mlflow_and_tensorboard_and_prints_a_readable_table(
     mpd_dir: Path, tmp_path: Path, embedded_cache: Path, capfd: pytest.CaptureFixture[str], _ray_stopped: None
 ) -> None:
     import mlflow
@@ -96,14 +98,29 @@ def test_sweep_logs_every_row_to_mlflow_and_tensorboard(
         "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": True,
         "sweep.toxic_penalty": [0.0, float("inf")], "sweep.max_degenerate_rate": 1.0,
         "training.max_steps_per_stage": 2, "ray.callbacks": ["mlflow", "tensorboard"],
+        # Ray Train workers: their print() is patched by Ray Train V2 (it printed each stage line twice).
+        "ray.executor": "ray_train",
     })
     results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
     assert len(results) == len(variants(cfg)) == 2 and not [r for r in results if r.error]
-    out = capfd.readouterr()
-    assert INF_WARNING not in out.out + out.err
+    captured = capfd.readouterr()
+    out = captured.out + captured.err
+    assert INF_WARNING not in out
+
+    # Tune's table: the variant's ordering, pacing and lr as columns (not the raw dict), and each
+    # trial's last stage, copy rate, BERTScore and objective.
+    headers = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+               if line.startswith("| Trial name")]
+    assert headers and all("variant" not in h for h in headers)
+    assert {"ordering", "pacing", "lr", "stage", "copy", "bertscore", "objective"} <= set(headers[-1])
+    # Each trial's line per finished stage is printed once (Ray's log deduplication lets them through).
+    lines = re.findall(r"\[(\w+)\] stage (\d+)/(\d+) (\w+): loss", out)
 
     exp_dir = tmp_path / "sweeps" / cfg.name
     rows = load_results(exp_dir)
+    stage_rows = rows[rows["phase"] == "stage"]
+    assert sorted(lines) == sorted((r.trial_id, str(r.stage_index), str(r.stage_index if r.is_baseline else 2), r.stage)
+                                   for r in stage_rows.itertuples())
     client = mlflow.MlflowClient(f"sqlite:///{exp_dir}/mlflow.db")
     experiment = client.get_experiment_by_name(cfg.name)
     runs = client.search_runs([experiment.experiment_id])
