@@ -258,12 +258,11 @@ def trial_name(trial: Any) -> str:
     return f"{trial.trial_id} {variant.get('ordering', '')}{seed}".strip()
 
 
-def progress_reporter(cfg: ExperimentConfig):
-    """Tune's progress table for a sweep: the variant's ordering, pacing and lr (plus seed, epochs, LoRA
-    rank and per-trial decoding when they are searched) as columns instead of the raw ``variant`` dict,
-    and the stage, copy rate, BERTScore and objective of each trial's last row."""
-    from ray.tune import CLIReporter
-
+def progress_columns(cfg: ExperimentConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(parameter, metric) columns of Tune's progress table, each a trial-config or result key (``/``
+    into nested values) → its header: the variant's ordering, pacing and lr (plus seed, epochs, LoRA rank
+    and per-trial decoding when they are searched) instead of the raw ``variant`` dict, and the stage,
+    copy rate, BERTScore and objective of each trial's last row."""
     params = {"variant/ordering": "ordering", "variant/pacing": "pacing"}
     if cfg.sweep.lr_search == "grid":
         params["variant/schedule/0/lr"] = "lr"  # a grid lr is shared by every stage of a variant
@@ -279,6 +278,14 @@ def progress_reporter(cfg: ExperimentConfig):
         params["decode"] = "decode"
     metrics = {"stage_index": "stage", "eval_copy_rate": "copy", "eval_bertscore_f1": "bertscore",
                "objective": "objective"}
+    return params, metrics
+
+
+def progress_reporter(cfg: ExperimentConfig):
+    """Tune's ``CLIReporter`` with :func:`progress_columns`, every 30 s and at the end."""
+    from ray.tune import CLIReporter
+
+    params, metrics = progress_columns(cfg)
     return CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=30,
                        max_column_length=40)
 

@@ -68,6 +68,28 @@ def test_tune_callbacks_follow_the_config(tmp_path: Path) -> None:
     assert (uri.tracking_uri, uri.experiment_name) == ("http://h:5000", "mine")
 
 
+@pytest.mark.parametrize(("sweep", "expected"), [
+    ({}, ["ordering", "pacing", "lr"]),
+    ({"seeds": [0, 1], "epochs": [1, 2], "lora_r": [4, 8], "decode_reuse": False,
+      "pacing": ["disjoint", "competence"]}, ["ordering", "pacing", "lr", "epochs", "seed", "lora_r", "decode"]),
+    ({"lr_search": "loguniform", "lr": [1e-4, 1e-3]}, ["ordering", "pacing", "lr_0", "lr_1", "lr_2"]),
+])
+def test_progress_columns_name_what_the_sweep_searches(sweep: dict, expected: list[str]) -> None:
+    from ray._private.dict import unflattened_lookup
+
+    from raydetox.sweep import progress_columns
+
+    cfg = config_from_dict({"sweep": {"orderings": [["easy", "medium", "full"], ["hard", "full"]], **sweep}})
+    params, metrics = progress_columns(cfg)
+    assert list(params.values()) == expected and "variant" not in params
+    assert list(metrics.values()) == ["stage", "copy", "bertscore", "objective"]
+    # Every column resolves in every trial's config, the one-stage baseline's included.
+    for variant in variants(cfg):
+        config = {"variant": variant, "seed": 0, "lora_r": 4, "decode": [0.0, 0.0],
+                  **{f"lr_{i}": 1e-4 for i in range(3)}}
+        assert all(unflattened_lookup(key, config) is not None for key in params)
+
+
 def _tensorboard_scalars(trial_dir: Path) -> dict[str, list[float]]:
     """Every scalar of a trial's event files, by tag (TFRecord framing: length, crc, event, crc)."""
     from tensorboardX.proto import event_pb2
