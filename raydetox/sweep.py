@@ -286,8 +286,10 @@ def progress_reporter(cfg: ExperimentConfig):
     from ray.tune import CLIReporter
 
     params, metrics = progress_columns(cfg)
+    # The table every 30 s and at the end, and no line per result: at Tune's verbosity 2 each result
+    # prints "reported … with parameters=<the raw config>".
     return CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=30,
-                       max_column_length=40)
+                       max_column_length=40, print_intermediate_tables=True)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -501,7 +503,7 @@ def run_sweep(
                 checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
                 callbacks=tune_callbacks(cfg, str(local_dir)),
                 progress_reporter=progress_reporter(cfg),
-                verbose=2,  # the table and trial status changes, not every reported row
+                verbose=1,  # the table (progress_reporter), not every reported row
             ),
         )
     return tuner.fit()
