@@ -19,11 +19,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-installs only when the dependency list changes (the stamp is newer than pyproject.toml otherwise).
-# The cluster extra (ray[default]) is for tests/test_cluster_job.py: a real `ray start --head` + job submit.
+# The cluster extra (ray[default]) is for tests/test_cluster_job.py: a real `ray start --head` + job submit;
+# the tracking extra (MLflow) for tests/test_tracking.py.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --no-deps "$(BERTSCORE_PKG)"
-	$(BIN)/pip install --quiet -e ".[dev,cluster]"
+	$(BIN)/pip install --quiet -e ".[dev,cluster,tracking]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ an error that names the key path and the YAML file, raised before any data is re
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -34,6 +35,8 @@ STAGES: tuple[str, ...] = ("easy", "medium", "hard", "full")
 Pacing = Literal["disjoint", "cumulative", "competence"]
 """How a schedule's stages draw their training pairs (``curriculum.pacing``; see raydetox.pacing)."""
 PACINGS: tuple[str, ...] = get_args(Pacing)
+Tracker = Literal["mlflow", "tensorboard"]
+"""An experiment tracker a sweep can feed (``ray.callbacks``; see raydetox.tracking)."""
 
 LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 """A language code: ISO 639-1/3 letters, optionally with script/region subtags (``en``, ``pt-BR``)."""
@@ -620,6 +623,8 @@ class RayConfig:
     address: str | None = None
     num_workers: PositiveInt = 1
     use_gpu: bool = False
+    # GPUs each worker holds (fractions share one GPU); null: 1 with use_gpu, else 0. > 0 implies use_gpu.
+    gpus_per_worker: NonNegativeFloat | None = None
     cpus_per_worker: PositiveFloat = 1.0
     trial_cpus: NonNegativeFloat = 0.01
     storage_path: str | None = None
@@ -628,11 +633,32 @@ class RayConfig:
     # last stage checkpoint on failure); "trial" = the Tune trial's own process (one worker: no worker
     # group to start, Tune restarts the trial from the same checkpoint); "auto" = "trial" for one worker.
     executor: Literal["auto", "ray_train", "trial"] = "auto"
+    # Experiment trackers fed every trial's rows (Ray Tune logger callbacks): mlflow (one run per trial,
+    # needs `pip install raydetox[tracking]`) and tensorboard (event files in each trial's folder).
+    callbacks: list[Tracker] = dataclasses.field(default_factory=lambda: ["tensorboard"])
+    # MLflow store; null: sqlite:///STORAGE/NAME/mlflow.db beside the sweep's results.
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str | None = None  # null: the sweep's name
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
         return _folder_name(v, "ray.name")
+
+    @field_validator("callbacks")
+    @classmethod
+    def _distinct_callbacks(cls, v: list[str]) -> list[str]:
+        if len(set(v)) < len(v):
+            raise ValueError(f"a callback is listed twice in {v}")
+        if "mlflow" in v and importlib.util.find_spec("mlflow") is None:
+            raise ValueError("mlflow needs `pip install raydetox[tracking]`")
+        return v
+
+    @model_validator(mode="after")
+    def _gpu_settings_agree(self) -> "RayConfig":
+        if self.use_gpu and self.gpus_per_worker == 0:
+            raise _invalid("gpus_per_worker", "is 0 but ray.use_gpu is true; set one of them, not both")
+        return self
 
     @model_validator(mode="after")
     def _trial_executor_has_one_worker(self) -> "RayConfig":
@@ -643,6 +669,17 @@ class RayConfig:
     def in_trial(self) -> bool:
         """Whether a trial trains in its own process (see ``executor``)."""
         return self.executor == "trial" or (self.executor == "auto" and self.num_workers == 1)
+
+    def gpus(self) -> float:
+        """GPUs each worker holds: ``gpus_per_worker``, else 1 with ``use_gpu``, else 0."""
+        if self.gpus_per_worker is not None:
+            return self.gpus_per_worker
+        return 1.0 if self.use_gpu else 0.0
+
+    def worker_resources(self) -> dict[str, float]:
+        """Ray resources of one training worker (a Ray Train worker, or the trial that trains itself)."""
+        gpus = self.gpus()
+        return {"CPU": self.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
 
 
 @dataclass(config=_STRICT)
@@ -750,6 +787,8 @@ def hf_argument_errors(values: dict[str, Any]) -> dict[str, str]:
                 pass  # an exotic HF type: HF checks it when the arguments are built
             except ValidationError as err:
                 errors[key] = f"{err.errors()[0]['msg']} (got {value!r})"
+    if values.get("fp16") is True and values.get("bf16") is True:
+        errors.setdefault("fp16", "fp16 and training.bf16 are both true: choose one (bf16 for T5-family models)")
     return errors
 
 

@@ -7,6 +7,7 @@ both go through :func:`build_trainer` so that the two paths cannot drift apart.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -109,6 +110,18 @@ def training_arguments(cfg: ExperimentConfig, output_dir: str | Path, **override
     return CurriculumTrainingArguments(**kwargs)
 
 
+T5_FAMILY: tuple[str, ...] = ("t5", "mt5", "umt5", "longt5", "switch_transformers")
+"""HF ``model_type``s whose activations outgrow fp16's range (trained in bf16, they overflow to inf/NaN)."""
+
+
+def mixed_precision_warning(model_type: str, args: CurriculumTrainingArguments) -> str | None:
+    """Why fp16 is a bad choice for this model (T5 family), or None; bf16 keeps fp32's range and is safe."""
+    if not (args.fp16 or args.fp16_full_eval) or model_type not in T5_FAMILY:
+        return None
+    return (f"training.fp16 on a {model_type} model: T5-family activations overflow fp16 (losses turn NaN); "
+            "use training.bf16 (Ampere or newer GPUs) or full precision")
+
+
 def build_trainer(
     cfg: ExperimentConfig,
     prepared: PreparedData,
@@ -127,9 +140,13 @@ def build_trainer(
     eval_data = tokenize_pairs(
         prepared.validation, tokenizer, cfg.model.max_source_length, cfg.model.max_target_length
     )
+    args = training_arguments(cfg, output_dir, **arg_overrides)
+    problem = mixed_precision_warning(model.config.model_type, args)
+    if problem:
+        warnings.warn(problem, stacklevel=2)
     return CurriculumSeq2SeqTrainer(
         model=model,
-        args=training_arguments(cfg, output_dir, **arg_overrides),
+        args=args,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         train_dataset=stage_data["full"],
         eval_dataset=eval_data if len(eval_data) else None,

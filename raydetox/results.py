@@ -70,6 +70,18 @@ def decoding_arm(toxic_penalty: float, copy_penalty: float, sweep: SweepConfig) 
     return {ablation_column("decoding_controls"): arm}
 
 
+# The one line a trial prints per finished stage (raydetox.train_ray.RayStageReporter); Ray's log
+# deduplication must let every one through (raydetox.sweep.init_ray).
+STAGE_LINE_PATTERN = r"^\[\S+\] stage \d+/\d+ "
+
+
+def stage_line(trial: str, index: int, n_stages: int, stage: str, loss: float, copy_rate: float,
+               bertscore: float, seconds: float) -> str:
+    """``[trial] stage 1/2 easy: loss … copy … bertscore … (… s)``: a trial's progress line for a stage."""
+    return (f"[{trial}] stage {index}/{n_stages} {stage}: loss {loss:.3f} copy {copy_rate:.3f} "
+            f"bertscore {bertscore:.3f} ({seconds:.1f} s)")
+
+
 PHASES: tuple[str, ...] = ("stage", "decode")
 # A report must carry these to be a row; Tune-only or non-rank-0 reports lack ``phase`` and are skipped.
 KEY_COLUMNS: tuple[str, ...] = ("trial_id", "phase", "stage_index", "toxic_penalty", "copy_penalty")

@@ -26,7 +26,16 @@ from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
 from raydetox.experiment import base_corpus
 from raydetox.preflight import check_job_path
-from raydetox.results import UNTRAINED, DATA_DIR, PREDICTIONS_DIR, TRAIN_DIR, train_run_name, trial_dir_name, trial_schedule
+from raydetox.results import (
+    DATA_DIR,
+    UNTRAINED,
+    PREDICTIONS_DIR,
+    STAGE_LINE_PATTERN,
+    TRAIN_DIR,
+    train_run_name,
+    trial_dir_name,
+    trial_schedule,
+)
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -34,6 +43,9 @@ if TYPE_CHECKING:
 LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_S = "0.2"
+AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+OUTPUT_ENGINE_ENV = "RAY_AIR_NEW_OUTPUT"
+DEDUP_ALLOW_ENV = "RAY_DEDUP_LOGS_ALLOW_REGEX"  # read when Ray is first imported
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -43,6 +55,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     callers must not import ``ray`` before this function.
     """
     address = address or os.environ.get("RAY_ADDRESS")
+    # Ray folds lines that differ only in numbers from different processes into one "[repeated Nx]"
+    # line: the per-stage lines of trials would be dropped, or reappear later as look-alike duplicates.
+    os.environ.setdefault(DEDUP_ALLOW_ENV, STAGE_LINE_PATTERN)
     # Ray Train V2 collects a worker's report only when its controller polls (every 2 s by default),
     # and a worker's next report waits for that: ~2 s lost per stage and per decoding row.
     train_env = {POLL_ENV: os.environ.get(POLL_ENV, POLL_INTERVAL_S)}
@@ -182,10 +197,6 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         experiment["training"] = {**experiment["training"], "seed": int(config["seed"])}
     pacing = config["variant"].get("pacing", experiment["curriculum"]["pacing"])
     experiment["curriculum"] = {**experiment["curriculum"], "pacing": pacing}
-    ray_cfg = experiment["ray"]
-    per_worker: dict[str, float] = {"CPU": float(ray_cfg["cpus_per_worker"])}
-    if ray_cfg["use_gpu"]:
-        per_worker["GPU"] = 1.0
     arms = ablation.trial_arms(config, setup.get("ablation_factors", ()))
     loop_config = {
         "experiment": experiment,
@@ -222,9 +233,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=LoopbackTorchConfig(),
-        scaling_config=train.ScalingConfig(
-            num_workers=int(ray_cfg["num_workers"]), use_gpu=bool(ray_cfg["use_gpu"]), resources_per_worker=per_worker
-        ),
+        scaling_config=setup["scaling_config"],
         run_config=train.RunConfig(
             name=train_run_name(trial_id),
             storage_path=setup["train_storage"],
@@ -250,11 +259,22 @@ def retention(keep_checkpoints: int, checkpoint_config: type):
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What Tune reserves for a trial: the worker's share when it trains in-process, else ~nothing
-    (its Ray Train workers hold the CPUs, so nested trials never wait on each other)."""
+    """What Tune reserves for a trial: the worker's share (CPUs and ``ray.gpus_per_worker``) when it
+    trains in-process, else ~nothing (its Ray Train workers hold them, so nested trials never wait on
+    each other)."""
     if not cfg.ray.in_trial():
         return {"CPU": cfg.ray.trial_cpus}
-    return {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1.0} if cfg.ray.use_gpu else {})}
+    return cfg.ray.worker_resources()
+
+
+def scaling_config(cfg: ExperimentConfig):
+    """Ray Train's ``ScalingConfig`` of a trial's worker group: ``ray.num_workers`` workers, each holding
+    ``ray.cpus_per_worker`` CPUs and ``ray.gpus_per_worker`` GPUs (``use_gpu`` when that is > 0)."""
+    from ray import train
+
+    resources = cfg.ray.worker_resources()
+    return train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu="GPU" in resources,
+                               resources_per_worker=resources)
 
 
 def trial_name(trial: Any) -> str:
@@ -262,6 +282,40 @@ def trial_name(trial: Any) -> str:
     variant = trial.config.get("variant", {})
     seed = f" seed={trial.config['seed']}" if "seed" in trial.config else ""
     return f"{trial.trial_id} {variant.get('ordering', '')}{seed}".strip()
+
+
+def progress_columns(cfg: ExperimentConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(parameter, metric) columns of Tune's progress table, each a trial-config or result key (``/``
+    into nested values) → its header: the variant's ordering, pacing and lr (plus seed, epochs, LoRA rank
+    and per-trial decoding when they are searched) instead of the raw ``variant`` dict, and the stage,
+    copy rate, BERTScore and objective of each trial's last row."""
+    params = {"variant/ordering": "ordering", "variant/pacing": "pacing"}
+    if cfg.sweep.lr_search == "grid":
+        params["variant/schedule/0/lr"] = "lr"  # a grid lr is shared by every stage of a variant
+    else:
+        params.update({f"lr_{i}": f"lr_{i}" for i in range(max(len(v["schedule"]) for v in variants(cfg)))})
+    if len(cfg.sweep.epochs) > 1:
+        params["variant/schedule/0/epochs"] = "epochs"
+    if cfg.sweep.seeds:
+        params["seed"] = "seed"
+    if cfg.sweep.lora_r and cfg.lora is not None:
+        params["lora_r"] = "lora_r"
+    if not cfg.sweep.decode_reuse:
+        params["decode"] = "decode"
+    metrics = {"stage_index": "stage", "eval_copy_rate": "copy", "eval_bertscore_f1": "bertscore",
+               "objective": "objective"}
+    return params, metrics
+
+
+def progress_reporter(cfg: ExperimentConfig):
+    """Tune's ``CLIReporter`` with :func:`progress_columns`, every 30 s and at the end."""
+    from ray.tune import CLIReporter
+
+    params, metrics = progress_columns(cfg)
+    # The table every 30 s and at the end, and no line per result: at Tune's verbosity 2 each result
+    # prints "reported … with parameters=<the raw config>".
+    return CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=30,
+                       max_column_length=40, print_intermediate_tables=True)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -426,6 +480,14 @@ def run_sweep(
     init_ray(address, num_cpus=None if address else n_cpus)
     from ray import tune
 
+    from raydetox.tracking import tune_callbacks
+
+    # The loggers are ours to choose (raydetox.tracking): Tune would add its own TensorBoard logger.
+    os.environ[AUTO_LOGGERS_ENV] = "1"
+    # Tune's newer output engine takes its table columns from the search space (the raw `variant`
+    # dict) and ignores a reporter; the CLIReporter engine shows the columns progress_reporter picks.
+    os.environ[OUTPUT_ENGINE_ENV] = "0"
+
     setup = {
         "experiment": dataclasses.asdict(cfg),
         "prepared_dir": str(prepared_dir.resolve()),
@@ -438,6 +500,7 @@ def run_sweep(
         "fail_once_at_stage": fail_once_at_stage,
         "fail_marker_dir": str(local_dir),
         "in_trial": cfg.ray.in_trial(),
+        "scaling_config": None if cfg.ray.in_trial() else scaling_config(cfg),
         "callbacks": list(callbacks),
     }
     trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)
@@ -467,6 +530,9 @@ def run_sweep(
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                 # Trials that train in-process checkpoint through Tune: the same retention applies.
                 checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
+                callbacks=tune_callbacks(cfg, str(local_dir)),
+                progress_reporter=progress_reporter(cfg),
+                verbose=1,  # the table (progress_reporter), not every reported row
             ),
         )
     return tuner.fit()

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -141,12 +142,13 @@ class RayStageReporter(TrainerCallback):
             self.session.report({"stage_index": result.index + 1})
             return
         row = stage_row(result, self.cfg, self.meta)
-        print(
-            f"[{self.meta.get('trial', 'trial')}] stage {result.index + 1}/{self.n_stages} {result.stage}: "
-            f"loss {result.train_loss:.3f} copy {row.get('eval_copy_rate', float('nan')):.3f} "
-            f"bertscore {row.get('eval_bertscore_f1', float('nan')):.3f} ({result.seconds:.1f} s)",
-            flush=True,
-        )
+        line = results.stage_line(self.meta.get("trial", "trial"), result.index + 1, self.n_stages, result.stage,
+                                  result.train_loss, row.get("eval_copy_rate", float("nan")),
+                                  row.get("eval_bertscore_f1", float("nan")), result.seconds)
+        # Not print(): Ray Train V2 patches it in its workers to both print and log (when stdout is
+        # wrapped), so every line reached the driver twice.
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
         out = Path(args.output_dir)
         if result.predictions and self.predictions_dir is not None:
             target = self.predictions_dir / Path(result.predictions).name

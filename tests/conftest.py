@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from raydetox.results import STAGE_LINE_PATTERN
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYDETOX_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -16,6 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# What raydetox.sweep.init_ray sets before Ray is first imported (Ray reads it then): Ray's log
+# deduplication lets every per-stage line through. Set here since a test module may import Ray first.
+os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", STAGE_LINE_PATTERN)
 
 
 @pytest.fixture(scope="session")
