@@ -115,17 +115,23 @@ def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
             continue
         seen.add(same_run)
         out.append({"schedule": schedule, "ordering": ordering_name(order, pacing), "is_baseline": False,
-                    "is_untrained": False, "pacing": pacing})
+                    "is_untrained": False, "pacing": pacing, **_table_keys(schedule, lr)})
     if cfg.sweep.include_baseline:
         for epochs, lr in itertools.product(cfg.sweep.epochs, lrs):
             n = max(len(o) for o in orderings(cfg))
             schedule = [{"stage": "full", "epochs": float(epochs) * n, "lr": float(lr or cfg.sweep.lr[0])}]
             out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True, "is_untrained": False,
-                        "pacing": "disjoint"})
+                        "pacing": "disjoint", **_table_keys(schedule, lr)})
     if cfg.sweep.untrained:
         out.append({"schedule": [], "ordering": UNTRAINED, "is_baseline": False, "is_untrained": True,
-                    "pacing": "disjoint"})
+                    "pacing": "disjoint", **_table_keys([], None)})
     return out
+
+
+def _table_keys(schedule: list[dict[str, Any]], lr: float | None) -> dict[str, Any]:
+    # What Tune's progress table shows of a variant (progress_columns): Ray's lookup of a nested path
+    # fails on an empty schedule (the untrained variant), so the values sit at the variant's top level.
+    return {"lr": lr, "epochs": schedule[0]["epochs"] if schedule else None}
 
 
 def untrained_duplicate(config: dict[str, Any], sweep: dict[str, Any]) -> bool:
@@ -291,11 +297,11 @@ def progress_columns(cfg: ExperimentConfig) -> tuple[dict[str, str], dict[str, s
     copy rate, BERTScore and objective of each trial's last row."""
     params = {"variant/ordering": "ordering", "variant/pacing": "pacing"}
     if cfg.sweep.lr_search == "grid":
-        params["variant/schedule/0/lr"] = "lr"  # a grid lr is shared by every stage of a variant
+        params["variant/lr"] = "lr"  # a grid lr is shared by every stage of a variant
     else:
         params.update({f"lr_{i}": f"lr_{i}" for i in range(max(len(v["schedule"]) for v in variants(cfg)))})
     if len(cfg.sweep.epochs) > 1:
-        params["variant/schedule/0/epochs"] = "epochs"
+        params["variant/epochs"] = "epochs"
     if cfg.sweep.seeds:
         params["seed"] = "seed"
     if cfg.sweep.lora_r and cfg.lora is not None:
