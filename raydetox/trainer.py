@@ -30,8 +30,8 @@ from datasets import Dataset, concatenate_datasets
 from transformers import PrinterCallback, Seq2SeqTrainer
 
 from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
-from raydetox.data.curriculum import paced_subsets
 from raydetox.data.io import DataError
+from raydetox.data.stages import paced_subsets
 from raydetox.decoding import generate
 from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import EXTRA_LOSSES

@@ -11,7 +11,7 @@ import torch
 from transformers import TrainerCallback
 
 from raydetox.config import ConfigError, StageConfig
-from raydetox.data.curriculum import difficulty_cdf
+from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
 from raydetox.losses import copy_unlikelihood_loss
