@@ -328,7 +328,10 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             self._generation = None
             self.args.predict_with_generate = predict_with_generate
         tok = self.processing_class
-        tokens = np.where(out.predictions != -100, out.predictions, tok.pad_token_id)
+        rows = len(self.eval_dataset)
+        # Under DDP the ranks' last batches are filled up with repeated rows, gathered after every real
+        # row; HF drops them only when accelerate knows the remainder (not under Ray Train's process group).
+        tokens = np.where(out.predictions[:rows] != -100, out.predictions[:rows], tok.pad_token_id)
         texts = tok.batch_decode(tokens, skip_special_tokens=True)
         outputs: list[str] = [""] * len(texts)
         for position, row in enumerate(eval_order(self.eval_dataset) or range(len(texts))):
