@@ -18,7 +18,7 @@ from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
-from raydetox.data.curriculum import difficulty_cdf
+from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems

@@ -9,7 +9,7 @@ and competence is counted over the whole run, across phases:
 - A phase's optimizer steps are its stage's ``epochs`` × the steps of one pass over the full train
   split (or ``training.max_steps_per_stage``); T is the sum over the schedule.
 - Optimizer step t (t = 1..T, phase after phase) draws its examples uniformly, without replacement,
-  from the pairs whose difficulty CDF value d (:func:`raydetox.data.curriculum.difficulty_cdf`) is at
+  from the pairs whose difficulty CDF value d (:func:`raydetox.data.difficulty.difficulty_cdf`) is at
   most c(t)::
 
       sqrt:   c(t) = min(1, sqrt(t (1 - c0²) / T + c0²))

@@ -191,7 +191,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from raydetox.train_ray import LoopbackTorchConfig, Session, train_loop_per_worker
+    from raydetox.train_ray import Session, train_loop_per_worker
 
     trial_id = tune.get_context().get_trial_id()
     if untrained_duplicate(config, setup["experiment"]["sweep"]):
@@ -233,6 +233,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         return
     from ray import train
     from ray.train.torch import TorchTrainer
+
+    from raydetox.ray_backend import LoopbackTorchConfig
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trainer = TorchTrainer(

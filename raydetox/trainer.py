@@ -3,7 +3,9 @@
 The trainer keeps one model, tokenizer, collator and metric scorer for the whole schedule and calls
 HF's own ``train()`` once per stage after swapping the train subset, the epochs and the learning rate
 (optimizer and scheduler are rebuilt per stage, so each stage gets its own warm-up/decay). After each
-stage it evaluates (loss + generation metrics), saves a checkpoint tagged by the stage (adapter only
+stage it evaluates — validation loss and generations in one HF prediction pass
+(``predict_with_generate`` through :meth:`~CurriculumSeq2SeqTrainer.prediction_step`, with raydetox's
+decoding controls), then generation metrics — saves a checkpoint tagged by the stage (adapter only
 for LoRA), appends a metrics row and fires ``on_stage_end`` on every callback that defines it — that
 is where the Ray layer reports. A finished stage is never re-run: ``run_schedule`` resumes after the
 last stage recorded in ``curriculum_state.json``.
@@ -30,15 +32,16 @@ from datasets import Dataset, concatenate_datasets
 from transformers import PrinterCallback, Seq2SeqTrainer
 
 from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
-from raydetox.data.curriculum import paced_subsets
 from raydetox.data.io import DataError
-from raydetox.decoding import generate
+from raydetox.data.stages import paced_subsets
+from raydetox.decoding import build_logits_processors, generate, generation_kwargs
 from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import EXTRA_LOSSES
 from raydetox.metrics import Scorer, perplexity
 from raydetox.pacing import CompetenceSampler, phase_steps
 from raydetox.results import STATE_FILE, predictions_frame, write_predictions
 from raydetox.training_args import CurriculumTrainingArguments
+
 
 @dataclass
 class StageResult:
@@ -103,6 +106,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         self.stage_results: list[StageResult] = []
         self.curriculum = curriculum or CurriculumConfig()
         self._phase: CompetenceSampler | None = None  # set while a competence-paced stage trains
+        self._generation: dict[str, Any] | None = None  # generate() kwargs while the validation pass generates
         name = self.args.extra_loss
         if name is not None and name not in EXTRA_LOSSES:
             raise ValueError(f"training.extra_loss: unknown {name!r}; expected one of {sorted(EXTRA_LOSSES)}")
@@ -286,25 +290,80 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         """HF's sampler, or the competence sampler of the phase being trained."""
         return self._phase if self._phase is not None else super()._get_train_sampler(train_dataset)
 
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> list[int] | None:
+        """Longest inputs first (as :func:`raydetox.decoding.generate` batches): little padding per batch,
+        an out-of-memory batch shows up at once, and the order is known to map predictions back to rows."""
+        return eval_order(eval_dataset)
+
+    def prediction_step(  # type: ignore[override]
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs: Any,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """HF's step; in a stage's validation pass it generates under ``decoding`` (search settings and
+        the logits processors built for this batch's sources) beside the loss."""
+        if self._generation is not None:
+            inputs = self._prepare_inputs(inputs)
+            tok = self.processing_class
+            gen_kwargs = dict(self._generation)
+            # HF's step sets the model's max_length (20) when unset; max_new_tokens beside it warns on every
+            # batch. The decoder starts from one token, so max_length = max_new_tokens + 1 is the same bound.
+            gen_kwargs["max_length"] = gen_kwargs.pop("max_new_tokens") + 1
+            gen_kwargs["logits_processor"] = build_logits_processors(
+                self.decoding, inputs["input_ids"], self.toxic_token_ids, tok.pad_token_id, tok.eos_token_id
+            )
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+
+    def _loss_and_generations(self) -> tuple[float, list[str]]:
+        """Validation loss and one generated text per ``eval_dataset`` row (in row order), from one pass."""
+        predict_with_generate = self.args.predict_with_generate
+        self._generation = generation_kwargs(self.decoding)
+        self.args.predict_with_generate = True
+        try:
+            out = self.predict(self.eval_dataset, metric_key_prefix="eval")
+        finally:
+            self._generation = None
+            self.args.predict_with_generate = predict_with_generate
+        tok = self.processing_class
+        rows = len(self.eval_dataset)
+        # Under DDP the ranks' last batches are filled up with repeated rows, gathered after every real
+        # row; HF drops them only when accelerate knows the remainder (not under Ray Train's process group).
+        tokens = np.where(out.predictions[:rows] != -100, out.predictions[:rows], tok.pad_token_id)
+        texts = tok.batch_decode(tokens, skip_special_tokens=True)
+        outputs: list[str] = [""] * len(texts)
+        for position, row in enumerate(eval_order(self.eval_dataset) or range(len(texts))):
+            outputs[row] = texts[position]
+        return float(out.metrics.get("eval_loss", math.nan)), outputs
+
     def evaluate_stage(self) -> tuple[dict[str, float], pd.DataFrame | None]:
-        """Validation loss/perplexity (HF ``evaluate``) plus generation metrics on ``eval_pairs``, and the
-        per-sentence predictions behind them (``None`` without generation, e.g. on DDP ranks > 0)."""
+        """Validation loss/perplexity and generation metrics on ``eval_pairs``, from one pass over the
+        validation rows, and the per-sentence predictions behind them (``None`` without generation, e.g.
+        on DDP ranks > 0: every replica holds the same weights, so one scores)."""
         metrics: dict[str, float] = {}
         predictions: pd.DataFrame | None = None
+        pairs = self.eval_pairs
+        scored = pairs is not None and self.scorer is not None and len(pairs) > 0
+        # The every-piece toxic ban matches lexicon terms in the raw source text, which the tokenized
+        # evaluation batches no longer hold: that setting evaluates the loss and generates apart.
+        one_pass = not (self.decoding.toxic_penalty > 0 and self.decoding.toxic_ban == "every_piece")
+        if self.eval_dataset is not None and scored and one_pass:
+            ids = [str(i) for i in self.eval_dataset["id"]] if "id" in self.eval_dataset.column_names else None
+            if ids != [str(i) for i in pairs["id"]]:
+                raise ValueError("eval_dataset and eval_pairs must hold the same rows in the same order (by id)")
+            loss, outputs = self._loss_and_generations()
+            if self.is_world_process_zero():
+                scores, predictions = self.score_predictions(pairs, outputs, prefix="eval_")
+                metrics.update(scores)
+        else:
+            loss = float(self.evaluate().get("eval_loss", math.nan)) if self.eval_dataset is not None else math.nan
+            if scored and self.is_world_process_zero():
+                scores, predictions = self.generate_and_predict(pairs, prefix="eval_")
+                metrics.update(scores)
         if self.eval_dataset is not None:
-            ev = self.evaluate()
-            loss = float(ev.get("eval_loss", math.nan))
-            metrics["eval_loss"] = loss
-            metrics["eval_perplexity"] = perplexity(loss)
-        # Generation metrics once, on the main process: every DDP replica holds the same weights.
-        if (
-            self.eval_pairs is not None
-            and self.scorer is not None
-            and len(self.eval_pairs)
-            and self.is_world_process_zero()
-        ):
-            scores, predictions = self.generate_and_predict(self.eval_pairs, prefix="eval_")
-            metrics.update(scores)
+            metrics = {"eval_loss": loss, "eval_perplexity": perplexity(loss), **metrics}
         return metrics, predictions
 
     def generate_and_score(
@@ -322,6 +381,14 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             raise ValueError("generate_and_score needs a scorer")
         return predict(self.model, self.processing_class, pairs, decoding or self.decoding, self.scorer,
                        self.toxic_token_ids, self.max_source_length, prefix)
+
+    def score_predictions(
+        self, pairs: pd.DataFrame, outputs: Sequence[str], prefix: str = ""
+    ) -> tuple[dict[str, float], pd.DataFrame]:
+        """Score ``outputs`` (one per row of ``pairs``) and keep the per-sentence predictions."""
+        if self.scorer is None:
+            raise ValueError("score_predictions needs a scorer")
+        return score_outputs(self.scorer, pairs, outputs, prefix)
 
     def _save_stage_checkpoint(self, index: int, stage: str) -> Path:
         from raydetox.modeling import save_trained
@@ -350,10 +417,25 @@ def predict(
     (``prefix``-ed) and the per-sentence predictions. Every evaluation row of a run or a sweep comes from here."""
     outputs = generate(model, tokenizer, list(pairs["toxic"]), decoding, toxic_token_ids=toxic_token_ids,
                        max_source_length=max_source_length, lexicon=scorer.lexicon)
+    return score_outputs(scorer, pairs, outputs, prefix)
+
+
+def score_outputs(
+    scorer: Scorer, pairs: pd.DataFrame, outputs: Sequence[str], prefix: str = ""
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Score ``outputs`` (one per row of ``pairs``): the metrics (``prefix``-ed) and the per-sentence predictions."""
     scores, sentences = scorer.score_with_sentences(
-        list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
+        list(pairs["toxic"]), list(outputs), [list(r) for r in pairs["refs"]], list(pairs["lang"]), prefix=prefix
     )
-    return scores, predictions_frame(pairs, outputs, sentences)
+    return scores, predictions_frame(pairs, list(outputs), sentences)
+
+
+def eval_order(dataset: Dataset | None) -> list[int] | None:
+    """Row indices of a tokenized ``dataset``, longest ``input_ids`` first (stable); None without one."""
+    if dataset is None or "input_ids" not in dataset.column_names:
+        return None
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
 def baseline_schedule(schedule: Sequence[StageConfig]) -> list[StageConfig]:

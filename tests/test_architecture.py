@@ -60,3 +60,28 @@ def test_cycle_detector_finds_a_lazy_import_cycle(tmp_path: Path) -> None:
     (pkg / "a.py").write_text("from raydetox.b import thing\n")
     (pkg / "b.py").write_text("def thing():\n    from raydetox import a  # lazy\n    return a\n")
     assert list(nx.simple_cycles(import_graph(pkg))) != []
+
+
+DATA_STEPS: tuple[str, ...] = ("io", "split", "lexicon", "clean", "difficulty", "stages")
+"""raydetox/data/ modules that are steps of `prepare`, in the order it runs them (io is the load step)."""
+DATA_SHARED: frozenset[str] = frozenset({"pairs", "langid"})
+"""raydetox/data/ modules that are no step: what any step may use (the table contract, language id)."""
+
+
+def test_data_steps_import_only_earlier_steps() -> None:
+    graph = import_graph()
+    data = {n.rpartition(".")[2] for n in graph if n.startswith("raydetox.data.")}
+    unclassified = data - set(DATA_STEPS) - DATA_SHARED - {"prepare"}
+    assert not unclassified, f"raydetox/data/ modules neither a step nor shared: {sorted(unclassified)}"
+    wrong = []
+    for i, step in enumerate(DATA_STEPS):
+        allowed = set(DATA_STEPS[:i]) | DATA_SHARED
+        for target in graph.successors(f"raydetox.data.{step}"):
+            if target.startswith("raydetox.data.") and target.rpartition(".")[2] not in allowed:
+                wrong.append(f"{step} → {target.rpartition('.')[2]}")
+    for shared in DATA_SHARED:
+        wrong += [f"{shared} → {t}" for t in graph.successors(f"raydetox.data.{shared}")
+                  if t.startswith("raydetox.data.") and t.rpartition(".")[2] not in DATA_SHARED]
+    assert not wrong, "data flows back in raydetox/data/: " + "; ".join(wrong)
+    steps_used = {t.rpartition(".")[2] for t in graph.successors("raydetox.data.prepare")}
+    assert set(DATA_STEPS) <= steps_used, f"prepare skips step(s) {sorted(set(DATA_STEPS) - steps_used)}"

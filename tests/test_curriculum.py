@@ -12,18 +12,11 @@ from hypothesis import strategies as st
 
 from raydetox.config import CleaningConfig, CurriculumConfig, LexiconConfig, SplitConfig
 from raydetox.data.clean import clean_pairs
+from raydetox.data.difficulty import difficulty_cdf, score_difficulty, word_edit_distance
 from raydetox.data.io import DataError
-from raydetox.data.curriculum import (
-    BUCKETS,
-    assign_buckets,
-    difficulty_cdf,
-    paced_subsets,
-    score_difficulty,
-    split_pairs,
-    stage_subsets,
-    word_edit_distance,
-)
 from raydetox.data.lexicon import Lexicon
+from raydetox.data.split import split_pairs
+from raydetox.data.stages import BUCKETS, assign_buckets, paced_subsets, stage_subsets
 from raydetox.pacing import CompetenceSampler, competence, phase_steps
 
 LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")

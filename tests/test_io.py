@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raydetox.config import DataConfig
-from raydetox.data import PAIR_COLUMNS
 from raydetox.data.io import ColumnMap, DataError, detect_columns, detect_format, load_pairs
+from raydetox.data.pairs import PAIR_COLUMNS
 
 LANGS = ["am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from transformers import TrainerCallback
 
 from raydetox.config import ConfigError, StageConfig
-from raydetox.data.curriculum import difficulty_cdf
+from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
 from raydetox.losses import copy_unlikelihood_loss
@@ -85,6 +86,50 @@ def test_run_training_writes_test_metrics_and_samples(setup, tmp_path: Path) -> 
     assert set(run.samples["lang"]) == set(prepared.test["lang"])
     for name in ("stages.csv", "samples.csv", "test_metrics.json", "lexicon.json"):
         assert (tmp_path / name).is_file()
+
+
+def test_a_stage_evaluates_in_one_pass_over_the_validation_rows(setup, tmp_path: Path) -> None:
+    """Loss and generations come from one prediction pass: one prediction step and one generate call per
+    validation batch, each row generated once, the texts of the separate generation path, HF's loss."""
+    cfg, prepared, _ = setup
+    trainer = build_trainer(cfg, prepared, tmp_path)
+    steps: list[int] = []
+    generated: list[tuple[int, int]] = []  # (rows, the prediction step it ran in; 0 = outside any)
+    real_step, real_generate = trainer.prediction_step, trainer.model.generate
+
+    def counted_step(*args, **kwargs):
+        steps.append(len(steps) + 1)
+        try:
+            return real_step(*args, **kwargs)
+        finally:
+            steps.append(0)
+
+    def counted_generate(*args, **kwargs):
+        out = real_generate(*args, **kwargs)
+        generated.append((len(out), steps[-1] if steps else 0))
+        return out
+
+    trainer.prediction_step = counted_step
+    trainer.model.generate = counted_generate
+    metrics, predictions = trainer.evaluate_stage()
+    rows = len(prepared.validation)
+    batches = math.ceil(rows / cfg.training.eval_batch_size)
+    assert batches > 1  # more than one batch, so the row order is really mapped back
+    inside = [step for step in steps if step]
+    assert len(inside) == batches and sum(n for n, _ in generated) == rows
+    # Each batch is generated inside its own prediction step (the loss pass), never in a pass of its own.
+    assert sorted(step for _, step in generated) == inside
+    assert list(predictions["id"]) == list(prepared.validation["id"].astype(str))
+    assert {"eval_loss", "eval_perplexity", "eval_copy_rate", "eval_j"} <= set(metrics)
+    # The same texts as generating on their own, and the same loss as HF's evaluate().
+    separate_scores, separate = trainer.generate_and_predict(prepared.validation, prefix="eval_")
+    assert list(predictions["output"]) == list(separate["output"])
+    assert {k: metrics[k] for k in separate_scores} == pytest.approx(separate_scores, nan_ok=True)
+    assert metrics["eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"])
+    # With the logits processors on (built per batch from its sources), still the separate path's texts.
+    trainer.decoding = dataclasses.replace(cfg.decoding, toxic_penalty=2.0, copy_penalty=1.0)
+    _, penalised = trainer.generate_and_predict(prepared.validation, prefix="eval_")
+    assert trainer._loss_and_generations()[1] == list(penalised["output"])
 
 
 def test_copy_unlikelihood_penalises_copying_removed_tokens() -> None:

@@ -1,8 +1,5 @@
-"""Data layer: readers → canonical pairs table → cleaning → lexicon → difficulty, splits and stages.
+"""Data layer: one module per pipeline step, which :func:`raydetox.data.prepare.prepare` runs once, in order.
 
-The canonical pairs table is a pandas DataFrame with columns ``id`` (str, unique), ``lang`` (str),
-``toxic`` (str), ``neutral`` (str, the first reference) and ``refs`` (list[str], every reference),
-plus optional ``toxicity_score`` (float) and ``split`` (str: train/validation/test).
+io (load) → split → lexicon → clean → difficulty → stages; each step imports only earlier steps
+(tests/test_architecture.py). The table they pass on is described in :mod:`raydetox.data.pairs`.
 """
-
-PAIR_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral", "refs")

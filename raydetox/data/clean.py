@@ -1,10 +1,10 @@
-"""Cleaning of the pairs table: drop unusable pairs, and report every dropped row with its reason.
+"""Pipeline step 4, clean: drop unusable pairs, and report every dropped row with its reason.
 
 Each row gets the FIRST matching reason in the fixed order of :data:`REASONS`; later rules only look at
 rows the earlier ones kept. Nothing is lost silently: ``len(kept) + len(dropped) == len(pairs)`` and
 every input id is in exactly one of them.
 
-Tokens (shared with the curriculum): casefolded runs of letters, marks and digits (``regex``
+Tokens (shared with the difficulty step): casefolded runs of letters, marks and digits (``regex``
 ``\\p{L}\\p{M}\\p{N}``), except that Han, Hiragana and Katakana characters are one token each, since
 Chinese and Japanese do not separate words by spaces. Token overlap is the size of the multiset
 intersection divided by the longer token list (1.0 = same bag of words; it falls as words are deleted,
@@ -28,6 +28,8 @@ from sacrebleu.metrics import CHRF
 from raydetox.config import CleaningConfig
 from raydetox.data.io import DataError
 from raydetox.data.langid import unidentified
+from raydetox.data.pairs import check_pairs
+from raydetox.data.split import SPLITS
 
 if TYPE_CHECKING:
     from raydetox.data.lexicon import Lexicon
@@ -44,11 +46,6 @@ REASONS: tuple[str, ...] = (
     "noisy",
 )
 """Drop reasons, in the order the rules are applied (a row gets the first that matches)."""
-
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-"""Split names, in the order a duplicate is kept (a train copy wins over an evaluation copy)."""
-
-REQUIRED_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral")
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}"
 _TOKEN = regex.compile(rf"[{_CJK}]|[[\p{{L}}\p{{M}}\p{{N}}]--[{_CJK}]]+", regex.V1)
@@ -86,22 +83,6 @@ def _texts(table: pd.DataFrame, column: str) -> list[str]:
                 f"pairs table: row id {row_id!r}, column {column!r}: expected text, got {value!r}"
             )
     return out
-
-
-def check_pairs(pairs: pd.DataFrame) -> None:
-    """Raise a ValueError naming the column/row when ``pairs`` is not a valid pairs table."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in pairs.columns]
-    if missing:
-        raise ValueError(f"pairs table: missing column(s) {missing}; has {list(pairs.columns)}")
-    for column in ("id", "lang"):
-        null = pairs[column].isna()
-        if null.any():
-            where = int(np.flatnonzero(null.to_numpy())[0])
-            raise ValueError(f"pairs table: column {column!r} is empty at row {where}")
-    dup = pairs["id"].duplicated(keep=False)
-    if dup.any():
-        ids = pairs.loc[dup, "id"].unique()[:5].tolist()
-        raise ValueError(f"pairs table: column 'id' must be unique; repeated ids: {ids}")
 
 
 @dataclass
@@ -159,7 +140,7 @@ def _split_rank(table: pd.DataFrame) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"pairs table: row id {table['id'].iloc[i]!r}, column 'split': {table['split'].iloc[i]!r} "
-            f"is not one of {list(SPLITS)} (normalise it with curriculum.split_pairs first)"
+            f"is not one of {list(SPLITS)} (normalise it with split.split_pairs first)"
         )
     return rank.to_numpy(dtype=int)
 

@@ -18,9 +18,11 @@ import pandas as pd
 
 from raydetox.config import STAGES, CleaningConfig, ExperimentConfig, dump_config
 from raydetox.data.clean import CleanResult, clean_pairs, clean_train_apart
-from raydetox.data.curriculum import assign_buckets, score_difficulty, split_pairs, stage_subsets
+from raydetox.data.difficulty import score_difficulty
 from raydetox.data.io import DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
+from raydetox.data.split import split_pairs
+from raydetox.data.stages import assign_buckets, stage_subsets
 
 EVAL_SPLITS: tuple[str, ...] = ("validation", "test")
 

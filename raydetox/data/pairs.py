@@ -1,0 +1,31 @@
+"""The canonical pairs table that every pipeline step reads and writes, and its check.
+
+A pandas DataFrame with columns ``id`` (str, unique), ``lang`` (str), ``toxic`` (str), ``neutral`` (str,
+the first reference) and ``refs`` (list[str], every reference), plus optional ``toxicity_score``
+(float) and ``split`` (str: train/validation/test).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PAIR_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral", "refs")
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral")
+
+
+def check_pairs(pairs: pd.DataFrame) -> None:
+    """Raise a ValueError naming the column/row when ``pairs`` is not a valid pairs table."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"pairs table: missing column(s) {missing}; has {list(pairs.columns)}")
+    for column in ("id", "lang"):
+        null = pairs[column].isna()
+        if null.any():
+            where = int(np.flatnonzero(null.to_numpy())[0])
+            raise ValueError(f"pairs table: column {column!r} is empty at row {where}")
+    dup = pairs["id"].duplicated(keep=False)
+    if dup.any():
+        ids = pairs.loc[dup, "id"].unique()[:5].tolist()
+        raise ValueError(f"pairs table: column 'id' must be unique; repeated ids: {ids}")
