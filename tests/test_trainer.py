@@ -130,6 +130,12 @@ def test_a_stage_evaluates_in_one_pass_over_the_validation_rows(setup, tmp_path:
     trainer.decoding = dataclasses.replace(cfg.decoding, toxic_penalty=2.0, copy_penalty=1.0)
     _, penalised = trainer.generate_and_predict(prepared.validation, prefix="eval_")
     assert trainer._loss_and_generations()[1] == list(penalised["output"])
+    # The every-piece ban matches terms in the raw source text: the stage generates apart, with the ban.
+    trainer.decoding = dataclasses.replace(cfg.decoding, toxic_penalty=math.inf, toxic_ban="every_piece")
+    metrics, predictions = trainer.evaluate_stage()
+    _, banned = trainer.generate_and_predict(prepared.validation, prefix="eval_")
+    assert list(predictions["output"]) == list(banned["output"])
+    assert metrics["eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"])
 
 
 def test_copy_unlikelihood_penalises_copying_removed_tokens() -> None:
