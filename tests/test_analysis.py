@@ -401,3 +401,16 @@ def test_analyze_says_when_every_row_is_refused(sweep_dir: Path, tmp_path: Path)
     text = report.report.read_text()
     assert "**No row is eligible**" in text and "max_degenerate_rate" in text
     assert np.isfinite(report.best["objective"]) and "No row is eligible" in report.summary()
+
+
+def test_pareto_front_equals_the_pairwise_definition() -> None:
+    """The sort-based front is the rows no other row dominates (checked pairwise), ties and NaN included."""
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"eval_copy_rate": rng.choice(np.linspace(0, 1, 15), 300),
+                       "eval_bertscore_f1": rng.choice(np.linspace(0, 1, 12), 300)})
+    df.loc[::17, "eval_bertscore_f1"] = np.nan
+    data = df.dropna()
+    xs, ys = data["eval_copy_rate"].to_numpy(), data["eval_bertscore_f1"].to_numpy()
+    dominated = [bool(((xs <= a) & (ys >= b) & ((xs < a) | (ys > b))).any()) for a, b in zip(xs, ys)]
+    expected = data[~np.array(dominated)]
+    assert sorted(pareto_front(df).index) == sorted(expected.index)
