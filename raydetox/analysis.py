@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import yaml
 
 from raydetox.ablation import ablation_effects, ablation_markdown
@@ -236,8 +239,10 @@ def analyze(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     results_parquet, results_csv = out_dir / "results.parquet", out_dir / "results.csv"
-    df.to_parquet(results_parquet, index=False)
-    df.to_csv(results_csv, index=False)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, results_parquet)
+    # Arrow's writer: pandas' to_csv takes ~10 s on a thousand trials' 100k rows.
+    pa_csv.write_csv(table, results_csv, pa_csv.WriteOptions(quoting_style="needed"))
     variants.drop(columns="variant_key").to_csv(out_dir / "variants.csv", index=False)
     chosen = best_config(experiment, best)
     best_yaml = out_dir / "best_config.yaml"

@@ -27,8 +27,10 @@ def label(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:g}"
 
 
-# Up to this many trials of one ordering are each named in the stage-curve legend.
+# Up to this many trials of one ordering are each named in the stage-curve legend; above _LINE_TRIALS
+# an ordering is drawn as its median and a band (thousands of lines take minutes to draw).
 _LEGEND_TRIALS = 6
+_LINE_TRIALS = 50
 
 
 def plot_stage_curves(
@@ -47,7 +49,14 @@ def plot_stage_curves(
     trials_per_ordering = stages.groupby("ordering")["trial_id"].nunique()
     for ax, metric, title in zip(axes, ("eval_copy_rate", "eval_bertscore_f1"), ("copy rate", "BERTScore F1")):
         labelled: set[str] = set()
-        for trial_id, trial in stages.groupby("trial_id", sort=True):
+        many = {o for o, n in trials_per_ordering.items() if n > _LINE_TRIALS}
+        for ordering in sorted(map(str, many)):  # a band (10–90 %) and the median instead of every line
+            per_stage = stages[stages["ordering"].astype(str) == ordering].groupby("stage_index")[metric]
+            q = per_stage.quantile([0.1, 0.5, 0.9]).unstack()
+            ax.fill_between(q.index, q[0.1], q[0.9], color=colors[ordering], alpha=0.2)
+            ax.plot(q.index, q[0.5], marker="o", color=colors[ordering],
+                    label=f"{ordering} (median, 10–90 % of {trials_per_ordering[ordering]} trials)")
+        for trial_id, trial in stages[~stages["ordering"].isin(many)].groupby("trial_id", sort=True):
             ordering = str(trial["ordering"].iloc[0])
             n = trials_per_ordering[ordering]
             if n <= _LEGEND_TRIALS:
