@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import shutil
 from pathlib import Path
@@ -195,7 +196,10 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     if untrained_duplicate(config, setup["experiment"]["sweep"]):
-        return  # the first seed's untrained trial reports these rows
+        # The first seed's and rank's untrained trial reports these rows. Tune requires every trial to
+        # report its metric: one report without a phase, which is no result row (load_results skips it).
+        tune.report({"objective": -math.inf, "skipped": "duplicate of the untrained trial of the first seed and rank"})
+        return
     experiment = dict(setup["experiment"])
     if "lora_r" in config and experiment.get("lora"):
         experiment["lora"] = {**experiment["lora"], "r": int(config["lora_r"])}

@@ -258,7 +258,7 @@ def test_untrained_variant_runs_once_whatever_the_seeds_and_ranks(mpd_dir: Path,
                                                     "sweep.lora_r": [4, 8]})
     untrained = [v for v in variants(cfg) if v.get("is_untrained")]
     assert untrained == [{"schedule": [], "ordering": "untrained", "is_baseline": False, "is_untrained": True,
-                          "pacing": "disjoint"}]
+                          "pacing": "disjoint", "lr": None, "epochs": None}]
     assert not any(v.get("is_untrained") for v in variants(_cfg(mpd_dir, tmp_path, embedded_cache)))
     sweep = dataclasses.asdict(cfg)["sweep"]
     # Tune crosses every variant with seeds and ranks; the untrained base depends on neither: one trial runs.
@@ -267,6 +267,22 @@ def test_untrained_variant_runs_once_whatever_the_seeds_and_ranks(mpd_dir: Path,
     assert runs == [(3, 4)]
     trained = next(v for v in variants(cfg) if not v["is_untrained"])
     assert not untrained_duplicate({"variant": trained, "seed": 1, "lora_r": 8}, sweep)
+
+
+def test_seeded_sweep_scores_the_untrained_base_once(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    """Tune crosses the untrained variant with every seed; the duplicates report no result row (and
+    still satisfy Tune's metric check), so the sweep finishes and analyze sees the base once."""
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy"]], "sweep.final_full": False,
+                                                    "sweep.untrained": True, "sweep.seeds": [0, 1],
+                                                    "sweep.toxic_penalty": [0.0], "sweep.max_degenerate_rate": 1.0})
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == 4 and not [r for r in results if r.error]
+    df = _rows(tmp_path / "sweeps" / cfg.name)
+    untrained = df[df["ordering"] == "untrained"]
+    assert len(untrained) == 1 and untrained["trial_id"].nunique() == 1
+    assert df[df["ordering"] != "untrained"]["trial_id"].nunique() == 2  # one trained trial per seed
+    report = analyze(tmp_path / "sweeps" / cfg.name)
+    assert report.untrained is not None
 
 
 def test_sweep_over_pacings_reaches_trials_and_rows(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
