@@ -264,8 +264,32 @@ class StageConfig:
 
 
 @dataclass(config=_STRICT)
+class PretrainMixConfig:
+    """Share of each pretraining objective of the embedded base (normalised; 0 switches one off).
+
+    ``copy``: a training text → itself; ``denoise``: the text with words dropped, swapped or masked →
+    the text; ``deletion``: a clean neutral side with lexicon terms of its language inserted → the
+    neutral side; ``pairs``: real toxic → neutral pairs (the train split and ``model.embedded.sources``).
+    An objective without data (no lexicon, no pairs) gives its share to the others (build report).
+    The default is copy only: the edit mix (e.g. copy 0.5, denoise 0.15, deletion 0.2, pairs 0.15) has
+    not yet been shown to help (README, "Embedded base: mixed pretraining vs copy only").
+    """
+
+    copy: NonNegativeFloat = 1.0
+    denoise: NonNegativeFloat = 0.0
+    deletion: NonNegativeFloat = 0.0
+    pairs: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _some_objective(self) -> "PretrainMixConfig":
+        if self.copy + self.denoise + self.deletion + self.pairs <= 0:
+            raise _invalid("copy", "every pretraining objective has share 0")
+        return self
+
+
+@dataclass(config=_STRICT)
 class EmbeddedBaseConfig:
-    """The offline embedded base: a small T5 + SentencePiece tokenizer pretrained to copy."""
+    """The offline embedded base: a small T5 + SentencePiece tokenizer pretrained to copy and to edit."""
 
     vocab_size: PositiveInt = 8000
     d_model: PositiveInt = 128
@@ -291,6 +315,15 @@ class EmbeddedBaseConfig:
     rounds: PositiveInt = 4
     seed: Seed = 0
     threads: PositiveInt = 1  # torch threads while building (the machine is often shared)
+    mix: PretrainMixConfig = dataclasses.field(default_factory=PretrainMixConfig)
+    # share of a denoising text's words dropped, swapped with the next word or masked (a third each)
+    noise: Annotated[float, Field(gt=0, le=1)] = 0.15
+    max_inserted_terms: PositiveInt = 2  # lexicon terms inserted per synthetic deletion pair (1..n)
+    # Extra offline pairs/texts to pretrain on (read like ``data:``; never validation/test texts, which
+    # are dropped and listed). Rows whose neutral side differs are pairs; every text is a copy text.
+    sources: list[DataConfig] = dataclasses.field(default_factory=list)
+    # training-split pairs held out of pretraining to report zero-shot edit quality (≤ 10 % of them)
+    edit_eval_pairs: PositiveInt = 200
 
 
 @dataclass(config=_STRICT)

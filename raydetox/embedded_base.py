@@ -1,11 +1,19 @@
 """The offline embedded base: a small T5 with a SentencePiece unigram tokenizer trained on the corpus
-itself and pretrained to copy (target = input), built once and cached in a directory keyed by a hash of
-its config and texts. It stands in for mT5 where no hub is reachable (this machine, CI).
+itself, pretrained to copy and to edit, built once and cached in a directory keyed by a hash of its
+config and data. It stands in for mT5 where no hub is reachable (this machine, CI).
 
-Copy recipe (``EmbeddedBaseConfig`` defaults): 2.2M-parameter T5 with tied embeddings, a few heads
+Recipe (``EmbeddedBaseConfig`` defaults): 2.2M-parameter T5 with tied embeddings, a few heads
 initialised to attend to the previous tokens (the half of the content-based copy circuit a tiny T5 is
-slow to find on its own), copy targets drawn at random from all languages with a length curriculum
-(<= 32 tokens for the first half of the budget, then <= 64), AdamW with warm restarts.
+slow to find on its own), a length curriculum (<= 32 tokens for the first half of the steps, then
+<= 64), AdamW with warm restarts, a fixed number of steps. Each example is drawn, language-balanced,
+from one objective of ``model.embedded.mix``: copy (text → text), denoise (words dropped / swapped /
+masked → text), deletion (lexicon terms of the text's language inserted into a clean neutral side →
+the neutral side) and real toxic → neutral pairs (the train split, ``model.embedded.sources``).
+
+Never on evaluation text: every validation/test/holdout text of the corpus (``forbidden``) is dropped
+from all objectives (listed in ``pretraining_dropped.csv``) and :func:`assert_no_evaluation_text`
+checks the assembled set before a step is taken. Training-split pairs held out of pretraining give
+the zero-shot edit figures of ``build_report.json``; held-out training texts its copy fidelity.
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ import os
 import random
 import sys
 import time
+import unicodedata
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +50,21 @@ from transformers import (
 
 from raydetox.cache import building, content_hash
 from raydetox.compat import t5_relative_position_bucket
-from raydetox.config import ConfigError, EmbeddedBaseConfig
-from raydetox.data.io import DataError
-from raydetox.errors import ModelError
+from raydetox.config import ConfigError, DataConfig, EmbeddedBaseConfig
+from raydetox.data.io import DataError, load_pairs
+from raydetox.data.lexicon import Lexicon
+from raydetox.errors import ModelError, PretrainingLeakError
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 BUILD_REPORT = "build_report.json"
 EMBEDDED_META = "raydetox_embedded.json"
+PRETRAINING_DROPPED = "pretraining_dropped.csv"
 # Bump when the build recipe changes in a way the config does not capture: old caches are not reused.
-_BUILD_VERSION = 6
+_BUILD_VERSION = 7
+TRAIN = "train"  # source of the train split's texts and pairs (the only ones held out for the report)
+OBJECTIVES: tuple[str, ...] = ("copy", "denoise", "deletion", "pairs")
 # T5 convention: the decoder starts from <pad>; SentencePiece is trained with these ids.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 MIN_VOCAB = 100  # a tokenizer smaller than this was loaded the wrong way (transformers 5 trap)
@@ -58,29 +73,160 @@ MIN_VOCAB = 100  # a tokenizer smaller than this was loaded the wrong way (trans
 # ----------------------------------------------------------------------------------------------- corpus
 
 
-def corpus_texts(pairs: pd.DataFrame) -> list[str]:
-    """Every distinct text of a pairs table (toxic, neutral and ``refs`` sides), in first-seen order."""
+def corpus_texts(pairs: pd.DataFrame, source: str = "train") -> pd.DataFrame:
+    """Every distinct text of a pairs table (toxic, neutral and ``refs`` sides) in first-seen order, as
+    rows (text, lang, source); ``lang`` is ``und`` when the table has no language column."""
     missing = [c for c in ("toxic", "neutral") if c not in pairs.columns]
     if missing:
         raise KeyError(f"pairs table lacks column(s) {missing}; has {list(pairs.columns)}")
-    texts: dict[str, None] = {}
+    texts: dict[str, str] = {}
 
-    def add(value: Any, row: Any, column: str) -> None:
+    def add(value: Any, row: Any, column: str, lang: str) -> None:
         if not isinstance(value, str):
             raise TypeError(f"pairs row {row!r}, column {column!r}: expected str, got {type(value).__name__}")
         if value.strip():
-            texts.setdefault(value, None)
+            texts.setdefault(value, lang)
 
-    has_refs = "refs" in pairs.columns
-    for row, toxic, neutral, refs in zip(
-        pairs.index, pairs["toxic"], pairs["neutral"], pairs["refs"] if has_refs else [None] * len(pairs)
+    n = len(pairs)
+    langs = pairs["lang"] if "lang" in pairs.columns else ["und"] * n
+    for row, toxic, neutral, refs, lang in zip(
+        pairs.index, pairs["toxic"], pairs["neutral"], pairs["refs"] if "refs" in pairs.columns else [None] * n, langs
     ):
-        add(toxic, row, "toxic")
-        add(neutral, row, "neutral")
+        add(toxic, row, "toxic", lang)
+        add(neutral, row, "neutral", lang)
         if refs is not None and not (isinstance(refs, float) and math.isnan(refs)):
             for ref in refs:
-                add(ref, row, "refs")
-    return list(texts)
+                add(ref, row, "refs", lang)
+    return pd.DataFrame({"text": list(texts), "lang": list(texts.values()), "source": source})
+
+
+def _frame(rows: Any, columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+TEXT_COLUMNS: tuple[str, ...] = ("text", "lang", "source")
+PAIR_COLUMNS: tuple[str, ...] = ("toxic", "neutral", "lang", "source")
+
+
+@dataclass
+class PretrainingCorpus:
+    """What the embedded base pretrains on, and what it must never see.
+
+    ``texts`` (columns text, lang, source): copy/denoise texts; those of source :data:`TRAIN` are the
+    pool the copy-fidelity texts are held out from, and the only ones the tokenizer is trained on.
+    ``pairs`` (toxic, neutral, lang, source): real rewrites; :data:`TRAIN` ones give the held-out edit
+    pairs. ``lexicon``: terms inserted by the deletion objective. ``forbidden``: evaluation texts
+    (validation, test, holdout), dropped wherever they occur and asserted absent.
+    """
+
+    texts: pd.DataFrame
+    pairs: pd.DataFrame = field(default_factory=lambda: _frame([], PAIR_COLUMNS))
+    lexicon: Lexicon | None = None
+    forbidden: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of_texts(cls, texts: Sequence[str], lang: str = "und") -> PretrainingCorpus:
+        """Plain training texts (one language label), no pairs, no lexicon: copy and denoise only."""
+        return cls(_frame([(t, lang, TRAIN) for t in texts], TEXT_COLUMNS))
+
+    def with_sources(self, sources: pd.DataFrame) -> PretrainingCorpus:
+        """This corpus plus the rows of :func:`read_pretraining_sources` (all texts; differing pairs)."""
+        if sources.empty:
+            return self
+        texts = pd.concat(
+            [self.texts]
+            + [sources[[c, "lang", "source"]].rename(columns={c: "text"}) for c in ("toxic", "neutral")],
+            ignore_index=True,
+        )
+        rewrites = sources[sources["toxic"] != sources["neutral"]][list(PAIR_COLUMNS)]
+        return dataclasses.replace(self, texts=texts, pairs=pd.concat([self.pairs, rewrites], ignore_index=True))
+
+
+def read_pretraining_sources(sources: Sequence[DataConfig]) -> pd.DataFrame:
+    """Rows (toxic, neutral, lang, source) of every ``model.embedded.sources`` entry, read like ``data:``;
+    one row per reference. A source that cannot be read is an error naming its key."""
+    frames = []
+    for i, spec in enumerate(sources):
+        try:
+            pairs = load_pairs(spec)
+        except (DataError, ConfigError) as err:
+            raise type(err)(f"key 'model.embedded.sources.{i}': {err}") from err
+        rows = [
+            (toxic, neutral, lang, spec.source)
+            for toxic, refs, lang in zip(pairs["toxic"], pairs["refs"], pairs["lang"])
+            for neutral in dict.fromkeys(refs)
+        ]
+        frames.append(_frame(rows, PAIR_COLUMNS))
+    return pd.concat(frames, ignore_index=True) if frames else _frame([], PAIR_COLUMNS)
+
+
+def normalize_text(text: str) -> str:
+    """The form under which a pretraining text counts as an evaluation text: NFKC, case-folded,
+    whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _exclude(
+    corpus: PretrainingCorpus, banned: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(texts, pairs, dropped): the corpus without any text whose normal form is ``banned`` (→ reason),
+    nor blank or repeated texts/pairs; dropped rows carry ``kind``, ``reason`` and the text."""
+    dropped: list[tuple[str, str, str, str, str]] = []
+    texts, seen = [], set()
+    for text, lang, source in corpus.texts[list(TEXT_COLUMNS)].itertuples(index=False):
+        if not isinstance(text, str) or not text.strip():
+            continue
+        reason = banned.get(normalize_text(text))
+        if reason:
+            dropped.append(("text", source, lang, reason, text))
+        elif text not in seen:
+            seen.add(text)
+            texts.append((text, lang, source))
+    pairs, seen_pairs = [], set()
+    for toxic, neutral, lang, source in corpus.pairs[list(PAIR_COLUMNS)].itertuples(index=False):
+        if not (isinstance(toxic, str) and isinstance(neutral, str) and toxic.strip() and neutral.strip()):
+            continue
+        reason = banned.get(normalize_text(toxic)) or banned.get(normalize_text(neutral))
+        if reason:
+            dropped.append(("pair", source, lang, reason, f"{toxic} → {neutral}"))
+        elif (toxic, neutral) not in seen_pairs:
+            seen_pairs.add((toxic, neutral))
+            pairs.append((toxic, neutral, lang, source))
+    return (
+        _frame(texts, TEXT_COLUMNS),
+        _frame(pairs, PAIR_COLUMNS),
+        _frame(dropped, ("kind", "source", "lang", "reason", "text")),
+    )
+
+
+def assert_no_evaluation_text(texts: pd.DataFrame, pairs: pd.DataFrame, forbidden: Sequence[str]) -> None:
+    """Raise :class:`PretrainingLeakError` if a pretraining text or pair side is an evaluation text."""
+    banned = {normalize_text(t) for t in forbidden if isinstance(t, str) and t.strip()}
+    for kind, frame, columns in (("text", texts, ("text",)), ("pair", pairs, ("toxic", "neutral"))):
+        for column in columns:
+            for row, text in enumerate(frame[column]):
+                if normalize_text(text) in banned:
+                    raise PretrainingLeakError(
+                        f"embedded base: pretraining {kind} row {row} ({column}, source "
+                        f"{frame['source'].iloc[row]!r}) is an evaluation text: {text[:80]!r}"
+                    )
+
+
+def _held_out_pairs(pairs: pd.DataFrame, cfg: EmbeddedBaseConfig) -> pd.DataFrame:
+    """Up to ``cfg.edit_eval_pairs`` (10 %) train-split pairs with distinct toxic sides, picked by seed."""
+    train = pairs[pairs["source"] == TRAIN].drop_duplicates("toxic")
+    order = sorted(range(len(train)), key=lambda i: (train["toxic"].iloc[i], train["neutral"].iloc[i]))
+    random.Random(cfg.seed).shuffle(order)
+    return train.iloc[order[: min(cfg.edit_eval_pairs, len(train) // 10)]].reset_index(drop=True)
+
+
+def _held_out_texts(texts: pd.DataFrame, banned: dict[str, str], cfg: EmbeddedBaseConfig) -> list[str]:
+    """Up to 200 (10 %) train-split texts for the copy-fidelity report, picked by seed from the set."""
+    pool = sorted(
+        {t for t, s in zip(texts["text"], texts["source"]) if s == TRAIN and normalize_text(t) not in banned}
+    )
+    random.Random(cfg.seed).shuffle(pool)
+    return pool[: min(200, len(pool) // 10)]
 
 
 # ------------------------------------------------------------------------------------------- cache keys
@@ -90,9 +236,22 @@ def _config_hash(cfg: EmbeddedBaseConfig) -> str:
     return content_hash({"version": _BUILD_VERSION, "config": dataclasses.asdict(cfg)})[:12]
 
 
-def _data_hash(texts: Sequence[str], eval_texts: Sequence[str] | None) -> str:
+def _as_corpus(corpus: Sequence[str] | PretrainingCorpus) -> PretrainingCorpus:
+    return corpus if isinstance(corpus, PretrainingCorpus) else PretrainingCorpus.of_texts(list(corpus))
+
+
+def _data_hash(corpus: PretrainingCorpus, eval_texts: Sequence[str] | None) -> str:
     # Order-free: the same corpus read in another order reuses the cache.
-    return content_hash({"texts": sorted(set(texts)), "eval": None if eval_texts is None else sorted(set(eval_texts))})[:12]
+    lexicon = corpus.lexicon
+    return content_hash(
+        {
+            "texts": sorted(set(corpus.texts[list(TEXT_COLUMNS)].itertuples(index=False, name=None))),
+            "pairs": sorted(set(corpus.pairs[list(PAIR_COLUMNS)].itertuples(index=False, name=None))),
+            "terms": None if lexicon is None else {lang: sorted(t) for lang, t in lexicon.terms.items()},
+            "forbidden": sorted(set(corpus.forbidden)),
+            "eval": None if eval_texts is None else sorted(set(eval_texts)),
+        }
+    )[:12]
 
 
 def cache_root(cache_dir: str | Path | None) -> Path:
@@ -102,13 +261,13 @@ def cache_root(cache_dir: str | Path | None) -> Path:
 
 
 def embedded_cache_path(
-    texts: Sequence[str],
+    corpus: Sequence[str] | PretrainingCorpus,
     cfg: EmbeddedBaseConfig,
     cache_dir: str | Path | None = None,
     eval_texts: Sequence[str] | None = None,
 ) -> Path:
     """Directory where :func:`build_embedded_base` keeps (or will keep) the base for these inputs."""
-    return cache_root(cache_dir) / f"{_config_hash(cfg)}-{_data_hash(texts, eval_texts)}"
+    return cache_root(cache_dir) / f"{_config_hash(cfg)}-{_data_hash(_as_corpus(corpus), eval_texts)}"
 
 
 def find_cached_base(cfg: EmbeddedBaseConfig, cache_dir: str | Path | None = None) -> Path | None:
@@ -306,37 +465,225 @@ def _example(seqs: list[list[int]], body: int, concat_prob: float, rng: random.R
     return s[start : start + body]
 
 
+class _ByLength:
+    """Items of one language sorted by length, to draw one that fits a length cap in O(log n)."""
+
+    def __init__(self, items: list[Any], lengths: list[int]):
+        order = sorted(range(len(items)), key=lambda i: lengths[i])
+        self.items = [items[i] for i in order]
+        self.lengths = [lengths[i] for i in order]
+
+    def draw(self, cap: int, rng: random.Random) -> Any | None:
+        n = bisect_right(self.lengths, cap)
+        return self.items[rng.randrange(n)] if n else None
+
+
+def _by_lang(entries: Sequence[tuple[str, Any, int]]) -> dict[str, _ByLength]:
+    """(lang, item, length) → per-language :class:`_ByLength`, languages in sorted order."""
+    groups: dict[str, tuple[list[Any], list[int]]] = {}
+    for lang, item, n in entries:
+        groups.setdefault(lang, ([], []))
+        groups[lang][0].append(item)
+        groups[lang][1].append(n)
+    return {lang: _ByLength(*groups[lang]) for lang in sorted(groups)}
+
+
+def _draw_fitting(groups: dict[str, _ByLength], cap: int, rng: random.Random) -> Any | None:
+    """An item of at most ``cap`` tokens from a language drawn uniformly among those that have one."""
+    langs = [lang for lang, g in groups.items() if g.lengths and g.lengths[0] <= cap]
+    return groups[rng.choice(langs)].draw(cap, rng) if langs else None
+
+
+def _words(seq: list[int], word_start: frozenset[int]) -> list[list[int]]:
+    """``seq`` cut before every word-start piece (``▁…``); a text without spaces (zh) is cut per piece."""
+    words: list[list[int]] = []
+    for t in seq:
+        if t in word_start or not words:
+            words.append([t])
+        else:
+            words[-1].append(t)
+    return words if len(words) > 1 else [[t] for t in seq]
+
+
+def _common_chars(texts: Iterable[str], coverage: float = 0.99) -> set[str]:
+    """The most frequent letters of ``texts`` that together make ``coverage`` of their letters."""
+    counts = Counter(c.lower() for t in texts for c in t if c.isalpha())
+    total, kept, out = sum(counts.values()), 0, set()
+    for c, n in counts.most_common():
+        if kept >= coverage * total:
+            break
+        out.add(c)
+        kept += n
+    return out
+
+
+class PretrainingExamples:
+    """Pretokenised material of the objectives and the rules that turn it into (input, target) ids.
+
+    Every example is drawn language-balanced (a language first, then an item of it), so the English
+    sources do not drown the other languages; ``draw`` returns ``None`` when a kind has nothing that
+    fits the length cap (the caller falls back to copying).
+    """
+
+    def __init__(
+        self,
+        texts: pd.DataFrame,
+        pairs: pd.DataFrame,
+        lexicon: Lexicon | None,
+        tok: PreTrainedTokenizerBase,
+        cfg: EmbeddedBaseConfig,
+    ):
+        self.cfg = cfg
+        # a bare "▁" starts a word too (its letters follow as the next pieces)
+        self.word_start = frozenset(i for piece, i in tok.get_vocab().items() if piece.startswith("▁"))
+        seqs = [ids[:-1] for ids in tok(list(texts["text"]))["input_ids"]] if len(texts) else []
+        self.copy: dict[str, list[list[int]]] = {}
+        for lang, s in zip(texts["lang"], seqs):
+            if s:
+                self.copy.setdefault(lang, []).append(s)
+        self.copy = {lang: self.copy[lang] for lang in sorted(self.copy)}
+        self.denoise = _by_lang([(lang, s, len(s)) for lang, s in zip(texts["lang"], seqs) if len(s) > 1])
+        tox = tok(list(pairs["toxic"]))["input_ids"] if len(pairs) else []
+        neu = tok(list(pairs["neutral"]))["input_ids"] if len(pairs) else []
+        langs = list(pairs["lang"])
+        self.pairs = _by_lang(
+            [(lang, (t[:-1], n[:-1]), max(len(t), len(n)) - 1) for lang, t, n in zip(langs, tox, neu)]
+        )
+        self.neutrals: dict[str, _ByLength] = {}
+        self.terms: dict[str, list[list[int]]] = {}
+        if lexicon is not None:
+            known = [lang for lang in sorted(set(langs)) if lang in lexicon.terms and lexicon.terms[lang]]
+            clean = [
+                (lang, n[:-1], len(n) - 1)
+                for lang, text, n in zip(langs, pairs["neutral"], neu)
+                if lang in known and len(n) > 2 and not lexicon.is_toxic(text, lang)
+            ]
+            self.neutrals = _by_lang(list(dict.fromkeys((lang, tuple(n), k) for lang, n, k in clean)))
+            for lang in known:
+                # one- to three-word terms of at most 8 pieces, written in the language's own characters
+                # (the word lists also hold transliterations: Latin terms in the ar list)
+                chars = _common_chars(t for t, g in zip(pairs["neutral"], langs) if g == lang)
+                terms = sorted(
+                    t for t in lexicon.terms[lang]
+                    if len(t.split()) <= 3 and all(c in chars for c in t if c.isalpha())
+                )
+                ids = tok(terms)["input_ids"] if terms else []
+                self.terms[lang] = [i[:-1] for i in ids if 1 <= len(i) - 1 <= 8]
+            self.neutrals = {lang: g for lang, g in self.neutrals.items() if self.terms.get(lang)}
+
+    def available(self) -> dict[str, bool]:
+        """Whether each objective has any material."""
+        return {
+            "copy": bool(self.copy),
+            "denoise": bool(self.denoise),
+            "deletion": bool(self.neutrals),
+            "pairs": bool(self.pairs),
+        }
+
+    def draw(self, kind: str, body: int, rng: random.Random) -> tuple[list[int], list[int]] | None:
+        """One (input, target) of ``kind`` whose sides have at most ``body`` tokens (no ``</s>``)."""
+        if kind == "copy":
+            seq = _example(self.copy[rng.choice(list(self.copy))], body, self.cfg.concat_prob, rng)
+            return seq, seq
+        if kind == "denoise":
+            seq = _draw_fitting(self.denoise, body, rng)
+            return None if seq is None else (self.noised(seq, rng), seq)
+        if kind == "pairs":
+            return _draw_fitting(self.pairs, body, rng)
+        if kind == "deletion":
+            return self.deletion(body, rng)
+        raise ValueError(f"unknown pretraining objective {kind!r}; expected one of {list(OBJECTIVES)}")
+
+    def noised(self, seq: list[int], rng: random.Random) -> list[int]:
+        """``seq`` with ~``cfg.noise`` of its words dropped, swapped with the next or masked (``<unk>``);
+        at least one word is changed."""
+        words = _words(seq, self.word_start)
+        ops = [rng.choice(("drop", "swap", "mask")) if rng.random() < self.cfg.noise else None for _ in words]
+        if not any(ops):
+            ops[rng.randrange(len(ops))] = rng.choice(("drop", "swap", "mask"))
+        out: list[list[int]] = []
+        i = 0
+        while i < len(words):
+            op = ops[i]
+            if op == "drop" and len(words) > 1:
+                pass
+            elif op == "swap" and i + 1 < len(words):
+                out += [words[i + 1], words[i]]
+                i += 1
+            elif op == "mask":
+                out.append([UNK_ID])
+            else:
+                out.append(words[i])
+            i += 1
+        noisy = [t for w in out for t in w]
+        return noisy if noisy != seq else [UNK_ID] + seq[1:]
+
+    def deletion(self, body: int, rng: random.Random) -> tuple[list[int], list[int]] | None:
+        """A clean neutral side with 1..``cfg.max_inserted_terms`` lexicon terms of its language inserted
+        at word boundaries → the neutral side."""
+        langs = [lang for lang, g in self.neutrals.items() if g.lengths[0] < body]
+        if not langs:
+            return None
+        lang = rng.choice(langs)
+        terms = [rng.choice(self.terms[lang]) for _ in range(rng.randint(1, self.cfg.max_inserted_terms))]
+        neutral = self.neutrals[lang].draw(body - sum(map(len, terms)), rng)
+        if neutral is None:
+            return None
+        words = _words(list(neutral), self.word_start)
+        for term in terms:
+            words.insert(rng.randint(0, len(words)), term)
+        return [t for w in words for t in w], list(neutral)
+
+
 def _batches(
-    seqs: list[list[int]],
+    examples: PretrainingExamples,
+    mix: dict[str, float],
     batch_size: int,
     length_cap: Callable[[], int],
-    concat_prob: float,
     rng: random.Random,
     pool_batches: int = 8,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches of copy targets (each ending in ``</s>``).
+    kinds: Counter[str] | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless (input_ids, attention_mask, labels) batches, each example's objective drawn by ``mix``
+    (counted in ``kinds``); targets end in ``</s>``, labels are -100 on padding.
 
-    Examples are drawn at random (so every batch mixes languages), then a pool of ``pool_batches``
-    batches is sorted by length and cut into batches to avoid padding waste.
+    A pool of ``pool_batches`` batches is sorted by length and cut into batches to avoid padding waste.
     """
-    seqs = [s for s in seqs if s]
+    names = [k for k in OBJECTIVES if mix.get(k, 0) > 0]
+    weights = [mix[k] for k in names]
     while True:
         body = length_cap() - 1  # room for </s>
-        pool = sorted((_example(seqs, body, concat_prob, rng) for _ in range(batch_size * pool_batches)), key=len)
+        pool = []
+        for _ in range(batch_size * pool_batches):
+            kind = rng.choices(names, weights)[0]
+            example = examples.draw(kind, body, rng)
+            if example is None:  # nothing of this kind fits the cap yet
+                kind, example = "copy", examples.draw("copy", body, rng)
+            if kinds is not None:
+                kinds[kind] += 1
+            pool.append(example)
+        pool.sort(key=lambda e: max(len(e[0]), len(e[1])))
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            rows = [row + [EOS_ID] for row in chunk]
-            ids = torch.full((len(rows), max(map(len, rows))), PAD_ID, dtype=torch.long)
-            for r, row in enumerate(rows):
-                ids[r, : len(row)] = torch.tensor(row)
-            yield ids, ids != PAD_ID
+            yield _collate([src + [EOS_ID] for src, _ in chunk], [tgt + [EOS_ID] for _, tgt in chunk])
 
 
-def copy_fidelity(
+def _collate(sources: list[list[int]], targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pad(rows: list[list[int]], value: int) -> torch.Tensor:
+        out = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
+        for r, row in enumerate(rows):
+            out[r, : len(row)] = torch.tensor(row)
+        return out
+
+    ids = pad(sources, PAD_ID)
+    return ids, ids != PAD_ID, pad(targets, -100)
+
+
+def _greedy(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int = 64
-) -> dict[str, float]:
-    """Greedy-decode ``texts`` and compare with the inputs: exact-copy rate and corpus chrF(output, input)."""
+) -> list[str]:
+    """Greedy outputs for ``texts`` (batched by length), in input order."""
     model.eval()
     outputs: dict[int, str] = {}
     enc = tokenizer(list(texts))["input_ids"]
@@ -353,31 +700,83 @@ def copy_fidelity(
             )
             for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)):
                 outputs[i] = text
-    outs = [outputs[i] for i in range(len(texts))]
+    return [outputs[i] for i in range(len(texts))]
+
+
+def copy_fidelity(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int = 64
+) -> dict[str, float]:
+    """Greedy-decode ``texts`` and compare with the inputs: exact-copy rate and corpus chrF(output, input)."""
+    outs = _greedy(model, tokenizer, texts, batch_size)
     exact = sum(o == t for o, t in zip(outs, texts)) / max(1, len(texts))
     chrf = sacrebleu.corpus_chrf(outs, [list(texts)]).score
     return {"exact_copy_rate": exact, "chrf": chrf}
 
 
-def _train_copy(
+def edit_quality(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: pd.DataFrame,
+    lexicon: Lexicon | None,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Zero-shot rewriting of held-out (toxic → neutral) pairs: corpus chrF of the greedy outputs to the
+    neutral sides (beside the chrF of copying and, with a lexicon, of deleting its terms), the share of
+    outputs equal to the input (copy rate) or to the neutral side, and the share of the inputs' lexicon
+    term occurrences that the outputs no longer contain."""
+    toxic, neutral, langs = list(pairs["toxic"]), list(pairs["neutral"]), list(pairs["lang"])
+    outs = _greedy(model, tokenizer, toxic, batch_size)
+    n = max(1, len(toxic))
+    report = {
+        "edit_chrf": sacrebleu.corpus_chrf(outs, [neutral]).score,
+        "edit_chrf_of_copying": sacrebleu.corpus_chrf(toxic, [neutral]).score,
+        "edit_copy_rate": sum(o == t for o, t in zip(outs, toxic)) / n,
+        "edit_exact_match": sum(o == r for o, r in zip(outs, neutral)) / n,
+    }
+    if lexicon is not None:
+        def find(text: str, lang: str) -> list[str]:
+            return lexicon.find(text, lang) if lang in lexicon.terms else []
+
+        found = [find(t, lang) for t, lang in zip(toxic, langs)]
+        removed = sum(len(set(f) - set(find(o, lang))) for f, o, lang in zip(found, outs, langs))
+        total = sum(len(set(f)) for f in found)
+        report["edit_terms_removed"] = removed / total if total else float("nan")
+        report["edit_inputs_with_terms"] = sum(bool(f) for f in found) / n
+        deleted = [lexicon.remove(t, lang) if lang in lexicon.terms else t for t, lang in zip(toxic, langs)]
+        report["edit_chrf_of_deleting"] = sacrebleu.corpus_chrf(deleted, [neutral]).score
+    return report
+
+
+def effective_mix(cfg: EmbeddedBaseConfig, available: dict[str, bool]) -> dict[str, float]:
+    """``cfg.mix`` normalised over the objectives that have material (copy always has)."""
+    raw = {k: getattr(cfg.mix, k) if available.get(k) else 0.0 for k in OBJECTIVES}
+    if sum(raw.values()) <= 0:
+        raw["copy"] = 1.0  # only objectives without material were asked for: copying is what is left
+    total = sum(raw.values())
+    return {k: round(v / total, 4) for k, v in raw.items()}
+
+
+def _pretrain(
     model: T5ForConditionalGeneration,
-    seqs: list[list[int]],
+    examples: PretrainingExamples,
+    mix: dict[str, float],
     cfg: EmbeddedBaseConfig,
     progress: bool,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
     frac = 0.0
-    batches = _batches(seqs, cfg.batch_size, lambda: _length_cap(frac, cfg), cfg.concat_prob, rng)
+    kinds: Counter[str] = Counter()
+    batches = _batches(examples, mix, cfg.batch_size, lambda: _length_cap(frac, cfg), rng, kinds=kinds)
     model.train()
     losses: list[float] = []
     step, start = 0, time.monotonic()
     # A bar only on a terminal; in a log (CI, a Ray job, `make quickstart > log`) one line per 10 %,
     # not a fragment per step.
     on_tty = sys.stderr.isatty()
-    bar = tqdm(total=100, unit="%", desc="embedded base (copy)", disable=not (progress and on_tty), leave=True)
+    bar = tqdm(total=100, unit="%", desc="embedded base", disable=not (progress and on_tty), leave=True)
     logged = 0
     # A fixed number of steps, never a wall-clock budget: the same seed, data, torch version and thread
     # count give the same weights on any machine, so seeded benchmarks are reproducible.
@@ -385,8 +784,8 @@ def _train_copy(
         frac = step / cfg.max_steps
         for group in opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(frac, cfg.rounds)
-        ids, mask = next(batches)
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(~mask, -100)).loss
+        ids, mask, labels = next(batches)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -396,7 +795,7 @@ def _train_copy(
         percent, mean_loss = min(100, int(step / cfg.max_steps * 100)), sum(losses[-50:]) / len(losses[-50:])
         if progress and not on_tty and percent >= logged + 10:
             logged = percent - percent % 10
-            print(f"embedded base (copy): {logged}% step {step}/{cfg.max_steps} loss {mean_loss:.3f} "
+            print(f"embedded base: {logged}% step {step}/{cfg.max_steps} loss {mean_loss:.3f} "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
         bar.n = percent
         bar.set_postfix(step=step, loss=f"{mean_loss:.3f}", refresh=False)
@@ -410,34 +809,38 @@ def _train_copy(
         "train_seconds": round(time.monotonic() - start, 2),
         "steps_per_second": round(step / max(1e-9, time.monotonic() - start), 3),
         "final_loss": round(sum(tail) / len(tail), 4) if tail else float("nan"),
+        "examples_per_objective": {k: kinds[k] for k in OBJECTIVES},
     }
 
 
 def build_embedded_base(
-    texts: Sequence[str],
+    corpus: Sequence[str] | PretrainingCorpus,
     cfg: EmbeddedBaseConfig,
     cache_dir: str | Path | None = None,
     eval_texts: Sequence[str] | None = None,
     progress: bool = True,
     threads: int | None = None,
 ) -> Path:
-    """Build (or reuse) the embedded copy-pretrained T5 base; returns its directory.
+    """Build (or reuse) the embedded base pretrained on ``corpus`` (or plain training texts); returns its dir.
 
-    The directory holds the model, the tokenizer and ``build_report.json`` (copy fidelity on held-out
-    texts). Without ``eval_texts``, up to 200 texts (10 %) are held out of training for that evaluation.
-    Built in a temporary directory and renamed, so a crash never leaves a half-built cache.
+    The directory holds the model, the tokenizer, ``build_report.json`` (copy fidelity on held-out
+    training texts, zero-shot edit quality on held-out training pairs, examples per objective) and
+    ``pretraining_dropped.csv``. Without ``eval_texts``, up to 200 texts (10 %) are held out of training
+    for the copy figures. Built in a temporary directory and renamed, so a crash never leaves a
+    half-built cache. Raises :class:`PretrainingLeakError` if an evaluation text would be trained on.
     """
-    texts = list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
-    if len(texts) < 10:
-        raise DataError(f"model.name_or_path=embedded: the base needs at least 10 distinct non-empty training texts, got {len(texts)}")
-    final = embedded_cache_path(texts, cfg, cache_dir, eval_texts)
+    corpus = _as_corpus(corpus)
+    n_train = len({t for t, s in zip(corpus.texts["text"], corpus.texts["source"]) if isinstance(t, str) and t.strip() and s == TRAIN})
+    if n_train < 10:
+        raise DataError(f"model.name_or_path=embedded: the base needs at least 10 distinct non-empty training texts, got {n_train}")
+    final = embedded_cache_path(corpus, cfg, cache_dir, eval_texts)
     if (final / BUILD_REPORT).is_file():
         return final
     with building(final, BUILD_REPORT) as tmp:
-        report = _build(texts, cfg, eval_texts, tmp, progress, threads or cfg.threads)
+        report = _build(corpus, cfg, eval_texts, tmp, progress, threads or cfg.threads)
         (tmp / EMBEDDED_META).write_text(
             json.dumps(
-                {"config": dataclasses.asdict(cfg), "config_hash": _config_hash(cfg), "n_texts": len(texts)},
+                {"config": dataclasses.asdict(cfg), "config_hash": _config_hash(cfg), "n_texts": report["n_train_texts"]},
                 indent=2,
             )
         )
@@ -448,7 +851,7 @@ def build_embedded_base(
 
 
 def _build(
-    texts: list[str],
+    corpus: PretrainingCorpus,
     cfg: EmbeddedBaseConfig,
     eval_texts: Sequence[str] | None,
     out: Path,
@@ -456,26 +859,37 @@ def _build(
     threads: int,
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    if eval_texts is None:
-        pool = sorted(texts)  # selection depends on the set of texts, not on their order
-        random.Random(cfg.seed).shuffle(pool)
-        held = pool[: min(200, len(pool) // 10)]
-        held_set = set(held)
-        train_texts = [t for t in texts if t not in held_set]
-    else:
-        held, train_texts = list(eval_texts), texts
+    banned = {normalize_text(t): "evaluation_text" for t in corpus.forbidden if isinstance(t, str) and t.strip()}
+    edit_pairs = _held_out_pairs(_exclude(corpus, banned)[1], cfg)
+    for text in (*edit_pairs["toxic"], *edit_pairs["neutral"]):
+        banned.setdefault(normalize_text(text), "held_out_edit_pair")
+    held = list(eval_texts) if eval_texts is not None else _held_out_texts(corpus.texts, banned, cfg)
+    for text in held if eval_texts is None else ():
+        banned.setdefault(normalize_text(text), "held_out_copy_text")
+    texts, pairs, dropped = _exclude(corpus, banned)
+    assert_no_evaluation_text(texts, pairs, corpus.forbidden)
+    dropped.to_csv(out / PRETRAINING_DROPPED, index=False)
     with _torch_threads(threads):
-        # the tokenizer sees the held-out texts too: they are part of the corpus the base will serve
-        tok = _train_tokenizer(texts, cfg.vocab_size, out)
+        # The tokenizer is trained on the train split only (held-out training texts included: they are
+        # part of the corpus the base will serve), so extra sources do not change its pieces.
+        tok_texts = list(dict.fromkeys(
+            [t for t, s in zip(texts["text"], texts["source"]) if s == TRAIN]
+            + (held if eval_texts is None else [])
+            + list(edit_pairs["toxic"])
+            + list(edit_pairs["neutral"])
+        ))
+        tok = _train_tokenizer(tok_texts, cfg.vocab_size, out)
         model = T5ForConditionalGeneration(_t5_config(cfg, len(tok)))
         _init_previous_token_head(model, cfg.prev_token_bias)
-        seqs = [ids[:-1] for ids in tok(train_texts)["input_ids"]]  # drop </s>: windows re-add it
-        stats = _train_copy(model, seqs, cfg, progress)
+        examples = PretrainingExamples(texts, pairs, corpus.lexicon, tok, cfg)
+        mix = effective_mix(cfg, examples.available())
+        stats = _pretrain(model, examples, mix, cfg, progress)
         t0 = time.monotonic()
         fidelity = copy_fidelity(model, tok, held)
         # texts longer than max_length (with </s>) were never seen whole in training: report both rates
         fitting = [t for t, ids in zip(held, tok(held)["input_ids"]) if len(ids) <= cfg.max_length]
         fidelity_fit = copy_fidelity(model, tok, fitting) if fitting else {"exact_copy_rate": float("nan")}
+        edits = edit_quality(model, tok, edit_pairs, corpus.lexicon) if len(edit_pairs) else {}
         eval_seconds = time.monotonic() - t0
     model.generation_config.max_length = None
     model.save_pretrained(out)
@@ -485,10 +899,15 @@ def _build(
         "n_eval": len(held),
         "eval_longer_than_max_length": round(1.0 - len(fitting) / max(1, len(held)), 4),
         "exact_copy_rate_fitting": round(fidelity_fit["exact_copy_rate"], 4),
+        **{k: round(v, 4) for k, v in edits.items()},
+        "n_edit_eval": len(edit_pairs),
         "eval_seconds": round(eval_seconds, 2),
         **stats,
+        "mix": mix,
         "params": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tok),
-        "n_train_texts": len(train_texts),
+        "n_train_texts": len(texts),
+        "n_train_pairs": len(pairs),
+        "n_dropped": {str(k): int(v) for k, v in dropped["reason"].value_counts().sort_index().items()},
         "threads": threads,
     }

@@ -24,6 +24,10 @@ class ModelError(RaydetoxError, ValueError):
     weights offered only as a pickle, or an adapter whose base model cannot be reached."""
 
 
+class PretrainingLeakError(RaydetoxError, ValueError):
+    """The embedded base's pretraining set holds a validation, test or holdout text."""
+
+
 class ResultsError(RaydetoxError, ValueError):
     """A results folder cannot be used: a sweep's result files are missing, malformed or wrong-typed, a
     run directory does not match, or a folder is not a raydetox sweep that may be resumed or replaced."""

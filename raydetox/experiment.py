@@ -6,6 +6,7 @@ both go through :func:`build_trainer` so that the two paths cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
-from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
+from raydetox.config import DataConfig, DecodingConfig, ExperimentConfig, StageConfig
 from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
-from raydetox.embedded_base import corpus_texts
-from raydetox.judge import judge_for
+from raydetox.cache import content_hash
+from raydetox.embedded_base import PAIR_COLUMNS, TRAIN, PretrainingCorpus, corpus_texts, read_pretraining_sources
+from raydetox.judge import held_out_rows, judge_for
 from raydetox.modeling import apply_lora, load_base
 from raydetox.training_args import CurriculumTrainingArguments
 from raydetox.trainer import (
@@ -64,18 +66,37 @@ def build_stage_datasets(
     }
 
 
-def base_corpus(prepared: PreparedData) -> list[str]:
-    """Texts the embedded base learns to copy: every train-split text, cleaned or not.
+def base_corpus(prepared: PreparedData, sources: Sequence[DataConfig] = ()) -> PretrainingCorpus:
+    """What the embedded base pretrains on: every train-split text (cleaned or not), the kept train
+    pairs, the lexicon, the rows of ``sources`` (``model.embedded.sources``), and — to be kept out —
+    every validation/test text.
 
     Using the pre-cleaning train split keeps the (expensive, cached) base independent of cleaning
-    ablations, and never shows it validation or test text.
+    ablations. ``sources`` are read once per prepared dir (relative paths from the working directory)
+    and kept there, so Ray trials, which run elsewhere, pretrain on the same rows.
     """
-    frames = [prepared.stages["full"]]
+    train = prepared.stages["full"]
+    frames = [train]
     if len(prepared.dropped) and "split" in prepared.dropped:
         dropped = prepared.dropped[prepared.dropped["split"] == "train"].copy()
         dropped["refs"] = [[n] for n in dropped["neutral"]]
         frames.append(dropped)
-    return corpus_texts(pd.concat(frames, ignore_index=True))
+    pairs = [(t, n, lang, TRAIN) for t, refs, lang in zip(train["toxic"], train["refs"], train["lang"]) for n in refs]
+    corpus = PretrainingCorpus(
+        corpus_texts(pd.concat(frames, ignore_index=True)),
+        pd.DataFrame(pairs, columns=list(PAIR_COLUMNS)),
+        prepared.lexicon,
+        held_out_rows(prepared)["text"].tolist(),
+    )
+    if not sources:
+        return corpus
+    path = Path(prepared.out_dir) / f"pretraining_sources-{content_hash([dataclasses.asdict(s) for s in sources])[:12]}.parquet"
+    if path.is_file():
+        rows = pd.read_parquet(path)
+    else:
+        rows = read_pretraining_sources(sources)
+        rows.to_parquet(path, index=False)
+    return corpus.with_sources(rows)
 
 
 def training_arguments(cfg: ExperimentConfig, output_dir: str | Path, **overrides: Any) -> CurriculumTrainingArguments:
@@ -134,7 +155,7 @@ def build_trainer(
         torch.set_num_threads(cfg.training.torch_threads)
     # Seed before the LoRA weights are drawn: HF seeds only when the Trainer is built, after the model.
     set_seed(cfg.training.seed)
-    model, tokenizer = load_base(cfg.model, texts=base_corpus(prepared))
+    model, tokenizer = load_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources))
     model = apply_lora(model, cfg.lora)
     stage_data = build_stage_datasets(prepared, tokenizer, cfg)
     eval_data = tokenize_pairs(

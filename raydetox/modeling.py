@@ -17,7 +17,15 @@ from typing import Any
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from raydetox.config import ConfigError, LoraConfig, ModelConfig
-from raydetox.embedded_base import EMBEDDED, MIN_VOCAB, build_embedded_base, cache_root, find_cached_base, load_tokenizer
+from raydetox.embedded_base import (
+    EMBEDDED,
+    MIN_VOCAB,
+    PretrainingCorpus,
+    build_embedded_base,
+    cache_root,
+    find_cached_base,
+    load_tokenizer,
+)
 from raydetox.errors import ModelError, RaydetoxError, one_line
 from raydetox.preflight import TRAINED_META, check_model_dir
 
@@ -38,8 +46,11 @@ def loading(what: str) -> Iterator[None]:
         raise ModelError(f"{what}: cannot load: {one_line(err)}") from err
 
 
-def load_base(cfg: ModelConfig, texts: Sequence[str] | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Base seq2seq model + tokenizer: the embedded base (built from ``texts`` if needed) or ``from_pretrained``."""
+def load_base(
+    cfg: ModelConfig, texts: Sequence[str] | PretrainingCorpus | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Base seq2seq model + tokenizer: the embedded base (built from ``texts``, plain training texts or a
+    :class:`PretrainingCorpus`, if needed) or ``from_pretrained``."""
     if cfg.name_or_path == EMBEDDED:
         if texts is not None:
             path = build_embedded_base(texts, cfg.embedded, cfg.cache_dir)

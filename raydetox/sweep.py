@@ -480,7 +480,7 @@ def run_sweep(
     if prepared is not None and cfg.model.name_or_path == "embedded":
         from raydetox.modeling import load_base
 
-        load_base(cfg.model, texts=base_corpus(prepared))  # build the cached base once, before trials race for it
+        load_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources))  # build the cached base once, before trials race for it
     if prepared is not None:
         from raydetox.judge import judge_for
 

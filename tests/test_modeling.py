@@ -15,21 +15,30 @@ import pytest
 import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration, T5Tokenizer
 
-from raydetox.config import EmbeddedBaseConfig, LoraConfig, ModelConfig
+from raydetox.config import DataConfig, EmbeddedBaseConfig, LexiconConfig, LoraConfig, ModelConfig, PretrainMixConfig
+from raydetox.data.lexicon import Lexicon
 from raydetox.embedded_base import (
     BUILD_REPORT,
     EOS_ID,
     PAD_ID,
+    PRETRAINING_DROPPED,
+    TRAIN,
+    PretrainingCorpus,
+    PretrainingExamples,
     _batches,
+    _exclude,
     _init_previous_token_head,
     _length_cap,
     _t5_config,
+    assert_no_evaluation_text,
     build_embedded_base,
     corpus_texts,
     embedded_cache_path,
     find_cached_base,
+    normalize_text,
+    read_pretraining_sources,
 )
-from raydetox.errors import ModelError
+from raydetox.errors import ModelError, PretrainingLeakError
 from raydetox.modeling import apply_lora, load_base, load_trained, save_trained
 
 LANGS = ("am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh")
@@ -101,13 +110,21 @@ def test_build_report_fields(built, texts) -> None:
         assert (path / name).is_file()
 
 
+COPY_ONLY = EmbeddedBaseConfig(
+    max_length=48, curriculum_length=12, curriculum_fraction=0.5, concat_prob=0.5,
+    mix=PretrainMixConfig(copy=1.0, denoise=0.0, deletion=0.0, pairs=0.0),
+)
+
+
 def test_copy_batches_follow_the_length_curriculum(built, texts) -> None:
     tok = AutoTokenizer.from_pretrained(built[0])
+    cfg = COPY_ONLY
+    examples = PretrainingExamples(PretrainingCorpus.of_texts(texts).texts, PretrainingCorpus.of_texts([]).pairs, None, tok, cfg)
     seqs = [ids[:-1] for ids in tok(texts)["input_ids"]]
-    cfg = EmbeddedBaseConfig(max_length=48, curriculum_length=12, curriculum_fraction=0.5, concat_prob=0.5)
     assert [_length_cap(p, cfg) for p in (0.0, 0.49, 0.5, 0.99)] == [12, 12, 48, 48]
     progress = [0.0]
-    batches = _batches(seqs, 16, lambda: _length_cap(progress[0], cfg), cfg.concat_prob, random.Random(0))
+    mix = {"copy": 1.0}
+    batches = _batches(examples, mix, 16, lambda: _length_cap(progress[0], cfg), random.Random(0))
     known = {tuple(s) for s in seqs}
     for phase, cap in ((0.0, 12), (0.7, 48)):
         progress[0] = phase
@@ -115,8 +132,9 @@ def test_copy_batches_follow_the_length_curriculum(built, texts) -> None:
             next(batches)
         widths, whole = [], 0
         for _ in range(16):
-            ids, mask = next(batches)
+            ids, mask, labels = next(batches)
             assert ids.shape[0] == 16 and torch.equal(mask, ids != PAD_ID)
+            assert torch.equal(labels.masked_fill(labels == -100, PAD_ID), ids)  # copying: target = input
             for row in ids.tolist():
                 body = row[: row.index(EOS_ID)]
                 assert 1 <= len(body) < cap and all(t != PAD_ID for t in body)
@@ -241,9 +259,12 @@ def test_corpus_texts_dedups_all_sides_in_order() -> None:
             "toxic": ["a b", "c d", "a b"],
             "neutral": ["a", "c", "a"],
             "refs": [["a", "a x"], ["c"], None],
+            "lang": ["en", "de", "en"],
         }
     )
-    assert corpus_texts(pairs) == ["a b", "a", "a x", "c d", "c"]
+    frame = corpus_texts(pairs)
+    assert list(frame["text"]) == ["a b", "a", "a x", "c d", "c"]
+    assert list(frame["lang"]) == ["en", "en", "en", "de", "de"] and set(frame["source"]) == {TRAIN}
     with pytest.raises(KeyError, match="neutral"):
         corpus_texts(pairs.drop(columns="neutral"))
     with pytest.raises(TypeError, match="row 1, column 'toxic'"):
@@ -261,3 +282,133 @@ def test_embedded_base_is_a_function_of_seed_and_data_not_of_time(built, texts, 
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert json.loads((again / BUILD_REPORT).read_text())["steps"] == TINY.max_steps
+
+
+# ------------------------------------------------------------------ pretraining mix (copy + edit objectives)
+
+# The edit mix (the default is copy only until the mix is shown to help).
+MIXED = EmbeddedBaseConfig(**{**TINY.__dict__, "edit_eval_pairs": 20, "max_steps": 12,
+                              "mix": PretrainMixConfig(copy=0.5, denoise=0.15, deletion=0.2, pairs=0.15)})
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(lang_frames: dict[str, pd.DataFrame], shared_data: Path) -> PretrainingCorpus:
+    """Real data: 30 train pairs per language, 4 evaluation pairs per language (forbidden), the first 60
+    English ParaDetox rows as an extra source, and a lexicon learned from the train pairs + ldnoobw lists."""
+    train, evaluation = [], []
+    for lang, frame in lang_frames.items():
+        sample = frame.sample(34, random_state=1)
+        rows = pd.DataFrame({"lang": lang, "toxic": sample["toxic_sentence"], "neutral": sample["neutral_sentence"]})
+        train.append(rows.iloc[:30])
+        evaluation.append(rows.iloc[30:])
+    train_pairs = pd.concat(train, ignore_index=True).assign(refs=lambda f: [[n] for n in f["neutral"]])
+    forbidden = [t for f in evaluation for t in (*f["toxic"], *f["neutral"])]
+    source = read_pretraining_sources(
+        [DataConfig(source=str(shared_data / "paradetox" / "paradetox.tsv"), toxic_column="toxic",
+                    neutral_columns=["neutral1", "neutral2", "neutral3"], default_lang="en", max_rows_per_lang=60)]
+    )
+    forbidden.append(source["toxic"].iloc[0])  # an evaluation text that the source also holds
+    lexicon = Lexicon.learn(
+        train_pairs, LexiconConfig(wordlists=[str(shared_data / "lexicons" / "ldnoobw_v2" / "{lang}.txt")])
+    )
+    corpus = PretrainingCorpus(
+        corpus_texts(train_pairs),
+        train_pairs[["toxic", "neutral", "lang"]].assign(source=TRAIN),
+        lexicon,
+        forbidden,
+    )
+    return corpus.with_sources(source)
+
+
+@pytest.fixture(scope="module")
+def mixed_built(mixed_corpus: PretrainingCorpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    return build_embedded_base(mixed_corpus, MIXED, cache_dir=tmp_path_factory.mktemp("mixed"), progress=False)
+
+
+def test_pretraining_examples_are_what_they_claim(mixed_built: Path, mixed_corpus: PretrainingCorpus) -> None:
+    tok = AutoTokenizer.from_pretrained(mixed_built)
+    texts, pairs, _ = _exclude(mixed_corpus, {})
+    examples = PretrainingExamples(texts, pairs, mixed_corpus.lexicon, tok, MIXED)
+    assert examples.available() == dict.fromkeys(("copy", "denoise", "deletion", "pairs"), True)
+    lexicon = mixed_corpus.lexicon
+    text_seqs = {tuple(ids[:-1]) for ids in tok(list(texts["text"]))["input_ids"]}
+    real_pairs = set(zip(pairs["toxic"], pairs["neutral"]))
+    lang_of_neutral = dict(zip(pairs["neutral"], pairs["lang"]))
+    rng = random.Random(0)
+    body = 40
+    for _ in range(60):
+        src, tgt = examples.draw("copy", body, rng)
+        assert src == tgt and 1 <= len(src) <= body
+
+        src, tgt = examples.draw("denoise", body, rng)
+        assert src != tgt and tuple(tgt) in text_seqs and len(src) <= len(tgt) <= body
+
+        src, tgt = examples.draw("pairs", body, rng)
+        assert (tok.decode(src), tok.decode(tgt)) in real_pairs and max(len(src), len(tgt)) <= body
+
+        src, tgt = examples.draw("deletion", body, rng)
+        neutral, noisy = tok.decode(tgt), tok.decode(src)
+        lang = lang_of_neutral[neutral]  # the target is a real neutral side, unchanged
+        assert lexicon.find(neutral, lang) == [], (lang, neutral)
+        assert lexicon.find(noisy, lang), (lang, noisy)
+        it = iter(src)
+        assert all(t in it for t in tgt) and len(src) > len(tgt)  # the neutral side, with terms inserted
+        assert len(src) <= body
+
+
+def test_mixed_build_reports_copy_and_edit_and_never_trains_on_evaluation_text(
+    mixed_built: Path, mixed_corpus: PretrainingCorpus
+) -> None:
+    report = json.loads((mixed_built / BUILD_REPORT).read_text())
+    assert report["steps"] == MIXED.max_steps
+    assert all(report["examples_per_objective"][k] > 0 for k in ("copy", "denoise", "deletion", "pairs"))
+    assert report["mix"] == {"copy": 0.5, "denoise": 0.15, "deletion": 0.2, "pairs": 0.15}
+    assert report["n_edit_eval"] == 20  # 9 × 30 train pairs: min(edit_eval_pairs, 10 %)
+    for key in ("edit_copy_rate", "edit_exact_match", "edit_terms_removed", "edit_inputs_with_terms"):
+        assert 0.0 <= report[key] <= 1.0, key
+    for key in ("edit_chrf", "edit_chrf_of_copying", "edit_chrf_of_deleting", "chrf"):
+        assert 0.0 <= report[key] <= 100.0, key
+    dropped = pd.read_csv(mixed_built / PRETRAINING_DROPPED)
+    leaked = dropped[dropped["reason"] == "evaluation_text"]
+    # the evaluation text the English source also holds is dropped there, with its reason
+    assert (leaked["source"] == mixed_corpus.pairs["source"].iloc[-1]).any()
+    assert {"held_out_edit_pair", "held_out_copy_text"} <= set(dropped["reason"])
+
+
+def test_no_evaluation_text_assertion_fires(mixed_corpus: PretrainingCorpus) -> None:
+    texts, pairs, _ = _exclude(mixed_corpus, {})
+    leaked = next(t for t in mixed_corpus.forbidden if t != t.upper())  # case-folding is tested too
+    with pytest.raises(PretrainingLeakError):  # the corpus as given holds the source's evaluation text
+        assert_no_evaluation_text(texts, pairs, mixed_corpus.forbidden)
+    clean_texts, clean_pairs, _ = _exclude(
+        mixed_corpus, {normalize_text(t): "evaluation_text" for t in mixed_corpus.forbidden}
+    )
+    assert_no_evaluation_text(clean_texts, clean_pairs, mixed_corpus.forbidden)  # what a build checks: passes
+    with_leak = pd.concat([clean_texts, pd.DataFrame({"text": [f"  {leaked.upper()} "], "lang": ["xx"], "source": ["s"]})])
+    with pytest.raises(PretrainingLeakError, match=r"text row \d+ \(text, source 's'\) is an evaluation text"):
+        assert_no_evaluation_text(with_leak, clean_pairs, mixed_corpus.forbidden)
+    leak_pair = pd.DataFrame({"toxic": ["x y"], "neutral": [leaked], "lang": ["xx"], "source": ["s"]})
+    with pytest.raises(PretrainingLeakError, match=r"pair row 0 \(neutral"):
+        assert_no_evaluation_text(clean_texts, leak_pair, mixed_corpus.forbidden)
+    assert len(texts) > len(clean_texts)
+
+
+def test_mixed_build_is_deterministic_and_keyed_by_mix_and_data(
+    mixed_built: Path, mixed_corpus: PretrainingCorpus, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    again = build_embedded_base(mixed_corpus, MIXED, cache_dir=tmp_path, progress=False)
+    first, second = load_file(mixed_built / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert json.loads((again / BUILD_REPORT).read_text())["examples_per_objective"] == json.loads(
+        (mixed_built / BUILD_REPORT).read_text()
+    )["examples_per_objective"]
+    key = embedded_cache_path(mixed_corpus, MIXED, tmp_path)
+    copy_only = EmbeddedBaseConfig(**{**MIXED.__dict__, "mix": PretrainMixConfig(1.0, 0.0, 0.0, 0.0)})
+    assert embedded_cache_path(mixed_corpus, copy_only, tmp_path) != key
+    import dataclasses as dc
+
+    assert embedded_cache_path(dc.replace(mixed_corpus, lexicon=None), MIXED, tmp_path) != key
+    assert embedded_cache_path(dc.replace(mixed_corpus, pairs=mixed_corpus.pairs.iloc[1:]), MIXED, tmp_path) != key
