@@ -92,7 +92,8 @@ def test_setup_installs_this_package(raw: dict[str, Any]) -> None:
     remote = next(r for r, local in mounts.items() if (REPO / local).resolve() == REPO)
     assert (REPO / mounts[remote] / "pyproject.toml").is_file()
     commands = raw["setup_commands"]
-    install = next(i for i, c in enumerate(commands) if c == f"pip install -e {remote}")
+    # with the tracking extra: the MLflow logger runs on the driver, i.e. the head
+    install = next(i for i, c in enumerate(commands) if c == f'pip install -e {remote}"[tracking]"')
     torch = next(i for i, c in enumerate(commands) if c.startswith("pip install torch"))
     assert torch < install, "CUDA torch must be installed before the package pulls a torch"
     # The cluster's Ray must be the version that submits to it.
