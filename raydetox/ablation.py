@@ -103,11 +103,12 @@ def check_paired(on: PreparedData, off: PreparedData, embedded_base: bool = True
             raise AssertionError(f"{off.out_dir}: the {split} rows differ from {on.out_dir}'s: the arms are not paired")
     if not embedded_base:
         return
+    from raydetox.embedded_base import corpus_key
     from raydetox.experiment import base_corpus
 
-    if set(base_corpus(on)) != set(base_corpus(off)):
+    if corpus_key(base_corpus(on)) != corpus_key(base_corpus(off)):
         raise DataError(
-            f"{off.out_dir}: the uncleaned arm's training texts differ from the cleaned arm's (rows with several "
+            f"{off.out_dir}: the uncleaned arm's pretraining texts or pairs differ from the cleaned arm's (rows with several "
             "references whose extra references cleaning dropped): both arms would need their own embedded base; "
             "set data.expand_refs: true or drop 'cleaning' from sweep.ablations.factors"
         )

@@ -254,6 +254,11 @@ def _data_hash(corpus: PretrainingCorpus, eval_texts: Sequence[str] | None) -> s
     )[:12]
 
 
+def corpus_key(corpus: PretrainingCorpus) -> str:
+    """The part of the base's cache key that its pretraining data sets (order-free)."""
+    return _data_hash(corpus, None)
+
+
 def cache_root(cache_dir: str | Path | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir).expanduser() / EMBEDDED

@@ -81,9 +81,12 @@ def base_corpus(prepared: PreparedData, sources: Sequence[DataConfig] = ()) -> P
         dropped = prepared.dropped[prepared.dropped["split"] == "train"].copy()
         dropped["refs"] = [[n] for n in dropped["neutral"]]
         frames.append(dropped)
-    pairs = [(t, n, lang, TRAIN) for t, refs, lang in zip(train["toxic"], train["refs"], train["lang"]) for n in refs]
+    everything = pd.concat(frames, ignore_index=True)
+    # Pairs of the pre-cleaning train split too: both arms of a cleaning ablation pretrain one base.
+    pairs = [(t, n, lang, TRAIN) for t, refs, lang in zip(everything["toxic"], everything["refs"], everything["lang"])
+             for n in refs if isinstance(t, str) and isinstance(n, str) and t.strip() and n.strip()]
     corpus = PretrainingCorpus(
-        corpus_texts(pd.concat(frames, ignore_index=True)),
+        corpus_texts(everything),
         pd.DataFrame(pairs, columns=list(PAIR_COLUMNS)),
         prepared.lexicon,
         held_out_rows(prepared)["text"].tolist(),

@@ -29,10 +29,11 @@ from raydetox.experiment import base_corpus
 from raydetox.preflight import check_job_path
 from raydetox.results import (
     DATA_DIR,
-    UNTRAINED,
     PREDICTIONS_DIR,
     STAGE_LINE_PATTERN,
     TRAIN_DIR,
+    UNTRAINED,
+    ablation_column,
     train_run_name,
     trial_dir_name,
     trial_schedule,
@@ -137,10 +138,13 @@ def _table_keys(schedule: list[dict[str, Any]], lr: float | None) -> dict[str, A
 
 def untrained_duplicate(config: dict[str, Any], sweep: dict[str, Any]) -> bool:
     """Whether a trial is the ``untrained`` variant under a seed or LoRA rank other than the sweep's
-    first (``sweep``: the sweep section as a dict): the base model's outputs depend on neither (LoRA starts
-    as a no-op), so only the first one runs."""
+    first, or in a cleaning ablation's "off" arm (``sweep``: the sweep section as a dict): the base model's
+    outputs depend on none of them (LoRA starts as a no-op), so only the first one runs."""
     if not config["variant"].get("is_untrained"):
         return False
+    # nor on the training rows: a cleaning ablation's arms share the base and the validation rows
+    if config.get(ablation_column("cleaning"), "on") != "on":
+        return True
     return any(key in config and config[key] != (sweep.get(listed) or [None])[0]
                for key, listed in (("seed", "seeds"), ("lora_r", "lora_r")))
 

@@ -128,7 +128,7 @@ def test_multi_reference_data_whose_arms_would_need_two_bases_is_one_error(
         sweep_dir = tmp_path / f"expand-{expand}"
         on = prepare(cfg, sweep_dir / "data")
         if not expand:
-            with pytest.raises(DataError, match="data-cleaning-off: the uncleaned arm's training texts differ.*"
+            with pytest.raises(DataError, match="data-cleaning-off: the uncleaned arm's pretraining texts or pairs differ.*"
                                                 "data.expand_refs: true"):
                 prepare_arms(cfg, sweep_dir, on)
         else:  # one training row per reference: the arms' texts agree
@@ -288,6 +288,7 @@ def test_tiny_ablation_sweep_writes_the_ablation_table(
     cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache, rows_per_lang=40, **{
         "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": False, "sweep.seeds": [0],
         "sweep.toxic_penalty": [0.0], "sweep.copy_penalty": [0.0], "sweep.max_degenerate_rate": 1.0,
+        "sweep.untrained": False,  # its single run under a cleaning ablation: tests/test_sweep.py
         "sweep.ablations": {"factors": ["cleaning", "decoding_controls"]}, "cleaning.drop_already_neutral": True,
         "ray.cpus_per_worker": 1.0,
     })

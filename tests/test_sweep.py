@@ -265,6 +265,9 @@ def test_untrained_variant_runs_once_whatever_the_seeds_and_ranks(mpd_dir: Path,
     runs = [(seed, rank) for seed in (3, 1) for rank in (4, 8)
             if not untrained_duplicate({"variant": untrained[0], "seed": seed, "lora_r": rank}, sweep)]
     assert runs == [(3, 4)]
+    # nor on a cleaning ablation's arm: the "off" arm's untrained trial is a duplicate too
+    assert untrained_duplicate({"variant": untrained[0], "seed": 3, "lora_r": 4, "ablation_cleaning": "off"}, sweep)
+    assert not untrained_duplicate({"variant": untrained[0], "seed": 3, "lora_r": 4, "ablation_cleaning": "on"}, sweep)
     trained = next(v for v in variants(cfg) if not v["is_untrained"])
     assert not untrained_duplicate({"variant": trained, "seed": 1, "lora_r": 8}, sweep)
 

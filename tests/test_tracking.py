@@ -120,7 +120,7 @@ def test_sweep_logs_to_mlflow_and_tensorboard_and_prints_a_readable_table(
     from raydetox.tracking import INF_SENTINEL
 
     cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache, **{
-        "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": True,
+        "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": True, "sweep.untrained": False,
         "sweep.toxic_penalty": [0.0, float("inf")], "sweep.max_degenerate_rate": 1.0,
         "training.max_steps_per_stage": 2, "ray.callbacks": ["mlflow", "tensorboard"],
         # Ray Train workers: their print() is patched by Ray Train V2 (it printed each stage line twice).
