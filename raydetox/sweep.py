@@ -498,57 +498,65 @@ def run_sweep(
 
     from raydetox.tracking import tune_callbacks
 
+    # Only for this sweep: a later Tune run in the same process (a notebook, a test) keeps Tune's defaults.
+    saved = {key: os.environ.get(key) for key in (AUTO_LOGGERS_ENV, OUTPUT_ENGINE_ENV)}
     # The loggers are ours to choose (raydetox.tracking): Tune would add its own TensorBoard logger.
     os.environ[AUTO_LOGGERS_ENV] = "1"
     # Tune's newer output engine takes its table columns from the search space (the raw `variant`
     # dict) and ignores a reporter; the CLIReporter engine shows the columns progress_reporter picks.
     os.environ[OUTPUT_ENGINE_ENV] = "0"
-
-    setup = {
-        "experiment": dataclasses.asdict(cfg),
-        "prepared_dir": str(prepared_dir.resolve()),
-        "prepared_dirs": prepared_dirs,
-        "ablation_factors": ablation.factors(cfg.sweep),
-        "decode_grid": decode_grid(cfg),
-        "train_storage": f"{exp_uri}/{TRAIN_DIR}",
-        "max_failures": cfg.sweep.max_failures,
-        "keep_checkpoints": cfg.training.keep_checkpoints,
-        "fail_once_at_stage": fail_once_at_stage,
-        "fail_marker_dir": str(local_dir),
-        "in_trial": cfg.ray.in_trial(),
-        "scaling_config": None if cfg.ray.in_trial() else scaling_config(cfg),
-        "callbacks": list(callbacks),
-    }
-    trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)
-    # Local: each worker takes cpus_per_worker; cap concurrency so workers never wait on each other.
-    concurrency = cfg.sweep.max_concurrent_trials or max(
-        1, int(n_cpus // (cfg.ray.cpus_per_worker * cfg.ray.num_workers))
-    )
-    if resume:
-        tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(cfg),
-            tune_config=tune.TuneConfig(
-                metric="objective",
-                mode="max",
-                scheduler=_scheduler(cfg),
-                search_alg=_search_alg(cfg),
-                num_samples=cfg.sweep.num_samples,
-                max_concurrent_trials=concurrency,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-                # Trials that train in-process checkpoint through Tune: the same retention applies.
-                checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
-                callbacks=tune_callbacks(cfg, str(local_dir)),
-                progress_reporter=progress_reporter(cfg),
-                verbose=1,  # the table (progress_reporter), not every reported row
-            ),
+    try:
+        setup = {
+            "experiment": dataclasses.asdict(cfg),
+            "prepared_dir": str(prepared_dir.resolve()),
+            "prepared_dirs": prepared_dirs,
+            "ablation_factors": ablation.factors(cfg.sweep),
+            "decode_grid": decode_grid(cfg),
+            "train_storage": f"{exp_uri}/{TRAIN_DIR}",
+            "max_failures": cfg.sweep.max_failures,
+            "keep_checkpoints": cfg.training.keep_checkpoints,
+            "fail_once_at_stage": fail_once_at_stage,
+            "fail_marker_dir": str(local_dir),
+            "in_trial": cfg.ray.in_trial(),
+            "scaling_config": None if cfg.ray.in_trial() else scaling_config(cfg),
+            "callbacks": list(callbacks),
+        }
+        trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)
+        # Local: each worker takes cpus_per_worker; cap concurrency so workers never wait on each other.
+        concurrency = cfg.sweep.max_concurrent_trials or max(
+            1, int(n_cpus // (cfg.ray.cpus_per_worker * cfg.ray.num_workers))
         )
-    return tuner.fit()
+        if resume:
+            tuner = tune.Tuner.restore(exp_uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(cfg),
+                tune_config=tune.TuneConfig(
+                    metric="objective",
+                    mode="max",
+                    scheduler=_scheduler(cfg),
+                    search_alg=_search_alg(cfg),
+                    num_samples=cfg.sweep.num_samples,
+                    max_concurrent_trials=concurrency,
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=storage,
+                    failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                    # Trials that train in-process checkpoint through Tune: the same retention applies.
+                    checkpoint_config=retention(cfg.training.keep_checkpoints, tune.CheckpointConfig),
+                    callbacks=tune_callbacks(cfg, str(local_dir)),
+                    progress_reporter=progress_reporter(cfg),
+                    verbose=1,  # the table (progress_reporter), not every reported row
+                ),
+            )
+        return tuner.fit()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

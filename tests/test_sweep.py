@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -278,8 +279,11 @@ def test_seeded_sweep_scores_the_untrained_base_once(mpd_dir: Path, tmp_path: Pa
     cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.orderings": [["easy"]], "sweep.final_full": False,
                                                     "sweep.untrained": True, "sweep.seeds": [0, 1],
                                                     "sweep.toxic_penalty": [0.0], "sweep.max_degenerate_rate": 1.0})
+    before = {k: os.environ.get(k) for k in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_AIR_NEW_OUTPUT")}
     results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
     assert len(results) == 4 and not [r for r in results if r.error]
+    # the sweep's Tune settings do not leak into a later Tune run of this process (it would write no result.json)
+    assert {k: os.environ.get(k) for k in before} == before
     df = _rows(tmp_path / "sweeps" / cfg.name)
     untrained = df[df["ordering"] == "untrained"]
     assert len(untrained) == 1 and untrained["trial_id"].nunique() == 1
