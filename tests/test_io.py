@@ -476,6 +476,6 @@ def test_missing_hub_like_path_offline_is_one_quick_line(tmp_path: Path) -> None
                           timeout=120)
     assert time.monotonic() - start < 60
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("raydetox.data.io.DataError: nobody-here/no-such-dataset: no local file or directory "
+    assert last.startswith("raydetox.errors.DataError: nobody-here/no-such-dataset: no local file or directory "
                            "of that name, and "), proc.stderr
     assert "Retry" not in proc.stderr, proc.stderr

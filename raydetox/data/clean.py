@@ -26,9 +26,8 @@ import regex
 from sacrebleu.metrics import CHRF
 
 from raydetox.config import CleaningConfig
-from raydetox.data.io import DataError
 from raydetox.data.langid import unidentified
-from raydetox.data.pairs import check_pairs
+from raydetox.data.pairs import check_pairs, check_rows
 from raydetox.data.split import SPLITS
 
 if TYPE_CHECKING:
@@ -72,17 +71,11 @@ def _normalise(text: str) -> str:
 
 def _texts(table: pd.DataFrame, column: str) -> list[str]:
     """The column as Python strings, missing cells as ""; any other non-string cell is an error."""
-    out: list[str] = []
-    for row_id, value in zip(table["id"], table[column]):
-        if isinstance(value, str):
-            out.append(value)
-        elif value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-            out.append("")
-        else:
-            raise DataError(
-                f"pairs table: row id {row_id!r}, column {column!r}: expected text, got {value!r}"
-            )
-    return out
+    values = table[column].tolist()
+    missing = [v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) for v in values]
+    not_text = [not (isinstance(v, str) or m) for v, m in zip(values, missing)]
+    check_rows(table, column, np.array(not_text, dtype=bool), lambda v: f"expected text, got {v!r}")
+    return ["" if m else v for v, m in zip(values, missing)]
 
 
 @dataclass
@@ -135,13 +128,9 @@ def _split_rank(table: pd.DataFrame) -> np.ndarray:
     if "split" not in table.columns:
         return np.zeros(len(table), dtype=int)
     rank = table["split"].map({s: i for i, s in enumerate(SPLITS)})
-    bad = rank.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"pairs table: row id {table['id'].iloc[i]!r}, column 'split': {table['split'].iloc[i]!r} "
-            f"is not one of {list(SPLITS)} (normalise it with split.split_pairs first)"
-        )
+    check_rows(table, "split", rank.isna(), lambda v: (
+        f"{v!r} is not one of {list(SPLITS)} (normalise it with split.split_pairs first)"
+    ))
     return rank.to_numpy(dtype=int)
 
 

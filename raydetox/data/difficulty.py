@@ -28,8 +28,7 @@ import pandas as pd
 
 from raydetox.config import ConfigError, CurriculumConfig
 from raydetox.data.clean import token_overlap, tokenize
-from raydetox.data.io import DataError
-from raydetox.data.pairs import check_pairs
+from raydetox.data.pairs import check_pairs, check_rows
 from raydetox.data.split import reference_rows
 
 if TYPE_CHECKING:
@@ -70,13 +69,9 @@ def _toxicity(pairs: pd.DataFrame, lengths: np.ndarray, lexicon: Lexicon | None)
     """``toxicity_score`` when the column is filled, else lexicon hits per toxic token, else None."""
     if "toxicity_score" in pairs.columns and pairs["toxicity_score"].notna().any():
         score = pd.to_numeric(pairs["toxicity_score"], errors="coerce")
-        bad = score.isna().to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"pairs table: row id {pairs['id'].iloc[i]!r}, column 'toxicity_score': "
-                f"{pairs['toxicity_score'].iloc[i]!r} is not a number (fill every row or none)"
-            )
+        check_rows(
+            pairs, "toxicity_score", score.isna(), lambda v: f"{v!r} is not a number (fill every row or none)"
+        )
         return score.to_numpy(dtype=float)
     if lexicon is not None:
         langs = pairs["lang"].astype(str)

@@ -35,7 +35,7 @@ import regex as re
 
 from raydetox.config import LANG_CODE, DataConfig
 from raydetox.data.langid import identify, unidentified
-from raydetox.errors import RaydetoxError, one_line
+from raydetox.errors import DataError, one_line
 from raydetox.errors import short as _short
 
 FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "parquet", "dir", "saved", "hub")
@@ -60,10 +60,6 @@ _PLACEHOLDERS = frozenset(
     {"nan", "NaN", "-nan", "-NaN", "None", "null", "NULL", "NA", "N/A", "n/a", "<NA>", "#N/A", "#NA"}
 )
 _HUB_PROBE_SECONDS = 10.0
-
-
-class DataError(RaydetoxError, ValueError):
-    """Bad data source or content; the message names the file (and the row and column when relevant)."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,13 @@ the first reference) and ``refs`` (list[str], every reference), plus optional ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from raydetox.errors import DataError
 
 PAIR_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral", "refs")
 
@@ -29,3 +34,13 @@ def check_pairs(pairs: pd.DataFrame) -> None:
     if dup.any():
         ids = pairs.loc[dup, "id"].unique()[:5].tolist()
         raise ValueError(f"pairs table: column 'id' must be unique; repeated ids: {ids}")
+
+
+def check_rows(pairs: pd.DataFrame, column: str, bad: np.ndarray | pd.Series, problem: Callable[[Any], str]) -> None:
+    """Raise a DataError ("pairs table: row id …, column …: <problem(value)>") at the first row where the
+    boolean mask ``bad`` is set; return when no row is bad."""
+    rows = np.flatnonzero(np.asarray(bad, dtype=bool))
+    if len(rows):
+        i = int(rows[0])
+        value = pairs[column].iloc[i]
+        raise DataError(f"pairs table: row id {pairs['id'].iloc[i]!r}, column {column!r}: {problem(value)}")
