@@ -4,8 +4,8 @@ A trial reports one row per finished stage (``phase: stage``) and one row per de
 scored on its final weights (``phase: decode``). The ``untrained`` variant's trial trains no stage: its
 rows are decode rows at ``stage_index`` 0, stage and ordering ``untrained``, ``is_untrained`` true. Trials build their rows with :func:`stage_row` and
 :func:`decode_row`; analysis reads them with :func:`load_results`. Both sides use the same key columns,
-the same objective (:func:`objective_value`) and the same schedule of a trial (:func:`trial_schedule`),
-so the writer and the reader cannot drift apart. Under ``sweep.ablations`` a row also records its arm
+the same objective (:func:`objective_column`; :func:`objective_value` for one row) and the same schedule
+of a trial (:func:`trial_schedule`), so the writer and the reader cannot drift apart. Under ``sweep.ablations`` a row also records its arm
 ("on"/"off") of each ablated factor in ``ablation_<factor>`` (:func:`ablation_column`).
 
 This module imports only the config and pandas: analysis can read a sweep without torch or Ray.
@@ -14,7 +14,6 @@ This module imports only the config and pandas: analysis can read a sweep withou
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -102,7 +101,7 @@ ROW_METRICS: tuple[str, ...] = (
 
 # --------------------------------------------------------------------------------------------- objective
 
-# The metrics each objective reads (unprefixed); see objective_value.
+# The metrics each objective reads (unprefixed); see objective_column.
 OBJECTIVE_METRICS: dict[str, tuple[str, ...]] = {
     "bertscore_copy_bound": ("bertscore_f1", "copy_rate"),
     "j": ("j",),
@@ -110,53 +109,19 @@ OBJECTIVE_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-def objective_value(metrics: Mapping[str, Any], cfg: SweepConfig, prefix: str = "eval_") -> float:
-    """The sweep objective (higher is better) of one row of metrics — THE definition used everywhere.
+def objective_column(df: pd.DataFrame, cfg: SweepConfig, prefix: str = "eval_") -> pd.Series:
+    """The sweep objective (higher is better) of every row — THE definition used everywhere, computed on
+    whole columns (a sweep of a thousand trials has a hundred thousand rows); NaN where a needed metric is
+    NaN or not a number.
 
     ``bertscore_copy_bound``: BERTScore F1 when the copy rate is within ``cfg.copy_rate_bound``, else
     ``BERTScore - 1 - (copy_rate - bound)``, so any feasible row beats every infeasible one and infeasible
     rows are ranked by how far they overshoot. ``j`` / ``chrf``: the J score / corpus chrF. Any objective:
     a row with more degenerate outputs than ``cfg.max_degenerate_rate`` is refused (``-inf``) or
-    penalised (``cfg.degenerate_action``).
+    penalised (``cfg.degenerate_action``: ``value - span - excess * span``, span 100 for chrF, else 1, so
+    it falls below every row within the bound); rows without a ``degenerate_rate`` (written before the
+    metric existed, or not measured) pass unchanged.
     """
-
-    def get(name: str) -> float:
-        key = prefix + name
-        if key not in metrics:
-            raise KeyError(f"objective {cfg.objective!r} needs metric {key!r}; row has {sorted(metrics)[:20]}")
-        return float(metrics[key])
-
-    if cfg.objective == "bertscore_copy_bound":
-        bertscore, copy_rate = get("bertscore_f1"), get("copy_rate")
-        value = bertscore if copy_rate <= cfg.copy_rate_bound else bertscore - 1.0 - (copy_rate - cfg.copy_rate_bound)
-    elif cfg.objective == "j":
-        value = get("j")
-    elif cfg.objective == "chrf":
-        value = get("chrf")
-    else:
-        raise ValueError(f"sweep.objective: unknown objective {cfg.objective!r}")
-    return _degeneration_guard(value, metrics.get(prefix + "degenerate_rate"), cfg)
-
-
-def _degeneration_guard(value: float, degenerate_rate: Any, cfg: SweepConfig) -> float:
-    """Degenerate outputs are a failure, not a low score: refuse (-inf) or penalise a row over the bound.
-
-    Rows written before the metric existed carry no ``degenerate_rate`` and pass unchanged.
-    """
-    if degenerate_rate is None or math.isnan(float(degenerate_rate)):
-        return value
-    excess = float(degenerate_rate) - cfg.max_degenerate_rate
-    if excess <= 0:
-        return value
-    if cfg.degenerate_action == "refuse":
-        return -math.inf
-    span = 100.0 if cfg.objective == "chrf" else 1.0  # below every row within the bound on its scale
-    return value - span - excess * span
-
-
-def objective_column(df: pd.DataFrame, cfg: SweepConfig, prefix: str = "eval_") -> pd.Series:
-    """:func:`objective_value` of every row (NaN where a needed metric is NaN), computed on whole
-    columns (a sweep of a thousand trials has a hundred thousand rows); equal to the per-row function."""
     if cfg.objective not in OBJECTIVE_METRICS:
         raise ValueError(f"sweep.objective: unknown objective {cfg.objective!r}")
     names = OBJECTIVE_METRICS[cfg.objective]
@@ -186,6 +151,12 @@ def objective_column(df: pd.DataFrame, cfg: SweepConfig, prefix: str = "eval_") 
             span = 100.0 if cfg.objective == "chrf" else 1.0
             value = np.where(over, value - span - excess * span, value)
     return pd.Series(value, index=df.index, name="objective", dtype=float)
+
+
+def objective_value(metrics: Mapping[str, Any], cfg: SweepConfig, prefix: str = "eval_") -> float:
+    """:func:`objective_column` of one row of metrics (a trial's stage or decode row)."""
+    row = pd.DataFrame({key: [value] for key, value in metrics.items()})
+    return float(objective_column(row, cfg, prefix).iloc[0])
 
 
 # Per-sentence outputs kept beside every stage and decode row (the ``predictions`` key of a row names the

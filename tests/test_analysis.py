@@ -142,28 +142,48 @@ def test_objective_value_definition() -> None:
         objective_value({"eval_bertscore_f1": 0.8}, cfg)
 
 
-@pytest.mark.parametrize("objective", ["bertscore_copy_bound", "j", "chrf"])
-@pytest.mark.parametrize("action", ["refuse", "penalise"])
-def test_objective_column_equals_the_row_definition(objective: str, action: str) -> None:
-    """The column-wise objective (what analyze uses on 100k rows) is objective_value on every row,
-    including NaN metrics, rows at and over the copy and degeneration bounds, and missing measurements."""
-    rng = np.random.default_rng(0)
-    n = 400
-    df = pd.DataFrame({
-        "eval_bertscore_f1": rng.uniform(0, 1, n), "eval_copy_rate": rng.choice([0.0, 0.25, 0.3, 0.9, np.nan], n),
-        "eval_j": rng.uniform(0, 1, n), "eval_chrf": rng.uniform(0, 100, n),
-        "eval_degenerate_rate": rng.choice([0.0, 0.02, 0.021, 0.5, np.nan], n),
-    })
-    df.loc[::7, "eval_bertscore_f1"] = np.nan
+NAN = math.nan
+# Crafted rows (bound 0.25 on the copy rate, 0.02 on the degenerate rate) and, per objective and action,
+# the objective worked out by hand: at/over each bound, NaN/inf/non-number metrics, no measurement.
+CRAFTED = pd.DataFrame({
+    "eval_bertscore_f1": [0.8, 0.9, NAN, 0.7, 0.8, 0.8, INF, "n/a", 0.6],
+    "eval_copy_rate": [0.25, 0.3, 0.1, NAN, 0.1, 0.1, 0.1, 0.1, 0.1],
+    "eval_j": [0.31, 0.5, NAN, 0.2, 0.4, 0.4, INF, "n/a", 0.1],
+    "eval_chrf": [41.0, 50.0, NAN, 20.0, 30.0, 30.0, INF, "n/a", 10.0],
+    "eval_degenerate_rate": [0.0, NAN, 0.0, 0.0, 0.02, 0.5, 0.0, 0.0, INF],
+})
+EXPECTED = {
+    ("bertscore_copy_bound", "refuse"): [0.8, 0.9 - 1 - 0.05, NAN, NAN, 0.8, -INF, INF, NAN, -INF],
+    ("bertscore_copy_bound", "penalise"): [0.8, 0.9 - 1 - 0.05, NAN, NAN, 0.8, 0.8 - 1 - 0.48, INF, NAN, -INF],
+    ("j", "refuse"): [0.31, 0.5, NAN, 0.2, 0.4, -INF, INF, NAN, -INF],
+    ("j", "penalise"): [0.31, 0.5, NAN, 0.2, 0.4, 0.4 - 1 - 0.48, INF, NAN, -INF],
+    ("chrf", "refuse"): [41.0, 50.0, NAN, 20.0, 30.0, -INF, INF, NAN, -INF],
+    ("chrf", "penalise"): [41.0, 50.0, NAN, 20.0, 30.0, 30.0 - 100 - 48, INF, NAN, -INF],
+}
+
+
+@pytest.mark.parametrize(("objective", "action"), sorted(EXPECTED))
+def test_objective_on_crafted_rows(objective: str, action: str) -> None:
+    """The one definition on whole columns and row by row, against values worked out by hand."""
     cfg = SweepConfig(objective=objective, degenerate_action=action, copy_rate_bound=0.25, max_degenerate_rate=0.02)
-    expected = [objective_value(row, cfg) for row in df.to_dict("records")]
-    np.testing.assert_array_equal(objective_column(df, cfg).to_numpy(), np.array(expected, dtype=float))
-    assert np.isneginf(expected).any() == (action == "refuse")
-    without = df.drop(columns="eval_degenerate_rate")  # rows written before the metric existed
-    assert objective_column(without, cfg).tolist() == pytest.approx(
-        [objective_value(row, cfg) for row in without.to_dict("records")], nan_ok=True)
-    with pytest.raises(KeyError, match="eval_"):
-        objective_column(df.drop(columns=["eval_copy_rate", "eval_j", "eval_chrf"]), cfg)
+    expected = EXPECTED[(objective, action)]
+    np.testing.assert_allclose(objective_column(CRAFTED, cfg).to_numpy(), expected)
+    rows = [objective_value(row, cfg) for row in CRAFTED.to_dict("records")]
+    np.testing.assert_allclose(rows, expected)
+    # Rows written before the degenerate rate existed, or with none measured, are not guarded.
+    unguarded = [objective_value({**row, "eval_degenerate_rate": None}, cfg) for row in CRAFTED.to_dict("records")]
+    np.testing.assert_allclose(objective_column(CRAFTED.drop(columns="eval_degenerate_rate"), cfg), unguarded)
+    assert not np.isneginf(unguarded).any()
+
+
+def test_objective_of_one_row_takes_any_reported_values() -> None:
+    """A trial's row also holds lists, dicts and text (per-language metrics, file names): they are not read."""
+    cfg = SweepConfig(objective="j")
+    row = {"eval_j": 0.4, "eval_per_lang": {"de": 0.3}, "eval_langs": ["de", "en"], "predictions": "p/1.parquet"}
+    assert objective_value(row, cfg) == 0.4
+    with pytest.raises(KeyError, match=r"needs metric 'eval_j'; row has \['eval_langs', 'eval_per_lang'"):
+        objective_value({k: v for k, v in row.items() if k != "eval_j"}, cfg)
+    assert objective_column(pd.DataFrame(columns=["eval_chrf"]), cfg).empty  # no rows: nothing is missing
 
 
 def test_load_results_one_row_per_report(sweep_dir: Path) -> None:
