@@ -38,7 +38,7 @@ import pandas as pd
 
 from raydetox.cache import building, content_hash
 from raydetox.config import ConfigError, ExperimentConfig, JudgeConfig, JudgeSourceConfig
-from raydetox.data.io import DataError, _lang_codes, _Part, _read_file, _text, detect_format
+from raydetox.data.io import DataError, FileTable, detect_format, lang_code_cells, read_file_table, text_cells
 from raydetox.errors import ModelError
 from raydetox.metrics import normalize_loose, normalize_whitespace, reference_systems
 
@@ -97,16 +97,16 @@ def _resolve(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
-def _labels(part: _Part, col: str) -> list[int]:
+def _labels(table: FileTable, col: str) -> list[int]:
     """0/1 labels of ``col`` (also true/false, toxic/neutral, yes/no); anything else names row and column."""
     out = []
-    for i, v in enumerate(part.frame[col].tolist()):
+    for i, v in enumerate(table.frame[col].tolist()):
         if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1)):
             out.append(int(v))
         elif isinstance(v, str) and v.strip().lower() in _LABELS:
             out.append(_LABELS[v.strip().lower()])
         else:
-            raise DataError(f"{part.where(i, col)}: label must be 0/1 (or true/false, toxic/neutral), got {v!r}")
+            raise DataError(f"{table.where(i, col)}: label must be 0/1 (or true/false, toxic/neutral), got {v!r}")
     return out
 
 
@@ -120,9 +120,8 @@ def read_source(spec: JudgeSourceConfig, index: int, base_dir: Path) -> pd.DataF
         fmt = spec.format or detect_format(str(path))
         if fmt not in _FILE_FORMATS:
             raise DataError(f"{path}: format {fmt!r} is not a file format; expected one of {list(_FILE_FORMATS)}")
-        part = _read_file(path, fmt, id_prefix=path.name)
-        part.frame = part.frame.reset_index(drop=True)
-        columns = [str(c) for c in part.frame.columns]
+        table = read_file_table(path, fmt)
+        columns = [str(c) for c in table.frame.columns]
         named = {
             "toxic_columns": spec.toxic_columns,
             "neutral_columns": spec.neutral_columns,
@@ -134,25 +133,25 @@ def read_source(spec: JudgeSourceConfig, index: int, base_dir: Path) -> pd.DataF
             missing = [c for c in cols if c not in columns]
             if missing:
                 raise ConfigError(f"key '{key}.{name}': column(s) {missing} not in {path}; columns: {columns}")
-        langs = np.array(_lang_codes(part, spec.lang_column) if spec.lang_column else [spec.lang] * len(part.frame))
-        rows = np.arange(len(part.frame))
+        n = len(table.frame)
+        langs = np.array(lang_code_cells(table, spec.lang_column) if spec.lang_column else [spec.lang] * n)
+        rows = np.arange(n)
         if spec.max_rows_per_lang is not None:
             rows = pd.Series(rows).groupby(langs).head(spec.max_rows_per_lang).sort_values().to_numpy()
         if spec.text_column:
-            layout = [(spec.text_column, np.array(_labels(part, spec.label_column)))]  # type: ignore[arg-type]
+            layout = [(spec.text_column, np.array(_labels(table, spec.label_column)))]  # type: ignore[arg-type]
         else:
-            n = len(part.frame)
             layout = [(c, np.ones(n, int)) for c in spec.toxic_columns]
             layout += [(c, np.zeros(n, int)) for c in spec.neutral_columns]
         frames = []
         for col, labels in layout:
-            texts = np.array(_text(part, col), dtype=object)
+            texts = np.array(text_cells(table, col), dtype=object)
             frames.append(
                 pd.DataFrame(
                     {
                         "id": [f"{path.name}:{i + 1}:{col}" for i in rows],
                         "source": spec.path,
-                        "where": [part.where(i, col) for i in rows],
+                        "where": [table.where(i, col) for i in rows],
                         "lang": langs[rows],
                         "text": texts[rows],
                         "label": labels[rows],

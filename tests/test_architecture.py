@@ -85,3 +85,46 @@ def test_data_steps_import_only_earlier_steps() -> None:
     assert not wrong, "data flows back in raydetox/data/: " + "; ".join(wrong)
     steps_used = {t.rpartition(".")[2] for t in graph.successors("raydetox.data.prepare")}
     assert set(DATA_STEPS) <= steps_used, f"prepare skips step(s) {sorted(set(DATA_STEPS) - steps_used)}"
+
+
+def private_imports(package: Path = PACKAGE) -> list[str]:
+    """``module: name`` for each leading-underscore name that a module takes from another raydetox module:
+    ``from raydetox.x import _name`` or ``alias._name`` on an imported raydetox module (lazy ones too)."""
+    modules = {_module_name(p, package): p for p in package.rglob("*.py")}
+    found = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        module_aliases: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                module_aliases |= {a.asname for a in node.names if a.asname and a.name.startswith("raydetox")}
+            elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("raydetox")):
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}" if node.module else alias.name
+                    if target in modules:  # `from raydetox.data import io`: a module, used as io._x
+                        module_aliases.add(alias.asname or alias.name)
+                    elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{name}: from {node.module} import {alias.name}")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in module_aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                found.append(f"{name}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    """A private name is its module's own; a second user means it wants a public, documented home."""
+    assert not private_imports(), "private names used across raydetox modules: " + "; ".join(private_imports())
+
+
+def test_private_import_detector_finds_both_forms(tmp_path: Path) -> None:
+    pkg = tmp_path / "raydetox"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("")
+    (pkg / "data" / "io.py").write_text("def _read(): ...\ndef read(): ...\n")
+    (pkg / "a.py").write_text("from raydetox.data.io import _read, read\n")
+    (pkg / "b.py").write_text("def f():\n    from raydetox.data import io\n    return io._read(), io.read()\n")
+    (pkg / "c.py").write_text("from raydetox.errors import short as _short\n")  # a public name, aliased
+    assert private_imports(pkg) == ["raydetox.a: from raydetox.data.io import _read", "raydetox.b: io._read"]

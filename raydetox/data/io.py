@@ -100,21 +100,29 @@ _SCHEMES: tuple[_Scheme, ...] = (
 
 
 @dataclass
-class _Part:
-    """One table read from a source, with what its location implies (language, split, id prefix)."""
+class FileTable:
+    """A table read from one file, rows numbered 0..n-1, that knows where each row is in the file:
+    ``where(i, column)`` is the ``origin: row N, column 'c'`` (JSONL: ``line N``) that error messages quote.
+    Read it with :func:`read_file_table`; read its cells with :func:`text_cells` / :func:`lang_code_cells`."""
 
     frame: pd.DataFrame
     origin: str
-    id_prefix: str
-    lang: str | None = None
-    split: str | None = None
-    id_start: int = 0
     lines: list[int] | None = None  # JSONL: the file line of each row
 
     def where(self, i: int, column: str | None = None) -> str:
         """``origin: row N, column 'c'`` for the 0-based position ``i``."""
         loc = f"line {self.lines[i]}" if self.lines is not None else f"row {i + 1}"
         return f"{self.origin}: {loc}" + (f", column '{column}'" if column else "")
+
+
+@dataclass(kw_only=True)
+class _Part(FileTable):
+    """One table of a pairs source, with what its location implies (language, split, id prefix)."""
+
+    id_prefix: str
+    lang: str | None = None
+    split: str | None = None
+    id_start: int = 0
 
 
 # ---------------------------------------------------------------------------------------------- formats
@@ -453,16 +461,25 @@ def _not_a_file(path: Path) -> str | None:
     return "is not a regular file (socket or device)"
 
 
-def _read_file(path: Path, fmt: str, **part: Any) -> _Part:
+def read_file_table(path: str | Path, fmt: str) -> FileTable:
+    """The table in the file ``path`` of format ``fmt`` ('tsv', 'csv', 'jsonl' or 'parquet'), read by the
+    strict readers of the pairs (CSV/TSV cells are strings, "" when empty); errors are :class:`DataError`
+    lines naming the file (and row)."""
+    path = Path(path)
     why = _not_a_file(path)
     if why is not None:
         raise DataError(f"{path}: {why}")
     if fmt in ("tsv", "csv"):
-        return _Part(_read_delimited(path, fmt), str(path), **part)
+        return FileTable(_read_delimited(path, fmt).reset_index(drop=True), str(path))
     if fmt == "jsonl":
         frame, lines = _read_jsonl(path)
-        return _Part(frame, str(path), lines=lines, **part)
-    return _Part(_read_parquet(path), str(path), **part)
+        return FileTable(frame.reset_index(drop=True), str(path), lines=lines)
+    return FileTable(_read_parquet(path).reset_index(drop=True), str(path))
+
+
+def _read_file(path: Path, fmt: str, **hints: Any) -> _Part:
+    table = read_file_table(path, fmt)
+    return _Part(table.frame, table.origin, lines=table.lines, **hints)
 
 
 def _read_dir(path: Path, cfg: DataConfig) -> list[_Part]:
@@ -618,7 +635,7 @@ def _is_missing(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
-def _text(part: _Part, col: str, placeholders: bool = True) -> list[str]:
+def text_cells(table: FileTable, col: str, placeholders: bool = True) -> list[str]:
     """Text cells of ``col``: missing → "", anything but a string is an error naming row and column.
 
     A whole cell that is a missing-value placeholder (``NaN``, ``None``, ``null``, ``N/A``, …, as pandas
@@ -626,24 +643,24 @@ def _text(part: _Part, col: str, placeholders: bool = True) -> list[str]:
     reports the row as empty and the placeholder never becomes a reference. A NUL character is an error
     (a corrupt or binary file).
     """
-    values = part.frame[col].tolist()
+    values = table.frame[col].tolist()
     out = []
     for i, v in enumerate(values):
         if isinstance(v, str):
             if "\x00" in v:
                 raise DataError(
-                    f"{part.where(i, col)}: NUL character (\\x00) at position {v.index(chr(0))} of "
+                    f"{table.where(i, col)}: NUL character (\\x00) at position {v.index(chr(0))} of "
                     f"{_short(v)}: the file is corrupt or not UTF-8 text"
                 )
             out.append("" if placeholders and v.strip() in _PLACEHOLDERS else v)
         elif _is_missing(v):
             out.append("")
         else:
-            raise DataError(f"{part.where(i, col)}: expected text, got {type(v).__name__} {_short(v)}")
+            raise DataError(f"{table.where(i, col)}: expected text, got {type(v).__name__} {_short(v)}")
     return out
 
 
-def _labels(part: _Part, col: str, what: str) -> list[str]:
+def _labels(part: FileTable, col: str, what: str) -> list[str]:
     """Non-empty string labels (language, split) of ``col``."""
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
@@ -655,20 +672,21 @@ def _labels(part: _Part, col: str, what: str) -> list[str]:
     return out
 
 
-def _lang_codes(part: _Part, col: str) -> list[str]:
-    """Language codes of ``col``, lower-cased (``EN`` and ``en`` are one language); see :data:`LANG_CODE`."""
+def lang_code_cells(table: FileTable, col: str) -> list[str]:
+    """Language codes of ``col``, lower-cased (``EN`` and ``en`` are one language); a cell that is not a
+    code (see :data:`LANG_CODE`) is an error naming row and column."""
     out = []
-    for i, v in enumerate(_labels(part, col, "language code")):
+    for i, v in enumerate(_labels(table, col, "language code")):
         if not LANG_CODE.fullmatch(v):
             raise DataError(
-                f"{part.where(i, col)}: {_short(v)} is not a language code (expected an ISO 639 code like "
+                f"{table.where(i, col)}: {_short(v)} is not a language code (expected an ISO 639 code like "
                 "'en' or 'uk', optionally with a subtag like 'pt-BR')"
             )
         out.append(v.lower())
     return out
 
 
-def _ids_as_given(part: _Part, col: str) -> list[str]:
+def _ids_as_given(part: FileTable, col: str) -> list[str]:
     """Ids of ``col`` as written (no occurrence suffixes: an output row carries its input's own id)."""
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
@@ -678,7 +696,7 @@ def _ids_as_given(part: _Part, col: str) -> list[str]:
     return out
 
 
-def _ids(part: _Part, col: str) -> list[str]:
+def _ids(part: FileTable, col: str) -> list[str]:
     """Ids from ``col``; repeated ids (one row per reference, like ``idx``) get ``-k`` occurrence suffixes."""
     ids = _ids_as_given(part, col)
     if len(set(ids)) < len(ids):
@@ -689,7 +707,7 @@ def _ids(part: _Part, col: str) -> list[str]:
     return ids
 
 
-def _scores(part: _Part, col: str) -> list[float]:
+def _scores(part: FileTable, col: str) -> list[float]:
     """Numeric toxicity scores (missing → NaN); anything else is an error naming row and column."""
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
@@ -720,13 +738,13 @@ def _part_table(part: _Part, cfg: DataConfig, prefix_ids: bool) -> pd.DataFrame:
     part.frame = part.frame.reset_index(drop=True)
     cols = detect_columns(list(part.frame.columns), cfg, part.origin)
     n = len(part.frame)
-    toxic = _text(part, cols.toxic)
-    neutral_cells = [_text(part, c) for c in cols.neutrals]
+    toxic = text_cells(part, cols.toxic)
+    neutral_cells = [text_cells(part, c) for c in cols.neutrals]
     own = [[r for r in row if r.strip()] for row in zip(*neutral_cells)]
 
     identified = None
     if cols.lang is not None:
-        langs = _lang_codes(part, cols.lang)
+        langs = lang_code_cells(part, cols.lang)
     else:
         m = re.fullmatch(r"([a-z]{2,3})_toxic_comment", cols.toxic)  # s-nlp/paradetox: en_toxic_comment
         lang = part.lang or (m.group(1) if m else None) or cfg.default_lang
@@ -868,16 +886,10 @@ def read_lines(path: str | Path) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def _table_part(path: Path, default: str) -> _Part:
-    part = _read_file(path, FILE_SUFFIXES.get(path.suffix.lower(), default), id_prefix=path.stem)
-    part.frame = part.frame.reset_index(drop=True)
-    return part
-
-
 def read_table(path: str | Path, default: str = "csv") -> pd.DataFrame:
     """A table file (CSV/TSV/JSONL/parquet by suffix, else ``default``) read by the same strict readers
     as the pairs: CSV/TSV cells are strings ("" when empty); errors are :class:`DataError` lines."""
-    return _table_part(Path(path), default).frame
+    return read_file_table(path, FILE_SUFFIXES.get(Path(path).suffix.lower(), default)).frame
 
 
 def read_column(path: str | Path, column: str, id_column: str | None = None) -> tuple[list[str], list[str]]:
@@ -889,8 +901,8 @@ def read_column(path: str | Path, column: str, id_column: str | None = None) -> 
     lines naming the file, the row and the column.
     """
     path = Path(path)
-    part = _table_part(path, "tsv")
-    frame = part.frame
+    table = read_file_table(path, FILE_SUFFIXES.get(path.suffix.lower(), "tsv"))
+    frame = table.frame
     columns = [str(c) for c in frame.columns]
     if column not in frame.columns:
         raise DataError(f"{path}: no column {column!r}; columns are {columns}")
@@ -899,6 +911,6 @@ def read_column(path: str | Path, column: str, id_column: str | None = None) -> 
     if id_column is not None and id_column not in frame.columns:
         raise DataError(f"{path}: no id column {id_column!r}; columns are {columns}")
     found = id_column or next((c for c in _ID_COLUMNS if c in frame.columns and c != column), None)
-    ids = _ids_as_given(part, found) if found else [str(i + 1) for i in range(len(frame))]
-    return ids, _text(part, column, placeholders=False)
+    ids = _ids_as_given(table, found) if found else [str(i + 1) for i in range(len(frame))]
+    return ids, text_cells(table, column, placeholders=False)
 
