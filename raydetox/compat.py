@@ -9,11 +9,17 @@ release that changes one fails there, by name, instead of skewing a metric somew
   scores ~20 (overall + per language) corpora per evaluation, and the bootstrap thousands.
 - T5: its relative-position bucketing, to initialise the embedded base's previous-token heads.
 - Ray Train: the torch backend whose start-up we extend to keep the process group on loopback.
+- torch: the TCPStore factory of ``env://`` rendezvous, replaced in loopback workers so rank 0's store
+  listens on the loopback address only (torch's own listens on every interface).
+- bert_score: ``BERTScorer``'s tokenizer and model (it has no public handle on them), to embed each
+  sentence once and batch by token count instead of re-encoding per corpus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -47,3 +53,29 @@ def ray_torch_backend() -> type:
     from ray.train.torch.config import _TorchBackend
 
     return _TorchBackend
+
+
+def _torch_rendezvous() -> ModuleType:
+    # `torch.distributed.rendezvous` as an attribute is a function; the module is only reachable this way.
+    return importlib.import_module("torch.distributed.rendezvous")
+
+
+def c10d_store_creator() -> Callable[..., Any] | None:
+    """torch's factory of the ``env://`` rendezvous store (``_create_c10d_store(hostname, port, rank,
+    world_size, timeout, use_libuv)``), or None where this torch has none."""
+    return getattr(_torch_rendezvous(), "_create_c10d_store", None)
+
+
+def set_c10d_store_creator(create: Callable[..., Any]) -> None:
+    """Make ``create`` (same signature as :func:`c10d_store_creator`'s) the factory ``env://`` uses."""
+    _torch_rendezvous()._create_c10d_store = create
+
+
+def torchelastic_uses_agent_store() -> bool:
+    """Whether torchelastic's agent hosts the store (then rank 0 must not create one)."""
+    return bool(_torch_rendezvous()._torchelastic_use_agent_store())
+
+
+def bertscore_model(scorer: Any) -> tuple[Any, Any]:
+    """The (tokenizer, model) that a ``bert_score.BERTScorer`` scores with."""
+    return scorer._tokenizer, scorer._model

@@ -40,7 +40,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from sacrebleu.metrics import BLEU, CHRF
 
-from raydetox.compat import corpus_score_from_stats, score_from_stats, sentence_stats
+from raydetox.compat import bertscore_model, corpus_score_from_stats, score_from_stats, sentence_stats
 from raydetox.config import ConfigError, MetricsConfig
 from raydetox.degeneration import distinct_n, is_loop, length_ratio
 from raydetox.errors import ModelError
@@ -338,8 +338,8 @@ class Scorer:
         for s in out:
             self._emb_cache.move_to_end(s)
         todo = [s for s in sentences if s not in out]
-        # BERTScorer has no public handle on its model; the tests pin equality with BERTScorer.score.
-        tokenizer, model = self.bertscorer._tokenizer, self.bertscorer._model
+        # The tests pin equality with BERTScorer.score.
+        tokenizer, model = bertscore_model(self.bertscorer)
         special = {tokenizer.cls_token_id, tokenizer.sep_token_id}
         ids = [sent_encode(tokenizer, s) for s in todo]
         # bert_score batches sentences sorted by whitespace words, which pads unsegmented scripts

@@ -14,7 +14,12 @@ import socket
 import ray
 from ray.train.torch.config import TorchConfig
 
-from raydetox.compat import ray_torch_backend
+from raydetox.compat import (
+    c10d_store_creator,
+    ray_torch_backend,
+    set_c10d_store_creator,
+    torchelastic_uses_agent_store,
+)
 
 
 class LoopbackTorchConfig(TorchConfig):
@@ -47,22 +52,19 @@ def _keep_process_group_on_loopback() -> None:
     """In a worker on a loopback node: gloo on the loopback interface, rank 0's store bound to MASTER_ADDR."""
     if not _is_loopback(ray.util.get_node_ip_address()):
         return
-    import importlib
-
     import psutil  # a dependency of accelerate
     from torch.distributed import TCPStore
 
-    rendezvous = importlib.import_module("torch.distributed.rendezvous")  # the attribute is a function
     loopback = [name for name, addrs in psutil.net_if_addrs().items()
                 if any(a.family == socket.AF_INET and _is_loopback(a.address) for a in addrs)]
     if loopback:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback[0])
-    create = getattr(rendezvous, "_create_c10d_store", None)
+    create = c10d_store_creator()
     if create is None or getattr(create, "loopback", False):
         return
 
     def create_on_loopback(hostname, port, rank, world_size, timeout, use_libuv=True):
-        if rank != 0 or not _is_loopback(hostname) or rendezvous._torchelastic_use_agent_store():
+        if rank != 0 or not _is_loopback(hostname) or torchelastic_uses_agent_store():
             return create(hostname, port, rank, world_size, timeout, use_libuv)
         family = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -78,4 +80,4 @@ def _keep_process_group_on_loopback() -> None:
                         master_listen_fd=sock.detach(), use_libuv=use_libuv)
 
     create_on_loopback.loopback = True  # type: ignore[attr-defined]
-    rendezvous._create_c10d_store = create_on_loopback
+    set_c10d_store_creator(create_on_loopback)

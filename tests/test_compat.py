@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,16 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 from transformers import T5Config, T5ForConditionalGeneration
 
-from raydetox.compat import corpus_score_from_stats, ray_torch_backend, score_from_stats, sentence_stats
+from raydetox.compat import (
+    bertscore_model,
+    c10d_store_creator,
+    corpus_score_from_stats,
+    ray_torch_backend,
+    score_from_stats,
+    sentence_stats,
+    set_c10d_store_creator,
+    torchelastic_uses_agent_store,
+)
 from raydetox.metrics import ref_streams
 
 
@@ -50,3 +60,61 @@ def test_ray_torch_backend_is_the_one_torch_config_uses() -> None:
 
     assert TorchConfig().backend_cls is ray_torch_backend()
     assert torch.distributed.is_available()
+
+
+def test_bertscore_model_is_what_bertscorer_scores_with(pairs: pd.DataFrame) -> None:
+    from collections import defaultdict
+
+    from bert_score import BERTScorer
+    from bert_score.utils import bert_cos_score_idf
+
+    from raydetox.metrics import default_bertscore_model
+
+    model_dir, layers = default_bertscore_model()
+    scorer = BERTScorer(model_type=model_dir, num_layers=layers, device="cpu", use_fast_tokenizer=True)
+    tokenizer, model = bertscore_model(scorer)
+    hyps, refs = list(pairs["toxic_sentence"][:12]), list(pairs["neutral_sentence"][:12])
+    idf = defaultdict(lambda: 1.0, {tokenizer.sep_token_id: 0, tokenizer.cls_token_id: 0})  # score()'s no-idf
+    ours = bert_cos_score_idf(model, refs, hyps, tokenizer, idf, device="cpu")[:, 2]
+    torch.testing.assert_close(ours, scorer.score(hyps, refs)[2], rtol=0, atol=1e-6)
+
+
+def test_torch_env_rendezvous_creates_its_store_through_the_compat_factory(monkeypatch) -> None:
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    create = c10d_store_creator()
+    assert create is not None
+    assert list(inspect.signature(create).parameters) == ["hostname", "port", "rank", "world_size", "timeout",
+                                                          "use_libuv"]
+    calls = []
+
+    def counting(hostname, port, rank, world_size, timeout, use_libuv=True):
+        calls.append((hostname, rank, world_size))
+        return create(hostname, port, rank, world_size, timeout, use_libuv)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    set_c10d_store_creator(counting)
+    try:
+        store, rank, world_size = next(dist.rendezvous("env://", rank=0, world_size=1, timeout=timedelta(seconds=30)))
+        store.set("k", "v")
+        assert store.get("k") == b"v" and (rank, world_size) == (0, 1)
+    finally:
+        set_c10d_store_creator(create)
+    assert calls == [("127.0.0.1", 0, 1)] and c10d_store_creator() is create
+    del store
+
+
+@pytest.mark.parametrize("value", [None, "True", "False"])
+def test_torchelastic_agent_store_follows_its_documented_variable(monkeypatch, value: str | None) -> None:
+    if value is None:
+        monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    else:
+        monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", value)
+    assert torchelastic_uses_agent_store() is (value == "True")
