@@ -11,6 +11,8 @@ release that changes one fails there, by name, instead of skewing a metric somew
 - Ray Train: the torch backend whose start-up we extend to keep the process group on loopback.
 - torch: the TCPStore factory of ``env://`` rendezvous, replaced in loopback workers so rank 0's store
   listens on the loopback address only (torch's own listens on every interface).
+- Ray Tune: ``MLflowLoggerCallback``'s trial → run map, which a subclass that starts its runs itself
+  (with the trial's schedule as params) must fill for the parent's result and end hooks.
 - bert_score: ``BERTScorer``'s tokenizer and model (it has no public handle on them), to embed each
   sentence once and batch by token count instead of re-encoding per corpus.
 """
@@ -79,3 +81,9 @@ def torchelastic_uses_agent_store() -> bool:
 def bertscore_model(scorer: Any) -> tuple[Any, Any]:
     """The (tokenizer, model) that a ``bert_score.BERTScorer`` scores with."""
     return scorer._tokenizer, scorer._model
+
+
+def mlflow_trial_runs(callback: Any) -> dict[Any, str]:
+    """The MLflow run id of each trial of a Ray Tune ``MLflowLoggerCallback`` (``log_trial_start`` fills
+    it; ``log_trial_result`` and ``log_trial_end`` read it)."""
+    return callback._trial_runs

@@ -22,6 +22,7 @@ from ray.air.constants import TRAINING_ITERATION
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback, TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 
+from raydetox.compat import mlflow_trial_runs
 from raydetox.config import ConfigError, ExperimentConfig
 from raydetox.results import trial_schedule
 
@@ -71,10 +72,14 @@ class FiniteTBXLoggerCallback(TBXLoggerCallback):
 
 def _mlflow_logger_class() -> type:
     try:
-        import mlflow  # noqa: F401  (Ray's callback imports it only in setup, mid-sweep)
+        import mlflow  # here, not in setup mid-sweep as Ray's callback would
         from ray.air.integrations.mlflow import MLflowLoggerCallback
     except ImportError as err:
         raise ConfigError("key 'ray.callbacks': mlflow needs `pip install raydetox[tracking]`") from err
+
+    def _client() -> mlflow.MlflowClient:
+        # The store that the callback's setup() made current (as Ray's own logging util builds its client).
+        return mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_registry_uri())
 
     class TrialMLflowLoggerCallback(MLflowLoggerCallback):
         """Tune's MLflow logger: one run per trial with its schedule as params (not the raw nested
@@ -82,15 +87,16 @@ def _mlflow_logger_class() -> type:
         index in the trial's reports, infinities as the sentinel."""
 
         def log_trial_start(self, trial: Trial) -> None:
-            if trial in self._trial_runs:
+            runs = mlflow_trial_runs(self)
+            if trial in runs:
                 return
             from mlflow.entities import Param
 
             tags = {**self.tags, "trial_name": str(trial), "raydetox.inf_sentinel": str(INF_SENTINEL)}
             run_id = self.mlflow_util.start_run(run_name=str(trial), tags=tags).info.run_id
-            self._trial_runs[trial] = run_id
+            runs[trial] = run_id
             params = [Param(k, str(v)) for k, v in schedule_params(trial.config).items()]
-            self.mlflow_util._get_client().log_batch(run_id, params=params)
+            _client().log_batch(run_id, params=params)
 
         def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
             from mlflow.entities import Metric
@@ -101,7 +107,7 @@ def _mlflow_logger_class() -> type:
             metrics = [Metric(key, float(value), stamp, step) for key, value in row.items()
                        if isinstance(value, (int, float)) and not math.isnan(float(value))]
             # One batch per row: a call per metric is one database transaction each.
-            self.mlflow_util._get_client().log_batch(self._trial_runs[trial], metrics=metrics)
+            _client().log_batch(mlflow_trial_runs(self)[trial], metrics=metrics)
 
     return TrialMLflowLoggerCallback
 

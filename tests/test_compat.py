@@ -15,6 +15,7 @@ from raydetox.compat import (
     bertscore_model,
     c10d_store_creator,
     corpus_score_from_stats,
+    mlflow_trial_runs,
     ray_torch_backend,
     score_from_stats,
     sentence_stats,
@@ -118,3 +119,18 @@ def test_torchelastic_agent_store_follows_its_documented_variable(monkeypatch, v
     else:
         monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", value)
     assert torchelastic_uses_agent_store() is (value == "True")
+
+
+def test_mlflow_trial_runs_is_the_map_the_callback_logs_through(tmp_path: Path) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.experiment import Trial
+
+    callback = MLflowLoggerCallback(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="compat")
+    callback.setup()
+    trial = Trial("trainable", config={"lr": 0.1}, stub=True)
+    callback.log_trial_start(trial)  # the public hook starts the trial's run
+    runs = mlflow_trial_runs(callback)
+    assert list(runs) == [trial]
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(runs[trial])
+    assert run.data.tags["trial_name"] == str(trial) and run.data.params == {"lr": "0.1"}
