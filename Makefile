@@ -29,12 +29,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Two pytest-xdist workers: the tests that start Ray run one after another on one of them
+# (tests/conftest.py RAY_MODULES), everything else on the other. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(PYTEST) tests
 
 # The development loop: everything except the Ray sweeps, fault injection and benchmark smoke tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The offline sweep (embedded base, built once and cached in ~/.cache/raydetox), then its analysis,
 # confirmed on the test split that no selection step reads.

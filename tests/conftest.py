@@ -21,6 +21,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # What raydetox.sweep.init_ray sets before Ray is first imported (Ray reads it then): Ray's log
 # deduplication lets every per-stage line through. Set here since a test module may import Ray first.
 os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", STAGE_LINE_PATTERN)
+# Under pytest-xdist (`make test` runs two workers) each worker gets one core's worth of torch threads,
+# so that the two workers do not oversubscribe the machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# Modules whose tests start Ray (a local instance, a `ray start` cluster or a Ray subprocess). Under
+# pytest-xdist they all run on one worker, one at a time: a plain `ray.init()` attaches to the latest
+# cluster started on the machine, and two Ray instances would also fight for the same two cores.
+RAY_MODULES = frozenset({
+    "test_ablation", "test_analysis", "test_cluster_job", "test_confirm", "test_faults",
+    "test_gpu_readiness", "test_perf_smoke", "test_sweep", "test_tracking",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every test of a Ray module in one xdist group (``--dist loadgroup`` runs a group serially)."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")
