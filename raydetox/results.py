@@ -13,6 +13,7 @@ This module imports only the config and pandas: analysis can read a sweep withou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -273,7 +274,21 @@ def stage_row(
         **decoding_arm(toxic_penalty, copy_penalty, sweep),
         **metrics,
         "objective": objective_value(metrics, sweep),
+        CHECKPOINT_SCORE: checkpoint_score(metrics, sweep),
     }
+
+
+# The stage row's key that Ray's checkpoint retention ranks by (training.keep_checkpoints).
+CHECKPOINT_SCORE = "checkpoint_score"
+
+
+def checkpoint_score(metrics: Mapping[str, Any], sweep: SweepConfig) -> float:
+    """What checkpoint retention ranks a stage by: the objective with degenerate rows penalised, never
+    refused. Within the bound it is the objective; a row over it falls below every row within it, ranked
+    by how good it is otherwise: the order in which ``raydetox analyze`` picks the best row, also when it
+    has to fall back to penalising because every row is refused (with ``-inf`` for all of them, retention
+    would keep an arbitrary stage and delete the one analysis then picks)."""
+    return objective_value(metrics, dataclasses.replace(sweep, degenerate_action="penalise"))
 
 
 def decode_row(

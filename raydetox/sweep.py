@@ -28,6 +28,7 @@ from raydetox.errors import ResultsError
 from raydetox.experiment import base_corpus
 from raydetox.preflight import check_job_path
 from raydetox.results import (
+    CHECKPOINT_SCORE,
     DATA_DIR,
     PREDICTIONS_DIR,
     STAGE_LINE_PATTERN,
@@ -267,11 +268,12 @@ def num_to_keep(keep_checkpoints: int) -> int | None:
 
 
 def retention(keep_checkpoints: int, checkpoint_config: type):
-    """Ray's checkpoint retention for a trial: the ``keep_checkpoints`` best stage checkpoints by the
-    objective, plus the latest (Ray never deletes the latest; decode rows are scored on it), so the
-    checkpoint of a trial's best row is never deleted."""
-    return checkpoint_config(num_to_keep=num_to_keep(keep_checkpoints), checkpoint_score_attribute="objective",
-                             checkpoint_score_order="max")
+    """Ray's checkpoint retention for a trial: the ``keep_checkpoints`` best stage checkpoints by
+    :func:`raydetox.results.checkpoint_score` (analysis' order, also when every row is refused), plus the
+    latest (Ray never deletes the latest; decode rows are scored on it), so the checkpoint of a trial's
+    best row is never deleted."""
+    return checkpoint_config(num_to_keep=num_to_keep(keep_checkpoints),
+                             checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order="max")
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:

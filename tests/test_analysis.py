@@ -176,6 +176,41 @@ def test_objective_on_crafted_rows(objective: str, action: str) -> None:
     assert not np.isneginf(unguarded).any()
 
 
+def test_checkpoint_retention_ranks_stages_as_analysis_picks_them() -> None:
+    """Retention keeps a trial's best stages by ``checkpoint_score``: eligible stages by the objective,
+    then degenerate ones by their penalised objective, so the stage analysis falls back to when every row
+    is refused still has its checkpoint (with the refused ``-inf`` they all tied)."""
+    from ray import tune
+
+    from raydetox.results import CHECKPOINT_SCORE, stage_row
+    from raydetox.sweep import retention
+
+    cfg = SweepConfig(copy_rate_bound=0.25, max_degenerate_rate=0.02)
+
+    def stage(index: int, bertscore: float, degenerate: float) -> dict:
+        metrics = {"eval_bertscore_f1": bertscore, "eval_copy_rate": 0.1, "eval_degenerate_rate": degenerate}
+        result = {"index": index, "stage": f"s{index}", "train_loss": 1.0, "seconds": 1.0, "steps": 1,
+                  "lr_applied": 1e-3, "metrics": metrics}
+        return stage_row(result, 0.0, 0.0, {"trial": "t"}, cfg)
+
+    def kept(rows: list[dict], n: int) -> set[int]:  # what Ray keeps: the n highest scores
+        ranked = sorted(rows, key=lambda r: r[CHECKPOINT_SCORE], reverse=True)
+        return {r["stage_index"] for r in ranked[:n]}
+
+    looping = [stage(0, 0.70, 0.10), stage(1, 0.80, 0.05), stage(2, 0.60, 0.50), stage(3, 0.65, 0.30)]
+    assert all(r["objective"] == -math.inf for r in looping)
+    df = pd.DataFrame(looping).assign(ordering="o", seed=0, trial_id="t")
+    with pytest.raises(ValueError, match="max_degenerate_rate"):
+        best_row(df, cfg)
+    fallback = best_row(df.assign(objective=objective_column(df, SweepConfig(degenerate_action="penalise"))),
+                        SweepConfig(degenerate_action="penalise"))
+    assert fallback["stage_index"] == 2 and 2 in kept(looping, 1)
+    # One stage within the bound outranks every looping one, even a better-scoring one.
+    mixed = [*looping, stage(4, 0.50, 0.0)]
+    assert kept(mixed, 1) == {5} and kept(mixed, 2) == {5, 2}
+    assert retention(2, tune.CheckpointConfig).checkpoint_score_attribute == CHECKPOINT_SCORE
+
+
 def test_objective_of_one_row_takes_any_reported_values() -> None:
     """A trial's row also holds lists, dicts and text (per-language metrics, file names): they are not read."""
     cfg = SweepConfig(objective="j")
