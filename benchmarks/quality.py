@@ -10,14 +10,26 @@ which no selection step reads, scored with the independent toxicity judge.
 The grid of ``experiments/quality.yaml`` (change it there, or with ``--set sweep.KEY=VALUE``):
 
 - orderings ``easy>medium>hard>full`` and ``hard>medium>easy>full`` (the anti-curriculum control)
-  × ``curriculum.pacing`` disjoint and cumulative × lr 1e-3 × 1 epoch per stage,
-- the baseline (one ``full`` stage of 4 epochs) and ``untrained`` (no stage; one trial for all seeds),
+  × ``curriculum.pacing`` disjoint and cumulative × lr 1e-3 and 3e-4 (one rate for every stage)
+  × 1 epoch per stage,
+- the baseline (one ``full`` stage of 4 epochs, never paced) at each lr, and ``untrained`` (no stage;
+  one trial whatever the seed),
 - decoding: ``toxic_penalty`` {0, ∞} × ``copy_penalty`` {0, 1}, scored on each trial's final weights
   (no retraining),
-- seeds 0, 1, 2: 5 trained variants × 3 seeds = 15 trained trials + 1 untrained trial, 2 at a time on
+- seeds 0, 1, 2: 10 trained variants × 3 seeds = 30 trained trials + 1 untrained trial, 2 at a time on
   2 cores (``ray.cpus_per_worker: 1``); objective ``j``, rows with > 2% degenerate outputs refused;
   FIFO scheduling (ASHA would hold a curriculum after its easy stage against the baseline after its
   whole stage, and would stop seeds one by one).
+
+Sizing (≤ 60 min on 2 cores, aimed at ~45): the trials of ``make quickstart`` (same data, base and
+judge; 2026-11-30, 2 trials at a time at load average 3–4) took 185 s for a disjoint curriculum with 6
+decoding rows (74 s training, ~68 s its four validation evaluations, 6–13 s per decoding row; the
+(0, 0) row reuses the last stage's), 143 s for the baseline (92 s training) and 52 s for the untrained
+base; its confirmation of one seed took 23 s. Hence here ~167 s per disjoint trial, ~189 s per
+cumulative one (1.5× the training steps), ~133 s per baseline, ~41 s untrained: ~5,100 trial-seconds,
+~43 min at 2 at a time, plus ~1 min of set-up with the quickstart's base and judge cached and ~1 min of
+confirmation: **~45 min**. A fresh cache adds the base build (2,400 steps: ~15 min at that load).
+The run prints each kind of trial's measured cost, to resize the grid from.
 
 Prints, and writes to ``OUT/quality.md``: the exact grid, the wall time of each phase and the measured
 cost of a trial, the variants ranked by mean objective with mean, std and 95% t-interval across seeds,
@@ -42,7 +54,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raydetox.analysis import AnalysisReport, analyze
+from raydetox.analysis import AnalysisReport, analyze, reference_winner
 from raydetox.config import ExperimentConfig, load_config
 from raydetox.confirm import BASELINE, BEST, COPY, DELETE, METRICS, PRIMARY, confirmation_markdown
 from raydetox.data.prepare import PreparedData, prepare
@@ -197,25 +209,29 @@ def _interval_cell(rec: Any, signed: bool = False) -> str:
 
 
 def targets(report: AnalysisReport) -> pd.DataFrame:
-    """Issue 13's targets for the chosen schedule on the test split, each measured and met or not:
-    copy rate < 10%, degenerate share < 1%, J above delete's and the baseline's (paired interval > 0)."""
+    """Issue 13's targets for the chosen schedule on the test split, each measured and met or not: a
+    curriculum chosen (not the baseline or the untrained base), copy rate < 10%, degenerate share < 1%,
+    J above delete's and the baseline's (paired interval > 0)."""
     assert report.confirmation is not None
     table = report.confirmation.table
     test = table[(table["dataset"] == "test") & (table["lang"] == "all")]
-    rows = []
+    reference = reference_winner(report.best)
+    rows = [{"target": "the objective chose a curriculum, not a reference point",
+             "measured": f"chose the {reference}" if reference else f"chose `{report.best['ordering']}`",
+             "met": "no" if reference else "yes"}]
     for metric, bound in TARGET_BOUNDS.items():
         hit = test[(test["kind"] == "score") & (test["system"] == BEST) & (test["metric"] == metric)]
         rec = hit.iloc[0] if len(hit) else None
         rows.append({"target": f"{METRICS[metric][0]} of the chosen schedule < {bound:g}",
                      "measured": _interval_cell(rec) if rec is not None else "not measured",
-                     "met": "" if rec is None else "yes" if rec["estimate"] < bound else "no"})
+                     "met": "yes" if rec is not None and rec["estimate"] < bound else "no"})
     for other in (DELETE, BASELINE):
         hit = test[(test["kind"] == "difference") & (test["system"] == f"{BEST} − {other}")
                    & (test["metric"] == PRIMARY)]
         rec = hit.iloc[0] if len(hit) else None
         rows.append({"target": f"{METRICS[PRIMARY][0]}: chosen − {other} > 0, paired interval excluding 0",
                      "measured": _interval_cell(rec, signed=True) if rec is not None else "not compared",
-                     "met": "" if rec is None else "yes" if rec["low"] > 0 else "no"})
+                     "met": "yes" if rec is not None and rec["low"] > 0 else "no"})
     return pd.DataFrame(rows)
 
 

@@ -68,5 +68,7 @@ def test_quality_benchmark_runs_end_to_end(mpd_dir: Path, tmp_path: Path, embedd
         assert re.search(rf"^\| {system} +\| \d", confirmation, re.M), system
     for other in ("baseline", "untrained", "delete"):
         assert f"the chosen schedule − {other} = " in confirmation
-    assert "## Targets (issue 13), on the test split" in confirmation
+    targets = confirmation.split("## Targets (issue 13), on the test split")[1]
+    assert re.search(r"^\| the objective chose a curriculum, not a reference point +\| chose ", targets, re.M)
+    assert len(re.findall(r"\| (yes|no) +\|$", targets, re.M)) == 5
     assert (out / "sweeps" / "quality" / "analysis" / "confirmation.csv").is_file()
