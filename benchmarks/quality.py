@@ -19,7 +19,8 @@ The grid of ``experiments/quality.yaml`` (change it there, or with ``--set sweep
 - seeds 0, 1, 2: 10 trained variants × 3 seeds = 30 trained trials + 1 untrained trial, 2 at a time on
   2 cores (``ray.cpus_per_worker: 1``); objective ``j``, rows with > 2% degenerate outputs refused;
   FIFO scheduling (ASHA would hold a curriculum after its easy stage against the baseline after its
-  whole stage, and would stop seeds one by one).
+  whole stage, and would stop seeds one by one); every stage checkpoint kept
+  (``training.keep_checkpoints: 0``), so that whichever row is chosen can be confirmed for every seed.
 
 Sizing (≤ 60 min on 2 cores, aimed at ~45): the trials of ``make quickstart`` (same data, base and
 judge; 2026-11-30, 2 trials at a time at load average 3–4) took 185 s for a disjoint curriculum with 6
@@ -130,8 +131,8 @@ def trial_costs(df: pd.DataFrame) -> pd.DataFrame:
     table = per_trial.assign(kind=kind).groupby("kind").agg(
         trials=("seconds", "size"), mean_s=("seconds", "mean"), max_s=("seconds", "max"),
         training_s=("training", "mean"), rows=("rows", "mean"))
-    return table.rename(columns={"mean_s": "mean s per trial", "max_s": "max s", "training_s": "of which training s",
-                                 "rows": "rows per trial"})
+    return table.round(1).rename(columns={"mean_s": "mean s per trial", "max_s": "max s",
+                                          "training_s": "of which training s", "rows": "rows per trial"})
 
 
 def phase_table(sweep_s: float, df: pd.DataFrame, report: AnalysisReport) -> pd.DataFrame:
@@ -257,7 +258,7 @@ def benchmark_markdown(cfg: ExperimentConfig, report: AnalysisReport, df: pd.Dat
         "",
         "Cost of one trial (Tune's `time_total_s`: its stages with their validation rows, then its decoding rows):",
         "",
-        trial_costs(df).to_markdown(floatfmt=".1f"),
+        trial_costs(df).to_markdown(),
         "",
         "## Variants on validation, ranked by mean objective across seeds",
         "",
