@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,9 @@ class AnalysisReport:
     confirmation: Confirmation | None = None
     ablations: pd.DataFrame | None = None  # each ablated factor's effect (sweep.ablations), else None
     untrained: pd.Series | None = None  # the untrained base's best decoding row (sweep.untrained)
+    # Wall seconds of each phase: "analysis" (selection on validation, tables, plots, report) and, when
+    # run, "confirmation" (generation and scoring on the test split and holdouts).
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -205,8 +209,10 @@ def analyze(
     sweep's objective and the base of the re-runnable best config). The objective is recomputed from each
     row's metrics with :func:`objective_value`. The best row's checkpoint goes into ``best_checkpoint.json``
     beside ``best_config.yaml``. ``confirm`` (or any ``holdouts``) then runs :func:`raydetox.confirm.confirm`
-    on the test split and the holdout files and appends its section to the report. Prints nothing.
+    on the test split and the holdout files and appends its section to the report. Each phase's wall
+    seconds go into ``seconds``. Prints nothing.
     """
+    started = time.perf_counter()
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
     config_path = Path(config) if config is not None else results_dir / EXPERIMENT_FILE
@@ -301,11 +307,14 @@ def analyze(
     text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
                             _disk_breakdown(results_dir, [out_dir]))
     report_path.write_text(text, encoding="utf-8")  # first, so a failing confirmation leaves the report
+    report.seconds["analysis"] = time.perf_counter() - started
     if confirm or holdouts:
         from raydetox.confirm import Selection, confirm as run_confirmation, confirmation_markdown
 
+        started = time.perf_counter()
         chosen_rows = Selection(results_dir, experiment, df, best, baseline)
         report.confirmation = run_confirmation(chosen_rows, out_dir, holdouts)
+        report.seconds["confirmation"] = time.perf_counter() - started
         report_path.write_text(text + "\n" + confirmation_markdown(report.confirmation), encoding="utf-8")
     return report
 
