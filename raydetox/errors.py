@@ -5,8 +5,9 @@ the command line prints it and exits 2. Any other exception is a bug in raydetox
 Third-party exceptions are converted to these only where a named one is raised by reading the input
 (a reader, a loader), never by a blanket ``except Exception``.
 
-:class:`~raydetox.config.ConfigError` (config files, ``--set`` and other options) and
-:class:`~raydetox.data.io.DataError` (data files) live beside the code that raises them; every class
+:class:`~raydetox.config.ConfigError` (config files, ``--set`` and other options),
+:class:`~raydetox.data.io.DataError` (data files) and :class:`~raydetox.losses.LossSetupError` (an extra
+loss term the run cannot build) live beside the code that raises them; every class
 is also a ``ValueError``, as the project's input errors always were.
 """
 
