@@ -83,6 +83,7 @@ def main() -> None:
             scores, predictions = predict(model, tokenizer, pairs, decoding, scorer,
                                           toxic_token_ids(prepared.lexicon, tokenizer, decoding),
                                           cfg.model.max_source_length)
+            cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps(scores, allow_nan=True))
             write_predictions(predictions, cached.with_suffix(".parquet"))
         scores = json.loads(cached.read_text())
