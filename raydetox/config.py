@@ -761,6 +761,13 @@ class ExperimentConfig:
                 raise _invalid(f"training.{key}", f"must be {bound}, got {value!r}")
         return self
 
+    @model_validator(mode="after")
+    def _toxic_loss_has_lexicon(self) -> "ExperimentConfig":
+        if self.training.extra_loss == "toxic_unlikelihood" and not (self.lexicon.learn or self.lexicon.wordlists):
+            raise _invalid("training.extra_loss", "toxic_unlikelihood penalises lexicon terms, and this config builds "
+                           "no lexicon (lexicon.learn is false and lexicon.wordlists is empty)")
+        return self
+
 
 # (key, lowest, highest) of the numeric TrainingConfig fields (NaN and inf are refused by _STRICT).
 _TRAINING_RANGES: tuple[tuple[str, float, float], ...] = (

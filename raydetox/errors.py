@@ -5,10 +5,11 @@ the command line prints it and exits 2. Any other exception is a bug in raydetox
 Third-party exceptions are converted to these only where a named one is raised by reading the input
 (a reader, a loader), never by a blanket ``except Exception``.
 
-:class:`~raydetox.config.ConfigError` (config files, ``--set`` and other options) lives beside the code
-that raises it; :class:`DataError` is here because the readers (:mod:`raydetox.data.io`, which re-exports
-it) and the pairs table's checks (:mod:`raydetox.data.pairs`) both raise it. Every class is also a
-``ValueError``, as the project's input errors always were.
+:class:`~raydetox.config.ConfigError` (config files, ``--set`` and other options) and
+:class:`~raydetox.losses.LossSetupError` (an extra loss term the run cannot build) live beside the code
+that raises them; :class:`DataError` is here because the readers (:mod:`raydetox.data.io`, which
+re-exports it) and the pairs table's checks (:mod:`raydetox.data.pairs`) both raise it. Every class is
+also a ``ValueError``, as the project's input errors always were.
 """
 
 from __future__ import annotations

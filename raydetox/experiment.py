@@ -183,6 +183,7 @@ def build_trainer(
         toxic_token_ids=toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding),
         max_source_length=cfg.model.max_source_length,
         curriculum=cfg.curriculum,
+        lexicon=prepared.lexicon,
     )
 
 

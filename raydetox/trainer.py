@@ -36,7 +36,7 @@ from raydetox.data.io import DataError
 from raydetox.data.stages import paced_subsets
 from raydetox.decoding import build_logits_processors, generate, generation_kwargs
 from raydetox.errors import ModelError, ResultsError, one_line
-from raydetox.losses import EXTRA_LOSSES
+from raydetox.losses import LossContext, TermFinder, build_extra_loss
 from raydetox.metrics import Scorer, perplexity
 from raydetox.pacing import CompetenceSampler, phase_steps
 from raydetox.results import STATE_FILE, predictions_frame, write_predictions
@@ -77,7 +77,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
     the validation pairs table used for generation metrics after every stage. Callbacks that define
     ``on_stage_end(args, state, control, result=StageResult, trainer=self)`` are called after each stage.
     ``curriculum`` gives the pacing; competence pacing needs a ``difficulty_cdf`` column in
-    ``stage_datasets["full"]``.
+    ``stage_datasets["full"]``. ``lexicon`` serves extra loss terms that need it (``toxic_unlikelihood``).
     """
 
     args: CurriculumTrainingArguments
@@ -92,6 +92,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         toxic_token_ids: Sequence[int] | None = None,
         max_source_length: int = 64,
         curriculum: CurriculumConfig | None = None,
+        lexicon: TermFinder | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -108,9 +109,11 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         self._phase: CompetenceSampler | None = None  # set while a competence-paced stage trains
         self._generation: dict[str, Any] | None = None  # generate() kwargs while the validation pass generates
         name = self.args.extra_loss
-        if name is not None and name not in EXTRA_LOSSES:
-            raise ValueError(f"training.extra_loss: unknown {name!r}; expected one of {sorted(EXTRA_LOSSES)}")
-        self._extra_loss = EXTRA_LOSSES[name] if name and self.args.extra_loss_weight > 0 else None
+        # Built once: a term may precompute from the tokenizer and the lexicon (toxic_unlikelihood).
+        self._extra_loss = (
+            build_extra_loss(name, LossContext(tokenizer=self.processing_class, lexicon=lexicon))
+            if name and self.args.extra_loss_weight > 0 else None
+        )
 
     # --- loss hook ---------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]

@@ -15,7 +15,8 @@ from raydetox.config import ConfigError, StageConfig
 from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
-from raydetox.losses import copy_unlikelihood_loss
+from raydetox.data.lexicon import Lexicon
+from raydetox.losses import LossContext, LossSetupError, ToxicUnlikelihood, copy_unlikelihood_loss
 from raydetox.trainer import STATE_FILE, baseline_schedule
 from tests.tiny import tiny_config
 
@@ -158,22 +159,73 @@ def test_copy_unlikelihood_penalises_copying_removed_tokens() -> None:
     assert copy_unlikelihood_loss(torch.nn.Linear(1, 1), inputs, out) < loss
 
 
-def test_extra_loss_changes_training(setup, tmp_path: Path) -> None:
+class _Out:
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+def test_toxic_unlikelihood_penalises_only_removed_term_pieces(setup, tmp_path: Path) -> None:
+    cfg, prepared, _ = setup
+    tok = build_trainer(cfg, prepared, tmp_path).processing_class
+    term = ToxicUnlikelihood(LossContext(tokenizer=tok, lexicon=Lexicon.from_terms({"en": ["idiot", "the f word"]})))
+    source = tok(["You are an Idiot and the f word"], return_tensors="pt")["input_ids"]
+    kept = tok(text_target=["You are the f word"], return_tensors="pt")["input_ids"]
+    labels = torch.cat([kept, torch.full((1, source.size(1) - kept.size(1)), -100)], dim=1)
+    # The term's pieces (as the source spells it), never the harmless removed word "an" or the phrase.
+    idiot = sorted(set(tok("Idiot", add_special_tokens=False)["input_ids"]) & set(source[0].tolist())
+                   - set(kept[0].tolist()))
+    assert idiot and term.candidates(source, labels) == [idiot]
+    an = tok(" an", add_special_tokens=False)["input_ids"][-1]
+    assert an not in idiot and an in copy_candidates(source, labels)
+    vocab = len(tok)
+    logits = torch.zeros(1, labels.size(1), vocab)
+    logits[0, :, idiot[0]] = 3.0
+    loss = term(torch.nn.Linear(1, 1), {"input_ids": source, "labels": labels}, _Out(logits))
+    p = torch.softmax(logits[0, 0], -1)
+    expected = -torch.log1p(-p[idiot]).sum()  # same at every target position
+    assert torch.isclose(loss, expected, atol=1e-5)
+    # Mass on a removed harmless word costs this term nothing extra; copy_unlikelihood charges it.
+    harmless = torch.zeros(1, labels.size(1), vocab)
+    harmless[0, :, an] = 3.0
+    flat = term(torch.nn.Linear(1, 1), {"input_ids": source, "labels": labels}, _Out(torch.zeros_like(harmless)))
+    assert term(torch.nn.Linear(1, 1), {"input_ids": source, "labels": labels}, _Out(harmless)) < flat
+    assert copy_unlikelihood_loss(torch.nn.Linear(1, 1), {"input_ids": source, "labels": labels}, _Out(harmless)) > \
+        copy_unlikelihood_loss(torch.nn.Linear(1, 1), {"input_ids": source, "labels": labels}, _Out(torch.zeros_like(harmless)))
+    # A reference that keeps the term (or a source without one) leaves nothing to penalise.
+    assert term.candidates(source, torch.cat([source[:, :-1], torch.full((1, 1), -100)], 1)) == [[]]
+    with pytest.raises(LossSetupError, match="toxic_unlikelihood needs the tokenizer and a lexicon with terms"):
+        ToxicUnlikelihood(LossContext(tokenizer=tok, lexicon=Lexicon.from_terms({"en": []})))
+
+
+def copy_candidates(source: torch.Tensor, labels: torch.Tensor) -> set[int]:
+    """Source ids the target lacks (what copy_unlikelihood penalises)."""
+    return set(source[0].tolist()) - set(labels[0][labels[0] >= 0].tolist())
+
+
+@pytest.mark.parametrize("name", ["copy_unlikelihood", "toxic_unlikelihood"])
+def test_extra_loss_changes_training(setup, tmp_path: Path, name: str) -> None:
     cfg, prepared, _ = setup
     stage = [StageConfig(stage="easy", epochs=1, lr=1e-3)]
     plain = build_trainer(cfg, prepared, tmp_path / "a").run_schedule(stage)[0]
     cfg_ul = tiny_config(
         Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
-        **{"training.extra_loss": "copy_unlikelihood", "training.extra_loss_weight": 1.0},
+        **{"training.extra_loss": name, "training.extra_loss_weight": 1.0},
     )
     trainer = build_trainer(cfg_ul, prepared, tmp_path / "b")
-    assert trainer._extra_loss is copy_unlikelihood_loss
+    if name == "copy_unlikelihood":
+        assert trainer._extra_loss is copy_unlikelihood_loss
+    else:
+        assert isinstance(trainer._extra_loss, ToxicUnlikelihood)
     with_ul = trainer.run_schedule(stage)[0]
     assert with_ul.train_loss > plain.train_loss  # same seed and data: the extra term adds to the loss
-    # An unknown loss is refused when the config loads, before any model is built or stage trained.
+    # An unknown loss, or a toxic term without a lexicon, is refused when the config loads, before any
+    # model is built or stage trained.
     with pytest.raises(ConfigError, match="key 'training.extra_loss': unknown extra loss 'nope'"):
         tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
                     **{"training.extra_loss": "nope"})
+    with pytest.raises(ConfigError, match="key 'training.extra_loss': toxic_unlikelihood penalises lexicon terms"):
+        tiny_config(Path(cfg.data.source), Path(cfg.output_dir), Path(cfg.model.cache_dir),
+                    **{"training.extra_loss": "toxic_unlikelihood", "lexicon.learn": False})
 
 
 def test_same_seed_same_run(setup, tmp_path: Path) -> None:

@@ -1,0 +1,106 @@
+"""Does training beat the untrained base? One schedule trained, scored on validation only, beside the base.
+
+Prepares the config's data (``--data``, ``--set``), trains its schedule (``--set 'schedule=[...]'``) from
+the cached embedded base, then decodes the validation split — never the test split — with the trained
+weights and with the untrained base under each ``--decoding`` setting (``key=value,key=value``; repeatable;
+default: the config's decoding), both scored by the sweep's scorer (judge-based STA and J, copy rate,
+chrF, degenerate share). Appends one row per (system, decoding) to ``--out/runs.csv`` under ``--label``,
+so that successive runs build one table, and per decoding the paired-bootstrap interval of trained −
+untrained J over the same sentences to ``--out/paired.csv``; the untrained rows (scores and per-sentence
+predictions) are computed once per decoding and base.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_vs_untrained.py --label lr3e-4 --set training.torch_threads=1 \\
+        --set 'schedule=[{stage: full, epochs: 2, lr: 3.0e-4}]' --decoding '' --decoding no_repeat_ngram_size=3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from quality import data_arguments, prepared_data  # benchmarks/, the script's own folder
+
+from raydetox.cache import content_hash
+from raydetox.config import DecodingConfig
+from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
+from raydetox.judge import judge_for
+from raydetox.metrics import get_scorer
+from raydetox.results import write_predictions
+from raydetox.stats import paired_bootstrap
+from raydetox.trainer import predict
+
+SHOWN = ("j", "sta", "copy_rate", "chrf", "bertscore_f1", "degenerate_rate", "toxicity")
+
+
+def decoding_setting(base: DecodingConfig, spec: str) -> DecodingConfig:
+    """``base`` with the ``key=value,…`` of ``spec`` (YAML values: ``.inf``, ``null``); ``''`` = ``base``."""
+    changes: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--decoding {spec!r}: expected key=value, got {item!r}")
+        changes[key.strip()] = yaml.safe_load(value)
+    return dataclasses.replace(base, **changes)
+
+
+def main() -> None:
+    parser = data_arguments(__doc__, "out/train-vs-untrained")
+    parser.add_argument("--label", required=True, help="this run's name in runs.csv")
+    parser.add_argument("--decoding", action="append", default=None, metavar="KEY=VALUE,...")
+    args = parser.parse_args()
+    cfg, prepared, out = prepared_data(args)
+    specs = args.decoding or [""]
+    scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
+    pairs = prepared.validation
+    rows: list[dict[str, Any]] = []
+    trained_j: dict[str, pd.Series] = {}
+
+    run_dir = out / "runs" / args.label
+    t0 = time.perf_counter()
+    trainer = build_trainer(cfg, prepared, run_dir)
+    stages = trainer.run_schedule(list(cfg.schedule), resume=False)
+    train_s = time.perf_counter() - t0
+    for spec in specs:
+        scores, predictions = trainer.generate_and_predict(pairs, decoding_setting(cfg.decoding, spec))
+        trained_j[spec] = predictions["j"]
+        rows.append({"label": args.label, "system": "trained", "decoding": spec, **{m: scores[m] for m in SHOWN},
+                     "train_s": round(train_s, 1), "steps": sum(r.steps for r in stages),
+                     "train_loss": stages[-1].train_loss})
+
+    model, tokenizer = load_untrained(cfg, prepared)
+    paired: list[dict[str, Any]] = []
+    for spec in specs:
+        decoding = decoding_setting(cfg.decoding, spec)
+        # The untrained rows depend on the base, the validation rows and the decoding only: kept across runs.
+        key = content_hash([str(model.name_or_path), list(pairs["id"]), dataclasses.asdict(decoding)])[:16]
+        cached = out / "untrained" / f"{key}.json"
+        if not cached.with_suffix(".parquet").is_file():  # written last
+            scores, predictions = predict(model, tokenizer, pairs, decoding, scorer,
+                                          toxic_token_ids(prepared.lexicon, tokenizer, decoding),
+                                          cfg.model.max_source_length)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(scores, allow_nan=True))
+            write_predictions(predictions, cached.with_suffix(".parquet"))
+        scores = json.loads(cached.read_text())
+        untrained_j = pd.read_parquet(cached.with_suffix(".parquet"))["j"]
+        diff = paired_bootstrap(trained_j[spec].to_numpy(), untrained_j.to_numpy())
+        paired.append({"label": args.label, "decoding": spec, "dj": diff.estimate, "dj_low": diff.low,
+                       "dj_high": diff.high})
+        rows.append({"label": args.label, "system": "untrained", "decoding": spec, **{m: scores[m] for m in SHOWN}})
+
+    table = pd.DataFrame(rows)
+    print(f"# {args.label}: {len(pairs)} validation rows; schedule {[dataclasses.asdict(s) for s in cfg.schedule]}")
+    print(table.round(4).to_markdown(index=False))
+    print(pd.DataFrame(paired).round(4).to_markdown(index=False))
+    for name, frame in (("runs.csv", table), ("paired.csv", pd.DataFrame(paired))):
+        path = out / name
+        frame.to_csv(path, mode="a", header=not path.is_file(), index=False)
+
+
+if __name__ == "__main__":
+    main()
