@@ -10,12 +10,13 @@ which no selection step reads, scored with the independent toxicity judge.
 The grid of ``experiments/quality.yaml`` (change it there, or with ``--set sweep.KEY=VALUE``):
 
 - orderings ``easy>medium>hard>full`` and ``hard>medium>easy>full`` (the anti-curriculum control)
-  × ``curriculum.pacing`` disjoint and cumulative × lr 1e-3 and 3e-4 (one rate for every stage)
+  × ``curriculum.pacing`` disjoint and cumulative × lr 3e-4 and 1e-4 (one rate for every stage;
+  1e-3 lost ~0.05 J against the untrained base on validation: ``benchmarks/train_vs_untrained.py``)
   × 1 epoch per stage,
 - the baseline (one ``full`` stage of 4 epochs, never paced) at each lr, and ``untrained`` (no stage;
   one trial whatever the seed),
-- decoding: ``toxic_penalty`` {0, ∞} × ``copy_penalty`` {0, 1}, scored on each trial's final weights
-  (no retraining),
+- decoding: ``toxic_penalty`` {0, ∞} (``toxic_ban: every_piece``) × ``copy_penalty`` {0, 1}, all with
+  ``no_repeat_ngram_size: 3``, scored on each trial's final weights (no retraining),
 - seeds 0, 1, 2: 10 trained variants × 3 seeds = 30 trained trials + 1 untrained trial, 2 at a time on
   2 cores (``ray.cpus_per_worker: 1``); objective ``j``, rows with > 2% degenerate outputs refused;
   FIFO scheduling (ASHA would hold a curriculum after its easy stage against the baseline after its
