@@ -316,6 +316,9 @@ class EmbeddedBaseConfig:
     seed: Seed = 0
     threads: PositiveInt = 1  # torch threads while building (the machine is often shared)
     mix: PretrainMixConfig = dataclasses.field(default_factory=PretrainMixConfig)
+    # share of max_steps trained on copy only before ``mix`` applies: the copy circuit first (an edit mix
+    # from step 0 left the base without one after 300 steps, README), then editing on top of it
+    copy_first: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # share of a denoising text's words dropped, swapped with the next word or masked (a third each)
     noise: Annotated[float, Field(gt=0, le=1)] = 0.15
     max_inserted_terms: PositiveInt = 2  # lexicon terms inserted per synthetic deletion pair (1..n)

@@ -232,8 +232,15 @@ def _held_out_texts(texts: pd.DataFrame, banned: dict[str, str], cfg: EmbeddedBa
 # ------------------------------------------------------------------------------------------- cache keys
 
 
+# Options added after bases were built and cached: at their default they stay out of the key, so a
+# base built before the option existed (and built the same way) keeps its key.
+_KEYED_ONLY_WHEN_SET: dict[str, Any] = {"copy_first": 0.0}
+
+
 def _config_hash(cfg: EmbeddedBaseConfig) -> str:
-    return content_hash({"version": _BUILD_VERSION, "config": dataclasses.asdict(cfg)})[:12]
+    config = {k: v for k, v in dataclasses.asdict(cfg).items()
+              if not (k in _KEYED_ONLY_WHEN_SET and v == _KEYED_ONLY_WHEN_SET[k])}
+    return content_hash({"version": _BUILD_VERSION, "config": config})[:12]
 
 
 def _as_corpus(corpus: Sequence[str] | PretrainingCorpus) -> PretrainingCorpus:
@@ -642,21 +649,23 @@ class PretrainingExamples:
 
 def _batches(
     examples: PretrainingExamples,
-    mix: dict[str, float],
+    mix: Callable[[], dict[str, float]],
     batch_size: int,
     length_cap: Callable[[], int],
     rng: random.Random,
     pool_batches: int = 8,
     kinds: Counter[str] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Endless (input_ids, attention_mask, labels) batches, each example's objective drawn by ``mix``
-    (counted in ``kinds``); targets end in ``</s>``, labels are -100 on padding.
+    """Endless (input_ids, attention_mask, labels) batches, each example's objective drawn by the shares
+    ``mix()`` gives when its pool is drawn (counted in ``kinds``); targets end in ``</s>``, labels are
+    -100 on padding.
 
     A pool of ``pool_batches`` batches is sorted by length and cut into batches to avoid padding waste.
     """
-    names = [k for k in OBJECTIVES if mix.get(k, 0) > 0]
-    weights = [mix[k] for k in names]
     while True:
+        shares = mix()
+        names = [k for k in OBJECTIVES if shares.get(k, 0) > 0]
+        weights = [shares[k] for k in names]
         body = length_cap() - 1  # room for </s>
         pool = []
         for _ in range(batch_size * pool_batches):
@@ -774,7 +783,9 @@ def _pretrain(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
     frac = 0.0
     kinds: Counter[str] = Counter()
-    batches = _batches(examples, mix, cfg.batch_size, lambda: _length_cap(frac, cfg), rng, kinds=kinds)
+    copy_only = {"copy": 1.0}
+    batches = _batches(examples, lambda: copy_only if frac < cfg.copy_first else mix, cfg.batch_size,
+                       lambda: _length_cap(frac, cfg), rng, kinds=kinds)
     model.train()
     losses: list[float] = []
     step, start = 0, time.monotonic()

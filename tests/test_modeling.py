@@ -124,7 +124,7 @@ def test_copy_batches_follow_the_length_curriculum(built, texts) -> None:
     assert [_length_cap(p, cfg) for p in (0.0, 0.49, 0.5, 0.99)] == [12, 12, 48, 48]
     progress = [0.0]
     mix = {"copy": 1.0}
-    batches = _batches(examples, mix, 16, lambda: _length_cap(progress[0], cfg), random.Random(0))
+    batches = _batches(examples, lambda: mix, 16, lambda: _length_cap(progress[0], cfg), random.Random(0))
     known = {tuple(s) for s in seqs}
     for phase, cap in ((0.0, 12), (0.7, 48)):
         progress[0] = phase
@@ -412,3 +412,20 @@ def test_mixed_build_is_deterministic_and_keyed_by_mix_and_data(
 
     assert embedded_cache_path(dc.replace(mixed_corpus, lexicon=None), MIXED, tmp_path) != key
     assert embedded_cache_path(dc.replace(mixed_corpus, pairs=mixed_corpus.pairs.iloc[1:]), MIXED, tmp_path) != key
+
+
+def test_copy_first_trains_on_copy_only_before_the_mix(
+    mixed_built: Path, mixed_corpus: PretrainingCorpus, tmp_path: Path
+) -> None:
+    """``copy_first``: the first share of the steps draws copy examples only, then ``mix`` applies; the
+    option is part of the cache key when set."""
+    first_half = EmbeddedBaseConfig(**{**MIXED.__dict__, "copy_first": 0.5})
+    path = build_embedded_base(mixed_corpus, first_half, cache_dir=tmp_path, progress=False)
+    kinds = json.loads((path / BUILD_REPORT).read_text())["examples_per_objective"]
+    mixed = json.loads((mixed_built / BUILD_REPORT).read_text())["examples_per_objective"]
+    pool = MIXED.batch_size * 8  # examples are drawn a pool of 8 batches at a time: steps 0-7, then 8-15
+    assert sum(kinds.values()) == sum(mixed.values()) == 2 * pool
+    # The first pool (drawn at step 0, before half of the 12 steps) is all copy; the second is mixed.
+    assert kinds["copy"] >= pool and 0 < sum(v for k, v in kinds.items() if k != "copy") <= pool
+    assert sum(v for k, v in mixed.items() if k != "copy") > pool // 2
+    assert embedded_cache_path(mixed_corpus, first_half, tmp_path) != embedded_cache_path(mixed_corpus, MIXED, tmp_path)
