@@ -239,8 +239,9 @@ def analyze(
         sweep = dataclasses.replace(sweep, degenerate_action="penalise")
         df["objective"] = objective_column(df, sweep)
         best = best_row(df, sweep)
-    baseline = baseline_row(df, sweep)
-    untrained = untrained_row(df, sweep)
+    # Reference points decoded as the chosen row is: best − reference then measures the schedule.
+    baseline = baseline_row(df, sweep, like=best)
+    untrained = untrained_row(df, sweep, like=best)
     variants = rank_variants(df, sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
 

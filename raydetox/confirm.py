@@ -1,7 +1,7 @@
 """Confirmation on untouched data: does the schedule chosen on validation hold up on the test split?
 
 Selection (objective, ASHA, best row) reads validation rows only. This step runs after it, once: the
-selected row's variant (the checkpoint of every seed that ran it), the baseline trial's best row, the
+selected row's variant (the checkpoint of every seed that ran it), the baseline's best row decoded as the chosen row is, the
 ``untrained`` base model with the selected row's decoding, and the ``copy`` and ``delete`` reference
 systems generate for the sweep's prepared test split (``RESULTS_DIR/data/stages/test.parquet``, which
 no selection step reads) and for every holdout pairs file given, and are scored sentence by sentence
