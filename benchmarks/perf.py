@@ -349,11 +349,14 @@ def job_generation(spec: dict[str, Any]) -> dict[str, Any]:
     model, tok = load_base(cfg.model)
     model = apply_lora(model, cfg.lora)
     lexicon = Lexicon.learn(pairs, cfg.lexicon)
+    # The token-id ban (generate() is given toxic_token_ids); the every-piece ban needs each source's
+    # lexicon terms, which this case does not measure.
+    base = dataclasses.replace(cfg.decoding, toxic_ban="first_token")
     settings = {
-        "none": dataclasses.replace(cfg.decoding),
+        "none": base,
         # Processors on but ~0 strength: the same outputs, so the time difference is their cost alone.
-        "processors ~0": dataclasses.replace(cfg.decoding, toxic_penalty=1e-6, copy_penalty=1e-6),
-        "processors tox=inf copy=1": dataclasses.replace(cfg.decoding, toxic_penalty=float("inf"), copy_penalty=1.0),
+        "processors ~0": dataclasses.replace(base, toxic_penalty=1e-6, copy_penalty=1e-6),
+        "processors tox=inf copy=1": dataclasses.replace(base, toxic_penalty=float("inf"), copy_penalty=1.0),
     }
     banned = toxic_token_ids(lexicon, tok, cfg.decoding)
     rows = []
