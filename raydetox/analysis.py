@@ -79,7 +79,7 @@ class AnalysisReport:
     best_checkpoint: Path | None = None
     confirmation: Confirmation | None = None
     ablations: pd.DataFrame | None = None  # each ablated factor's effect (sweep.ablations), else None
-    untrained: pd.Series | None = None  # the untrained base's best decoding row (sweep.untrained)
+    untrained: pd.Series | None = None  # the untrained base's row decoded as the best row (sweep.untrained)
     # Wall seconds of each phase: "analysis" (selection on validation, tables, plots, report) and, when
     # run, "confirmation" (generation and scoring on the test split and holdouts).
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)

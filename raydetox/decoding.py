@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from raydetox.config import DecodingConfig
-from raydetox.data.lexicon import Lexicon
+from raydetox.data.lexicon import BYTE_PIECE, Lexicon
 from raydetox.errors import ModelError
 
 __all__ = [
@@ -168,7 +168,6 @@ class CopyPenalty(LogitsProcessor):
 _WORD_START = "\u2581\u0120"
 # Scripts written without spaces: a term may start at any character of a run of them.
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
-_BYTE_PIECE = regex.compile(r"<0x[0-9A-Fa-f]{2}>")
 # How many tokens back a hypothesis's current word is looked for (a longer word cannot be a term's prefix).
 _MAX_WORD_PIECES = 24
 
@@ -189,7 +188,7 @@ class PieceTable:
         self.starts_word: list[bool] = []
         for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(self.size)))):
             piece = str(piece)
-            if i in special or _BYTE_PIECE.fullmatch(piece):
+            if i in special or BYTE_PIECE.fullmatch(piece):
                 self.text.append(None)
                 self.starts_word.append(True)
                 continue
@@ -358,7 +357,7 @@ def source_term_ban(
     """The :class:`SourceTermBan` of one batch: each source's single-word lexicon terms (of every
     language; a phrase's first word is mostly harmless alone, as in :meth:`Lexicon.token_ids`), and
     after each term found in the source's pieces the piece that follows it."""
-    terms = [[t for t in lexicon.find(text) if " " not in t] for text in texts]
+    terms = [lexicon.word_terms(text) for text in texts]
     continuations = [_continuations(pieces, row.tolist(), found) for row, found in zip(source_ids, terms)]
     return SourceTermBan(pieces, terms, strength, continuations, bonus, num_beams)
 

@@ -26,7 +26,7 @@ ExtraLoss = Callable[[torch.nn.Module, dict[str, torch.Tensor], Any], torch.Tens
 class TermFinder(Protocol):
     """What a term needs of a lexicon (:class:`raydetox.data.lexicon.Lexicon` is one)."""
 
-    def find(self, text: str, lang: str | None = None) -> list[str]: ...
+    def word_terms(self, text: str, lang: str | None = None) -> list[str]: ...
 
     def __len__(self) -> int: ...
 
@@ -94,6 +94,7 @@ def copy_unlikelihood_loss(model: torch.nn.Module, inputs: dict[str, torch.Tenso
 # A piece worth penalising carries a letter or digit: not a bare word-start marker, punctuation, or a
 # byte-fallback piece (<0xF0>, shared by every emoji).
 _WORD_CHAR = regex.compile(r"[\p{L}\p{N}]")
+# raydetox.data.lexicon.BYTE_PIECE; not imported: config imports this module, and lexicon imports config.
 _BYTE_PIECE = regex.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
@@ -137,9 +138,8 @@ class ToxicUnlikelihood:
         out = []
         for b, text in enumerate(texts):
             pieces: set[int] = set()
-            for term in self.lexicon.find(text):
-                if " " not in term:  # a phrase's words are mostly harmless alone
-                    pieces |= self.term_pieces(term)
+            for term in self.lexicon.word_terms(text):
+                pieces |= self.term_pieces(term)
             present = set(source[b].tolist()) - set(labels[b][labels[b] >= 0].tolist())
             out.append(sorted(pieces & present))
         return out

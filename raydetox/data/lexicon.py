@@ -83,7 +83,7 @@ _FANOUT = 48
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 # SentencePiece / byte-level BPE word-start markers, and byte-fallback pieces like <0xF0>.
 _PIECE_MARKERS = "\u2581\u0120 \t\n"
-_BYTE_PIECE = regex.compile(r"<0x[0-9A-Fa-f]{2}>")
+BYTE_PIECE = regex.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def _lower(text: str) -> str:
@@ -300,6 +300,11 @@ class Lexicon:
             out = _join(out, nfc[end : spans[i + 1][0] if i + 1 < len(spans) else len(nfc)])
         return out
 
+    def word_terms(self, text: str, lang: str | None = None) -> list[str]:
+        """:meth:`find`'s single-word terms: what a decoding ban or a loss term acts on (a phrase's words
+        are mostly harmless alone: ``the f word``, ``de mierda``)."""
+        return [term for term in self.find(text, lang) if " " not in term]
+
     def token_ids(
         self, tokenizer: Any, lang: str | None = None, max_pieces: int | None = None, phrases: bool = False
     ) -> list[int]:
@@ -343,7 +348,7 @@ class Lexicon:
                 continue
             first = pieces[0]
             text = piece_of[first].strip(_PIECE_MARKERS)
-            if first in special or _ONLY_PUNCT.fullmatch(text) or _BYTE_PIECE.fullmatch(text):
+            if first in special or _ONLY_PUNCT.fullmatch(text) or BYTE_PIECE.fullmatch(text):
                 continue
             ids.add(first)
         return sorted(ids)
