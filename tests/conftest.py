@@ -34,7 +34,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # cluster started on the machine, and two Ray instances would also fight for the same two cores.
 RAY_MODULES = frozenset({
     "test_ablation", "test_analysis", "test_cluster_job", "test_confirm", "test_faults",
-    "test_gpu_readiness", "test_perf_smoke", "test_sweep", "test_tracking",
+    "test_gpu_readiness", "test_perf_smoke", "test_quality_bench", "test_sweep", "test_tracking",
 })
 
 
