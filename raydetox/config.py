@@ -577,6 +577,11 @@ class SweepConfig:
     max_concurrent_trials: int | None = None
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
+    # Epochs of the baseline's one `full` stage, one baseline per value (× lr). Null: each value of
+    # `epochs` times the longest ordering's stage count (the same total epochs). A disjoint ordering's
+    # easy/medium/hard buckets partition `full`, so `[2]` gives a 4-stage one-epoch curriculum's
+    # baseline the same number of training examples.
+    baseline_epochs: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
     # The `untrained` reference variant: the base model with no stage trained, scored on validation with
     # every decoding setting of the grid (one trial whatever the seeds and LoRA ranks: none changes it).
     untrained: bool = True

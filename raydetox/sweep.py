@@ -120,9 +120,10 @@ def variants(cfg: ExperimentConfig) -> list[dict[str, Any]]:
         out.append({"schedule": schedule, "ordering": ordering_name(order, pacing), "is_baseline": False,
                     "is_untrained": False, "pacing": pacing, **_table_keys(schedule, lr)})
     if cfg.sweep.include_baseline:
-        for epochs, lr in itertools.product(cfg.sweep.epochs, lrs):
-            n = max(len(o) for o in orderings(cfg))
-            schedule = [{"stage": "full", "epochs": float(epochs) * n, "lr": float(lr or cfg.sweep.lr[0])}]
+        n = max(len(o) for o in orderings(cfg))
+        baseline_epochs = cfg.sweep.baseline_epochs or [float(e) * n for e in cfg.sweep.epochs]
+        for epochs, lr in itertools.product(baseline_epochs, lrs):
+            schedule = [{"stage": "full", "epochs": float(epochs), "lr": float(lr or cfg.sweep.lr[0])}]
             out.append({"schedule": schedule, "ordering": "baseline:full", "is_baseline": True, "is_untrained": False,
                         "pacing": "disjoint", **_table_keys(schedule, lr)})
     if cfg.sweep.untrained:

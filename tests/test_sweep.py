@@ -253,6 +253,23 @@ def test_pacing_is_a_search_axis_beside_orderings(mpd_dir: Path, tmp_path: Path,
         _cfg(mpd_dir, tmp_path, embedded_cache, **{"curriculum.pacing": "gradual"})
 
 
+def test_baseline_epochs_default_to_the_same_total_epochs_or_are_given(mpd_dir: Path, tmp_path: Path,
+                                                                     embedded_cache: Path) -> None:
+    def baselines(**overrides: object) -> list[tuple[float, float]]:
+        cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.include_baseline": True, **overrides})
+        return [(v["schedule"][0]["epochs"], v["schedule"][0]["lr"]) for v in variants(cfg) if v["is_baseline"]]
+
+    # _cfg's orderings have two stages: one baseline per epochs value, of twice its epochs
+    assert baselines(**{"sweep.epochs": [1, 3], "sweep.lr": [1e-4]}) == [(2.0, 1e-4), (6.0, 1e-4)]
+    # given: one baseline per value, crossed with the learning rates, whatever sweep.epochs holds
+    assert baselines(**{"sweep.epochs": [1, 3], "sweep.lr": [1e-4, 3e-4], "sweep.baseline_epochs": [1.5]}) == [
+        (1.5, 1e-4), (1.5, 3e-4)]
+    with pytest.raises(ConfigError, match="sweep.baseline_epochs"):
+        _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.baseline_epochs": [0]})
+    with pytest.raises(ConfigError, match="sweep.baseline_epochs"):
+        _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.baseline_epochs": []})
+
+
 def test_untrained_variant_runs_once_whatever_the_seeds_and_ranks(mpd_dir: Path, tmp_path: Path,
                                                                   embedded_cache: Path) -> None:
     cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"sweep.untrained": True, "sweep.seeds": [3, 1],
