@@ -187,11 +187,18 @@ def build_trainer(
     )
 
 
-def load_untrained(cfg: ExperimentConfig, prepared: PreparedData | None = None) -> tuple[Any, PreTrainedTokenizerBase]:
+def load_untrained(
+    cfg: ExperimentConfig, prepared: PreparedData | None = None, base_dir: str | None = None
+) -> tuple[Any, PreTrainedTokenizerBase]:
     """The ``untrained`` reference system's model: the base every trial starts from, with no LoRA and no
     stage trained (the sweep's ``untrained`` variant and the confirmation's ``untrained`` row both load
-    it here). The embedded base is built from ``prepared``'s corpus when given, else read from its cache."""
-    return load_base(cfg.model, texts=base_corpus(prepared) if prepared is not None else None)
+    it here). That base is ``base_dir`` when given (a sweep's recorded base), else the one built from
+    ``prepared``'s corpus with ``model.embedded.sources`` (what :func:`build_trainer` starts from), else
+    the newest cached base of this config."""
+    if base_dir is not None:
+        return load_base(dataclasses.replace(cfg.model, name_or_path=base_dir, cache_dir=None))
+    texts = base_corpus(prepared, cfg.model.embedded.sources) if prepared is not None else None
+    return load_base(cfg.model, texts=texts)
 
 
 def toxic_token_ids(lexicon: Lexicon, tokenizer: PreTrainedTokenizerBase, decoding: DecodingConfig) -> list[int]:

@@ -46,23 +46,44 @@ def loading(what: str) -> Iterator[None]:
         raise ModelError(f"{what}: cannot load: {one_line(err)}") from err
 
 
+BASE_POINTER = "base_path.json"  # in a sweep's prepared data dir: the embedded base its trials start from
+
+
+def resolve_base(cfg: ModelConfig, texts: Sequence[str] | PretrainingCorpus | None = None) -> str:
+    """Where the base model comes from: the embedded base's cache dir (built from ``texts``, plain
+    training texts or a :class:`PretrainingCorpus`, if needed; without ``texts`` the newest cached base
+    of this config) or ``model.name_or_path`` itself."""
+    if cfg.name_or_path != EMBEDDED:
+        return cfg.name_or_path
+    if texts is not None:
+        return str(build_embedded_base(texts, cfg.embedded, cfg.cache_dir))
+    path = find_cached_base(cfg.embedded, cfg.cache_dir)
+    if path is None:
+        raise ModelError(
+            f"model.name_or_path=embedded: no cached base for this model.embedded config under "
+            f"{cache_root(cfg.cache_dir)}; pass the corpus texts to build it"
+        )
+    return str(path)
+
+
 def load_base(
     cfg: ModelConfig, texts: Sequence[str] | PretrainingCorpus | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Base seq2seq model + tokenizer: the embedded base (built from ``texts``, plain training texts or a
-    :class:`PretrainingCorpus`, if needed) or ``from_pretrained``."""
-    if cfg.name_or_path == EMBEDDED:
-        if texts is not None:
-            path = build_embedded_base(texts, cfg.embedded, cfg.cache_dir)
-        else:
-            path = find_cached_base(cfg.embedded, cfg.cache_dir)
-            if path is None:
-                raise ModelError(
-                    f"model.name_or_path=embedded: no cached base for this model.embedded config under "
-                    f"{cache_root(cfg.cache_dir)}; pass the corpus texts to build it"
-                )
-        return _load_pretrained(path)
-    return _load_pretrained(cfg.name_or_path, cache_dir=cfg.cache_dir)
+    """Base seq2seq model + tokenizer from :func:`resolve_base`."""
+    path = resolve_base(cfg, texts)
+    return _load_pretrained(path, cache_dir=None if cfg.name_or_path == EMBEDDED else cfg.cache_dir)
+
+
+def record_base(prepared_dir: str | Path, path: str | Path) -> None:
+    """Leave in ``prepared_dir`` which base its runs start from (read by :func:`recorded_base`)."""
+    (Path(prepared_dir) / BASE_POINTER).write_text(json.dumps({"path": str(path)}), encoding="utf-8")
+
+
+def recorded_base(prepared_dir: str | Path) -> str | None:
+    """The base a prepared data dir's runs started from (its pointer file), or ``None`` (none recorded:
+    sweeps before the pointer existed)."""
+    pointer = Path(prepared_dir) / BASE_POINTER
+    return str(json.loads(pointer.read_text(encoding="utf-8"))["path"]) if pointer.is_file() else None
 
 
 def _load_pretrained(

@@ -485,9 +485,10 @@ def run_sweep(
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
     prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
     if prepared is not None and cfg.model.name_or_path == "embedded":
-        from raydetox.modeling import load_base
+        from raydetox.modeling import record_base, resolve_base
 
-        load_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources))  # build the cached base once, before trials race for it
+        # Built once, before trials race for it; the confirmation's untrained row reads the pointer.
+        record_base(prepared_dir, resolve_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources)))
     if prepared is not None:
         from raydetox.judge import judge_for
 

@@ -24,6 +24,7 @@ from raydetox.data.io import load_pairs, read_table
 from raydetox.data.lexicon import Lexicon
 from raydetox.metrics import get_scorer, ref_streams
 from raydetox.judge import POINTER_FILE
+from raydetox.modeling import BASE_POINTER, recorded_base
 from raydetox.results import DATA_DIR, load_results, read_predictions
 from raydetox.selection import best_config, best_row, checkpoint_of, seed_of, seed_rows
 from tests.test_sweep import SWEEP
@@ -65,6 +66,7 @@ def confirmed(mpd_dir: Path, shared_data: Path, embedded_cache: Path, tmp_path_f
     shutil.copy2(hidden / TEST_SPLIT, data / TEST_SPLIT)
     shutil.copy2(hidden / "lexicon.json", data / "lexicon.json")
     shutil.copy2(hidden / POINTER_FILE, data / POINTER_FILE)  # which judge scores STA (no data in it)
+    shutil.copy2(hidden / BASE_POINTER, data / BASE_POINTER)  # which base the trials started from (likewise)
     out = tmp / "analysis"
     try:
         assert main(["analyze", str(exp_dir), "--out", str(out), "--confirm", "--holdout", str(holdout)]) == 0
@@ -111,7 +113,11 @@ def test_every_sweep_has_untrained_rows_from_the_shared_untrained_model(confirme
     prepared_validation = pd.read_parquet(exp_dir / DATA_DIR / "stages" / "validation.parquet")
     lexicon = Lexicon.load(exp_dir / DATA_DIR / "lexicon.json")
     decoding = best_config(experiment, row).decoding
-    model, tokenizer = load_untrained(experiment)
+    # the base the driver recorded: the one the trained trials started from (built with the config's
+    # model.embedded.sources, which an untrained row once left out and so built a base of its own)
+    base_dir = recorded_base(exp_dir / DATA_DIR)
+    assert base_dir is not None and (Path(base_dir) / "build_report.json").is_file()
+    model, tokenizer = load_untrained(experiment, base_dir=base_dir)
     scorer = get_scorer(experiment.metrics, lexicon)
     _, predictions = predict(model, tokenizer, prepared_validation, decoding, scorer,
                              toxic_token_ids(lexicon, tokenizer, decoding), experiment.model.max_source_length)

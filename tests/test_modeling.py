@@ -429,3 +429,29 @@ def test_copy_first_trains_on_copy_only_before_the_mix(
     assert kinds["copy"] >= pool and 0 < sum(v for k, v in kinds.items() if k != "copy") <= pool
     assert sum(v for k, v in mixed.items() if k != "copy") > pool // 2
     assert embedded_cache_path(mixed_corpus, first_half, tmp_path) != embedded_cache_path(mixed_corpus, MIXED, tmp_path)
+
+
+def test_the_untrained_base_is_the_one_trials_start_from(mpd_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    """With ``model.embedded.sources`` set, the untrained reference row loads the very base a trial's trainer
+    starts from (it once left the sources out of the corpus, and so built and scored a base of its own)."""
+    from raydetox.data.prepare import prepare
+    from raydetox.experiment import build_trainer, load_untrained
+    from raydetox.modeling import recorded_base, record_base, resolve_base
+    from raydetox.experiment import base_corpus
+    from tests.tiny import tiny_config
+
+    cache = tmp_path / "cache"
+    source = {"source": str(shared_data / "paradetox" / "paradetox.tsv"), "toxic_column": "toxic",
+              "neutral_columns": ["neutral1"], "default_lang": "en", "max_rows_per_lang": 40}
+    cfg = tiny_config(mpd_dir, tmp_path / "runs", cache, **{"model.embedded.max_steps": 10,
+                                                           "model.embedded.sources": [source]})
+    prepared = prepare(cfg, tmp_path / "data")
+    trained_from = build_trainer(cfg, prepared, tmp_path / "run").model.get_base_model()
+    untrained, _ = load_untrained(cfg, prepared)
+    assert torch.equal(untrained.shared.weight, trained_from.shared.weight)
+    assert len([p for p in (cache / "embedded").iterdir() if not p.name.startswith(".")]) == 1  # built once
+    # the sweep's driver records that base beside the prepared data; the confirmation loads it from there
+    assert recorded_base(prepared.out_dir) is None
+    record_base(prepared.out_dir, resolve_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources)))
+    recorded, _ = load_untrained(cfg, base_dir=recorded_base(prepared.out_dir))
+    assert torch.equal(recorded.shared.weight, trained_from.shared.weight)
