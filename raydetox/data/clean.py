@@ -27,6 +27,7 @@ from sacrebleu.metrics import CHRF
 
 from raydetox.config import CleaningConfig
 from raydetox.data.langid import unidentified
+from raydetox.data.io import is_missing
 from raydetox.data.pairs import check_pairs, check_rows
 from raydetox.data.split import SPLITS
 
@@ -72,7 +73,7 @@ def _normalise(text: str) -> str:
 def _texts(table: pd.DataFrame, column: str) -> list[str]:
     """The column as Python strings, missing cells as ""; any other non-string cell is an error."""
     values = table[column].tolist()
-    missing = [v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) for v in values]
+    missing = [is_missing(v) for v in values]
     not_text = [not (isinstance(v, str) or m) for v, m in zip(values, missing)]
     check_rows(table, column, np.array(not_text, dtype=bool), lambda v: f"expected text, got {v!r}")
     return ["" if m else v for v, m in zip(values, missing)]

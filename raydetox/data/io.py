@@ -631,7 +631,8 @@ def _read_parts(source: str, fmt: str, cfg: DataConfig) -> list[_Part]:
 # ---------------------------------------------------------------------------------------------- cells
 
 
-def _is_missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """Whether a cell is missing: ``None``, ``pd.NA`` or a float NaN."""
     return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
@@ -653,7 +654,7 @@ def text_cells(table: FileTable, col: str, placeholders: bool = True) -> list[st
                     f"{_short(v)}: the file is corrupt or not UTF-8 text"
                 )
             out.append("" if placeholders and v.strip() in _PLACEHOLDERS else v)
-        elif _is_missing(v):
+        elif is_missing(v):
             out.append("")
         else:
             raise DataError(f"{table.where(i, col)}: expected text, got {type(v).__name__} {_short(v)}")
@@ -665,7 +666,7 @@ def _labels(part: FileTable, col: str, what: str) -> list[str]:
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
         if not isinstance(v, str) or not v.strip():
-            empty = _is_missing(v) or isinstance(v, str)
+            empty = is_missing(v) or isinstance(v, str)
             got = "an empty value" if empty else f"{type(v).__name__} {_short(v)}"
             raise DataError(f"{part.where(i, col)}: expected a {what}, got {got}")
         out.append(v.strip())
@@ -690,7 +691,7 @@ def _ids_as_given(part: FileTable, col: str) -> list[str]:
     """Ids of ``col`` as written (no occurrence suffixes: an output row carries its input's own id)."""
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
-        if _is_missing(v) or isinstance(v, (bool, np.bool_, list, dict, np.ndarray)) or str(v).strip() == "":
+        if is_missing(v) or isinstance(v, (bool, np.bool_, list, dict, np.ndarray)) or str(v).strip() == "":
             raise DataError(f"{part.where(i, col)}: expected an id, got {_short(v)}")
         out.append(str(v).strip())
     return out
@@ -711,7 +712,7 @@ def _scores(part: FileTable, col: str) -> list[float]:
     """Numeric toxicity scores (missing → NaN); anything else is an error naming row and column."""
     out = []
     for i, v in enumerate(part.frame[col].tolist()):
-        if _is_missing(v) or (isinstance(v, str) and (not v.strip() or v.strip() in _PLACEHOLDERS)):
+        if is_missing(v) or (isinstance(v, str) and (not v.strip() or v.strip() in _PLACEHOLDERS)):
             out.append(math.nan)
             continue
         value = None
