@@ -24,7 +24,14 @@ from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.cache import content_hash
-from raydetox.embedded_base import PAIR_COLUMNS, TRAIN, PretrainingCorpus, corpus_texts, read_pretraining_sources
+from raydetox.embedded_base import (
+    EMBEDDED,
+    PAIR_COLUMNS,
+    TRAIN,
+    PretrainingCorpus,
+    corpus_texts,
+    read_pretraining_sources,
+)
 from raydetox.judge import held_out_rows, judge_for
 from raydetox.modeling import apply_lora, load_base
 from raydetox.training_args import CurriculumTrainingArguments
@@ -158,7 +165,7 @@ def build_trainer(
         torch.set_num_threads(cfg.training.torch_threads)
     # Seed before the LoRA weights are drawn: HF seeds only when the Trainer is built, after the model.
     set_seed(cfg.training.seed)
-    model, tokenizer = load_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources))
+    model, tokenizer = load_base(cfg.model, texts=_base_texts(cfg, prepared))
     model = apply_lora(model, cfg.lora)
     stage_data = build_stage_datasets(prepared, tokenizer, cfg)
     eval_data = tokenize_pairs(
@@ -197,8 +204,13 @@ def load_untrained(
     the newest cached base of this config."""
     if base_dir is not None:
         return load_base(dataclasses.replace(cfg.model, name_or_path=base_dir, cache_dir=None))
-    texts = base_corpus(prepared, cfg.model.embedded.sources) if prepared is not None else None
-    return load_base(cfg.model, texts=texts)
+    return load_base(cfg.model, texts=_base_texts(cfg, prepared) if prepared is not None else None)
+
+
+def _base_texts(cfg: ExperimentConfig, prepared: PreparedData) -> PretrainingCorpus | None:
+    # Only the embedded base is built from a corpus: for any other model the sources (relative paths,
+    # maybe unreadable from a Ray worker's directory) are not read at all.
+    return base_corpus(prepared, cfg.model.embedded.sources) if cfg.model.name_or_path == EMBEDDED else None
 
 
 def toxic_token_ids(lexicon: Lexicon, tokenizer: PreTrainedTokenizerBase, decoding: DecodingConfig) -> list[int]:

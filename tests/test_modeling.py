@@ -6,6 +6,7 @@ is plumbing only here; its copy fidelity is measured by the full build (see the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -455,3 +456,25 @@ def test_the_untrained_base_is_the_one_trials_start_from(mpd_dir: Path, shared_d
     record_base(prepared.out_dir, resolve_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources)))
     recorded, _ = load_untrained(cfg, base_dir=recorded_base(prepared.out_dir))
     assert torch.equal(recorded.shared.weight, trained_from.shared.weight)
+
+
+def test_a_local_base_dir_never_reads_the_embedded_sources(mpd_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    """``model.embedded.sources`` feed only the embedded base's build: a run from a base dir (a Ray worker,
+    whose working directory need not hold the sources' relative paths) does not read them."""
+    from raydetox.data.prepare import prepare
+    from raydetox.experiment import build_trainer, load_untrained
+    from raydetox.modeling import resolve_base
+    from raydetox.experiment import base_corpus
+    from tests.tiny import tiny_config
+
+    source = tmp_path / "extra.tsv"
+    source.write_text("toxic\tneutral\nyou stupid idiot\tyou\n", encoding="utf-8")
+    cfg = tiny_config(mpd_dir, tmp_path / "runs", tmp_path / "cache", **{"model.embedded.max_steps": 10,
+                      "model.embedded.sources": [{"source": str(source), "default_lang": "en"}]})
+    built_from = prepare(cfg, tmp_path / "data-of-the-base")  # keeps a copy of the sources' rows
+    base = resolve_base(cfg.model, texts=base_corpus(built_from, cfg.model.embedded.sources))
+    source.unlink()
+    prepared = prepare(cfg, tmp_path / "data")
+    from_dir = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base))
+    assert build_trainer(from_dir, prepared, tmp_path / "run").model is not None
+    assert load_untrained(from_dir, prepared)[0] is not None
