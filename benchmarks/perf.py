@@ -169,8 +169,9 @@ class Bench:
             raw["model"]["cache_dir"] = self.cache_dir
         if self.base_dir:
             raw["model"]["name_or_path"] = self.base_dir
-        raw["sweep"].update({"include_baseline": False, "toxic_penalty": [0.0], "copy_penalty": [0.0],
-                             "max_failures": 0})
+        # No reference trials: each case compares a fixed set of trials with a peer or plain HF.
+        raw["sweep"].update({"include_baseline": False, "untrained": False, "toxic_penalty": [0.0],
+                             "copy_penalty": [0.0], "max_failures": 0})
         for key, value in overrides.items():
             set_dotted(raw, key, value)
         return raw
@@ -717,6 +718,9 @@ def case_peer(b: Bench) -> Table:
     ours = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": config}, work, f"raydetox{i}"))
     lean = repeat(b.train_repeats, lambda i: run_job("sweep", {"config": same_work}, work, f"raydetox_lean{i}"))
     peer = repeat(b.train_repeats, lambda i: run_job("peer", {"config": config, "lrs": lrs, "concurrency": 2}, work, f"peer{i}"))
+    counts = {m.result["trials"] for m in ours + lean + peer}
+    if len(counts) != 1:
+        raise RuntimeError(f"case 6 compares unequal work: trial counts {sorted(counts)} (raydetox, lean, peer)")
     rows = [
         {"variant": "raydetox sweep (default: prediction files kept)", "n": len(ours), "trials": ours[0].result["trials"], "wall s": med([m.wall for m in ours]), "peak RSS tree MiB": _mib(ours)},
         {"variant": "raydetox sweep, metrics.keep_predictions: false", "n": len(lean), "trials": lean[0].result["trials"], "wall s": med([m.wall for m in lean]), "peak RSS tree MiB": _mib(lean)},
