@@ -217,6 +217,17 @@ def _hf_arguments(cfg: Any, work: Path, **overrides: Any) -> Any:
     return Seq2SeqTrainingArguments(**kwargs)
 
 
+def _same_generation(model: Any, decoding: Any) -> Any:
+    """``model`` generating as raydetox does under ``decoding`` (its HF generation keys, e.g.
+    ``no_repeat_ngram_size``), so that a plain-HF ``predict`` does the same generation work."""
+    from raydetox.decoding import HF_GENERATION_KEYS
+
+    for key in HF_GENERATION_KEYS:
+        if getattr(decoding, key) is not None:
+            setattr(model.generation_config, key, getattr(decoding, key))
+    return model
+
+
 def _decode_predictions(predictions: Any, tok: Any) -> list[str]:
     """Texts of ``predict_with_generate`` output (HF pads it with -100)."""
     import numpy as np
@@ -255,7 +266,7 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     prepared = prepare(cfg, work / "data")
     set_seed(cfg.training.seed)
     model, tok = load_base(cfg.model)
-    model = apply_lora(model, cfg.lora)
+    model = apply_lora(_same_generation(model, cfg.decoding), cfg.lora)
     src_len, tgt_len = cfg.model.max_source_length, cfg.model.max_target_length
 
     def encode(frame: pd.DataFrame) -> Any:
@@ -431,12 +442,12 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
     val = prepared.validation
     metrics_cfg, lexicon = cfg.metrics, prepared.lexicon
     val_src, val_refs, val_langs = list(val["toxic"]), [list(r) for r in val["refs"]], list(val["lang"])
-    model_cfg, lora_cfg, seed = cfg.model, cfg.lora, cfg.training.seed
+    model_cfg, lora_cfg, seed, decoding = cfg.model, cfg.lora, cfg.training.seed, cfg.decoding
 
     def model_init(trial: Any = None) -> Any:
         set_seed(seed)
         model, _ = load_base(model_cfg)
-        return apply_lora(model, lora_cfg)
+        return apply_lora(_same_generation(model, decoding), lora_cfg)
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         outputs = _decode_predictions(pred.predictions, tok)

@@ -418,14 +418,16 @@ def _validate(cfg: DecodingConfig) -> None:
             raise ValueError(f"decoding.{key} must be >= 0 (0 = off), got {value}")
 
 
-_HF_KEYS = ("repetition_penalty", "encoder_repetition_penalty", "encoder_no_repeat_ngram_size", "no_repeat_ngram_size")
+# DecodingConfig keys passed to HF ``generate`` as they are (its own logits processors).
+HF_GENERATION_KEYS = ("repetition_penalty", "encoder_repetition_penalty", "encoder_no_repeat_ngram_size",
+                      "no_repeat_ngram_size")
 
 
 def generation_kwargs(cfg: DecodingConfig) -> dict[str, Any]:
     """``generate()`` keyword arguments for HF's own controls (deterministic search; unset ones omitted)."""
     _validate(cfg)
     kwargs: dict[str, Any] = {"num_beams": cfg.num_beams, "max_new_tokens": cfg.max_new_tokens, "do_sample": False}
-    for key in _HF_KEYS:
+    for key in HF_GENERATION_KEYS:
         value = getattr(cfg, key)
         if value is not None:
             kwargs[key] = value

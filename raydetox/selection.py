@@ -131,14 +131,10 @@ def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
     return row
 
 
-def _same_decoding(rows: pd.DataFrame, like: pd.Series | None) -> pd.DataFrame:
-    """``rows`` decoded with ``like``'s toxic and copy penalties (all of ``rows`` without ``like``, or
-    when none was)."""
-    if like is None:
-        return rows
-    same = rows[(rows["toxic_penalty"] == float(like["toxic_penalty"]))
+def _decoded_like(rows: pd.DataFrame, like: pd.Series) -> pd.DataFrame:
+    """``rows`` decoded with ``like``'s toxic and copy penalties (possibly none of them)."""
+    return rows[(rows["toxic_penalty"] == float(like["toxic_penalty"]))
                 & (rows["copy_penalty"] == float(like["copy_penalty"]))]
-    return same if len(same) else rows
 
 
 def baseline_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = None) -> pd.Series | None:
@@ -146,7 +142,7 @@ def baseline_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = No
     best − baseline compares schedules, not decodings; without ``like`` (or no baseline row decoded that
     way) its best stage row, under the run's own decoding. ``None`` without a baseline trial."""
     base = df[baseline_mask(df)]
-    if like is not None and len(same := _same_decoding(base, like)) < len(base):
+    if like is not None and len(same := _decoded_like(base, like)):
         return best_row(same, cfg)
     stage_rows = base[base["phase"] == "stage"]
     candidates = stage_rows if len(stage_rows) else base
@@ -156,7 +152,9 @@ def baseline_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = No
 def untrained_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = None) -> pd.Series | None:
     """The other reference point: the ``untrained`` variant's row decoded like ``like`` (the chosen row),
     else its best decoding row; ``None`` without one."""
-    rows = _same_decoding(df[untrained_mask(df)], like)
+    rows = df[untrained_mask(df)]
+    if like is not None and len(same := _decoded_like(rows, like)):
+        rows = same
     return best_row(rows, cfg) if len(rows) else None
 
 
