@@ -225,9 +225,10 @@ def systems(chosen: Selection) -> tuple[list[Run], list[str]]:
 
 
 def _generate(
-    run: Run, sets: Sequence[EvalSet], experiment: ExperimentConfig, lexicon: Lexicon, results_dir: Path
+    run: Run, sets: Sequence[EvalSet], experiment: ExperimentConfig, lexicon: Lexicon, base_dir: str | None
 ) -> list[list[str]]:
-    """Outputs of ``run`` for each set, in row order."""
+    """Outputs of ``run`` for each set, in row order (``untrained`` from ``base_dir``, the sweep's recorded
+    base, when there is one)."""
     if run.system in (COPY, DELETE):
         return [
             reference_systems(list(s.pairs["toxic"]), list(s.pairs["refs"]), list(s.pairs["lang"]), lexicon)[run.system]
@@ -235,13 +236,13 @@ def _generate(
         ]
     from raydetox.decoding import generate
     from raydetox.experiment import load_untrained, toxic_token_ids
-    from raydetox.modeling import load_trained, recorded_base
+    from raydetox.modeling import load_trained
 
     assert run.decoding is not None, run
     if run.checkpoint is not None:
         model, tokenizer = load_trained(run.checkpoint)
-    else:  # the base the sweep's trials started from, as its driver recorded it
-        model, tokenizer = load_untrained(experiment, base_dir=recorded_base(results_dir / DATA_DIR))
+    else:
+        model, tokenizer = load_untrained(experiment, base_dir=base_dir)
     model = model.to(resolve_device())
     ids = toxic_token_ids(lexicon, tokenizer, run.decoding)
     return [
@@ -421,13 +422,13 @@ def confirm(
     judge = None if experiment.metrics.toxicity_classifier else recorded_judge(results_dir / DATA_DIR)
     scorer = get_scorer(experiment.metrics, lexicon, judge=judge)
     runs, notes = systems(chosen)
-    if any(r.system == UNTRAINED for r in runs):
-        from raydetox.embedded_base import EMBEDDED
-        from raydetox.modeling import recorded_base
+    from raydetox.embedded_base import EMBEDDED
+    from raydetox.modeling import recorded_base
 
-        if experiment.model.name_or_path == EMBEDDED and recorded_base(results_dir / DATA_DIR) is None:
-            notes.append("untrained: the sweep recorded no base (it predates data/base_path.json); the newest "
-                         "cached embedded base of its config stands in, which may not be the one its trials used")
+    base_dir = recorded_base(results_dir / DATA_DIR)  # the base the sweep's trials started from
+    if any(r.system == UNTRAINED for r in runs) and experiment.model.name_or_path == EMBEDDED and base_dir is None:
+        notes.append("untrained: the sweep recorded no base (it predates data/base_path.json); the newest "
+                     "cached embedded base of its config stands in, which may not be the one its trials used")
     notes += [f"{s.name}: {note}" for s in sets for note in s.notes]
     if judge is not None:
         test = sets[0].pairs
@@ -443,7 +444,7 @@ def confirm(
     chrf_stats: dict[str, dict[str, dict[str | None, np.ndarray]]] = {s.name: {} for s in sets}
     for run in runs:
         seed = None if run.seed is None else str(run.seed)
-        for s, outputs in zip(sets, _generate(run, sets, experiment, lexicon, results_dir)):
+        for s, outputs in zip(sets, _generate(run, sets, experiment, lexicon, base_dir)):
             scores = _sentence_scores(scorer, s.pairs, outputs, s.has_refs)
             frames.append(pd.DataFrame({
                 "dataset": s.name, "system": run.system, "trial_id": run.trial_id, "seed": seed,

@@ -165,7 +165,7 @@ def build_trainer(
         torch.set_num_threads(cfg.training.torch_threads)
     # Seed before the LoRA weights are drawn: HF seeds only when the Trainer is built, after the model.
     set_seed(cfg.training.seed)
-    model, tokenizer = load_base(cfg.model, texts=_base_texts(cfg, prepared))
+    model, tokenizer = load_base(cfg.model, texts=base_texts(cfg, prepared))
     model = apply_lora(model, cfg.lora)
     stage_data = build_stage_datasets(prepared, tokenizer, cfg)
     eval_data = tokenize_pairs(
@@ -204,12 +204,13 @@ def load_untrained(
     the newest cached base of this config."""
     if base_dir is not None:
         return load_base(dataclasses.replace(cfg.model, name_or_path=base_dir, cache_dir=None))
-    return load_base(cfg.model, texts=_base_texts(cfg, prepared) if prepared is not None else None)
+    return load_base(cfg.model, texts=base_texts(cfg, prepared) if prepared is not None else None)
 
 
-def _base_texts(cfg: ExperimentConfig, prepared: PreparedData) -> PretrainingCorpus | None:
-    # Only the embedded base is built from a corpus: for any other model the sources (relative paths,
-    # maybe unreadable from a Ray worker's directory) are not read at all.
+def base_texts(cfg: ExperimentConfig, prepared: PreparedData) -> PretrainingCorpus | None:
+    """What ``cfg``'s base is built from on ``prepared``: the embedded base's corpus with
+    ``model.embedded.sources``, or ``None`` for any other model (whose sources, relative paths maybe
+    unreadable from a Ray worker's directory, are then not read at all)."""
     return base_corpus(prepared, cfg.model.embedded.sources) if cfg.model.name_or_path == EMBEDDED else None
 
 

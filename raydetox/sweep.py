@@ -25,7 +25,7 @@ from raydetox import ablation
 from raydetox.config import STAGES, ConfigError, ExperimentConfig, dump_config, load_config
 from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
-from raydetox.experiment import base_corpus
+from raydetox.experiment import base_texts
 from raydetox.preflight import check_job_path
 from raydetox.results import (
     CHECKPOINT_SCORE,
@@ -484,11 +484,11 @@ def run_sweep(
     prepared_dir = local_dir / DATA_DIR
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
     prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
-    if prepared is not None and cfg.model.name_or_path == "embedded":
+    if prepared is not None and (texts := base_texts(cfg, prepared)) is not None:
         from raydetox.modeling import record_base, resolve_base
 
         # Built once, before trials race for it; the confirmation's untrained row reads the pointer.
-        record_base(prepared_dir, resolve_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources)))
+        record_base(prepared_dir, resolve_base(cfg.model, texts=texts))
     if prepared is not None:
         from raydetox.judge import judge_for
 
