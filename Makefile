@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Two pytest-xdist workers: the tests that start Ray run one after another on one of them
-# (tests/conftest.py RAY_MODULES), everything else on the other. TEST_WORKERS=0 runs in one process.
+# Two pytest-xdist workers, each taking whole test modules (tests/conftest.py: a module's set-ups are
+# built once). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=12
 

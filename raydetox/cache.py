@@ -1,8 +1,8 @@
 """Directories keyed by the content they were built from (the embedded base, the toxicity judge).
 
 A build writes into a temporary directory beside its final place and renames it there only when it
-completes, so a crash never leaves a half-built entry and a concurrent builder of the same key wins
-harmlessly.
+completes, so a crash never leaves a half-built entry. Builders of the same key take turns (a file
+lock beside the entry): the second finds the first's entry and uses it instead of building it again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 
 def content_hash(obj: Any) -> str:
     """SHA-256 hex digest of ``obj`` as canonical JSON (sorted keys): the same content, the same key."""
@@ -23,22 +25,24 @@ def content_hash(obj: Any) -> str:
 
 
 @contextmanager
-def building(final: Path, marker: str) -> Iterator[Path]:
-    """Yield an empty temporary directory that becomes ``final`` when the block ends without error.
+def building(final: Path, marker: str) -> Iterator[Path | None]:
+    """Yield an empty temporary directory that becomes ``final`` when the block ends without error, or
+    ``None`` when ``final`` is already complete (it holds ``marker``).
 
-    ``marker`` is the file a complete entry holds: when the rename fails because another process
-    finished ``final`` first, its entry is kept and this build is discarded.
+    Held under a lock on ``final``: a process that waited while another built the same entry gets
+    ``None`` and reads that entry instead of building it a second time.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / marker).is_file():  # not a concurrent builder winning the race
-                raise
-    finally:
+    locks = final.parent / ".locks"  # hidden, like the temporary directories: the entries stay what a listing shows
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(locks / f"{final.name}.lock"):
+        if (final / marker).is_file():
+            yield None
+            return
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -853,6 +853,8 @@ def build_embedded_base(
     if (final / BUILD_REPORT).is_file():
         return final
     with building(final, BUILD_REPORT) as tmp:
+        if tmp is None:  # another process built it while this one waited
+            return final
         report = _build(corpus, cfg, eval_texts, tmp, progress, threads or cfg.threads)
         (tmp / EMBEDDED_META).write_text(
             json.dumps(

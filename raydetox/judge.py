@@ -440,23 +440,32 @@ def build_judge(
     held_out = held_out_rows(prepared, exclude)
     kept, dropped = training_rows(jcfg, prepared, held_out, Path(base_dir) if base_dir else Path.cwd())
     final = judge_cache_path(jcfg, kept, held_out)
-    if (final / META_FILE).is_file():
-        judge = ToxicityJudge.load(final)
-        # The file on disk is what gets used, so check what it holds too.
-        judge.assert_unseen(held_out["id"], held_out["text"])
-        return judge
-    with building(final, META_FILE) as tmp:
-        t0 = time.perf_counter()
-        judge = fit_judge(jcfg, kept)
-        seconds = time.perf_counter() - t0
-        judge.assert_unseen(held_out["id"], held_out["text"])  # before anything is cached
-        judge.save(tmp)
-        dropped.to_csv(tmp / DROPPED_FILE, index=False)
-        report = judge_report(judge, prepared, dropped, seconds)
-        (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        (tmp / REPORT_MD).write_text(report_markdown(report), encoding="utf-8")
-        meta = {"config": dataclasses.asdict(jcfg), "fit_seconds": seconds, "n_train": len(kept)}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    if not (final / META_FILE).is_file():
+        with building(final, META_FILE) as tmp:
+            if tmp is not None:
+                return _fit_into(tmp, final, jcfg, kept, held_out, prepared, dropped)
+    judge = ToxicityJudge.load(final)
+    # The file on disk is what gets used, so check what it holds too.
+    judge.assert_unseen(held_out["id"], held_out["text"])
+    return judge
+
+
+def _fit_into(
+    tmp: Path, final: Path, jcfg: JudgeConfig, kept: pd.DataFrame, held_out: pd.DataFrame,
+    prepared: PreparedData, dropped: pd.DataFrame,
+) -> ToxicityJudge:
+    """Fit the judge and write it, its dropped rows and its report into ``tmp`` (renamed to ``final``)."""
+    t0 = time.perf_counter()
+    judge = fit_judge(jcfg, kept)
+    seconds = time.perf_counter() - t0
+    judge.assert_unseen(held_out["id"], held_out["text"])  # before anything is cached
+    judge.save(tmp)
+    dropped.to_csv(tmp / DROPPED_FILE, index=False)
+    report = judge_report(judge, prepared, dropped, seconds)
+    (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    (tmp / REPORT_MD).write_text(report_markdown(report), encoding="utf-8")
+    meta = {"config": dataclasses.asdict(jcfg), "fit_seconds": seconds, "n_train": len(kept)}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     judge.path = final
     return judge
 

@@ -29,20 +29,29 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-# Modules whose tests start Ray (a local instance, a `ray start` cluster or a Ray subprocess). Under
-# pytest-xdist they all run on one worker, one at a time: a plain `ray.init()` attaches to the latest
-# cluster started on the machine, and two Ray instances would also fight for the same two cores.
-RAY_MODULES = frozenset({
-    "test_ablation", "test_analysis", "test_cluster_job", "test_confirm", "test_faults",
-    "test_gpu_readiness", "test_perf_smoke", "test_quality_bench", "test_sweep", "test_tracking",
-})
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put every test of a Ray module in one xdist group (``--dist loadgroup`` runs a group serially)."""
-    for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest -p no:xdist runs without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under ``--dist loadgroup`` (``make test``): each test module is one unit of work, so that its
+    module-scoped set-ups (a tiny training run, a Tune sweep, a judge) are built once, not once per worker.
+
+    Tests that start Ray may run on both workers at once: each starts its own local instance, and the
+    one `ray start` cluster (tests/test_cluster_job.py) writes its address under its own ``--temp-dir``,
+    where a plain ``ray.init()`` elsewhere never looks. xdist's own grouping (the ``xdist_group`` mark)
+    renames node ids, which pytest 9.2 no longer allows (pytest-dev/pytest-xdist#1386), so it is not used.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _module_of(nodeid)
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +70,14 @@ def mpd_dir(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache dir for the tiny embedded bases of the whole session (each config is built once)."""
-    return tmp_path_factory.mktemp("embedded-cache")
+    """One cache dir for the tiny embedded bases (and judges) of the whole session, shared by the xdist
+    workers: each config is built once, by whichever worker needs it first (raydetox.cache locks it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temporary directory, the parent of every worker's own
+    path = root / "embedded-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
