@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -410,13 +410,15 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     dirs = trial_dirs(results_dir)
     if not dirs:
         raise ResultsError(f"{results_dir}: no trial directories containing {RESULT_FILE}")
-    records: list[dict[str, Any]] = []
-    origin: list[tuple[int, int]] = []  # (trial, line number) of each record, for error messages
-    trials: list[dict[str, Any]] = []
-    for t, trial_dir in enumerate(dirs):
-        path = trial_dir / RESULT_FILE
-        lines = _read_json_lines(path)
-        config = _trial_config(trial_dir, lines)
+    # pyarrow's JSON reader parses all the files at once on every core; the reader line by line is
+    # the one that names the file, line and key of a bad row, so any doubt goes to it.
+    rows, trial_of, configs = _rows_by_arrow(dirs) or _rows_line_by_line(dirs)
+    for name in rows.columns[rows.dtypes == object]:  # JSON null and a missing key: both NaN, whichever reader
+        rows[name] = rows[name].where(rows[name].notna())
+    if rows.empty:
+        raise ResultsError(f"{results_dir}: the trials have not reported any stage or decode row yet")
+    trials = []
+    for trial_dir, config in zip(dirs, configs):
         try:
             schedule = json.dumps(trial_schedule(config)) if config else None
         except (KeyError, ValueError) as err:
@@ -427,30 +429,13 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
             # the contract puts these in rows; older rows: the config
             **{f"{_DEFAULT}{key}": config.get(key, variant.get(key)) for key in _ROW_OR_CONFIG},
         })
-        for number, obj in lines:
-            if obj.get("phase") is None:
-                continue
-            if obj["phase"] not in PHASES:
-                raise ResultsError(f"{path}:{number}: key 'phase': expected one of {PHASES}, got {obj['phase']!r}")
-            missing = [k for k in KEY_COLUMNS if obj.get(k) is None]
-            if missing:
-                raise ResultsError(f"{path}:{number}: row is missing key(s) {missing}")
-            records.append(obj)
-            origin.append((t, number))
-    if not records:
-        raise ResultsError(f"{results_dir}: the trials have not reported any stage or decode row yet")
-    # Column-wise from here: a sweep of a thousand trials has a hundred thousand rows.
-    rows = pd.DataFrame.from_records(records).drop(columns="config", errors="ignore")
-    _check_column_types(rows, records, lambda i: f"{dirs[origin[i][0]] / RESULT_FILE}:{origin[i][1]}")
-    rows = _flatten_columns(rows)
-    trial_of = np.fromiter((o[0] for o in origin), dtype=int, count=len(origin))
     per_trial = pd.DataFrame.from_records(trials).iloc[trial_of].reset_index(drop=True)
     for key in _ROW_OR_CONFIG:
         default = per_trial.pop(f"{_DEFAULT}{key}")
         if key not in rows:
             rows[key] = default
-        else:  # a row that lacks the key (NaN in its column) takes its trial's config value
-            absent = np.fromiter((key not in r for r in records), dtype=bool, count=len(records))
+        else:  # a row without the key (or null) takes its trial's config value
+            absent = rows[key].isna().to_numpy()
             if absent.any():
                 rows[key] = rows[key].astype(object).where(~absent, default)
     df = pd.concat([rows, per_trial], axis=1)
@@ -465,6 +450,121 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return df.drop(columns="_phase_order").reset_index(drop=True)
 
 
+_Rows = tuple[pd.DataFrame, np.ndarray, list[dict[str, Any]]]  # contract rows, each row's trial, each trial's config
+
+
+def _rows_line_by_line(dirs: Sequence[Path]) -> _Rows:
+    """The contract rows of each trial's result file, checked line by line: an error names file, line, key."""
+    records: list[dict[str, Any]] = []
+    origin: list[tuple[int, int]] = []  # (trial, line number) of each record, for error messages
+    configs = []
+    for t, trial_dir in enumerate(dirs):
+        path = trial_dir / RESULT_FILE
+        lines = _read_json_lines(path)
+        configs.append(_trial_config(trial_dir, lines))
+        for number, obj in lines:
+            if obj.get("phase") is None:
+                continue
+            if obj["phase"] not in PHASES:
+                raise ResultsError(f"{path}:{number}: key 'phase': expected one of {PHASES}, got {obj['phase']!r}")
+            missing = [k for k in KEY_COLUMNS if obj.get(k) is None]
+            if missing:
+                raise ResultsError(f"{path}:{number}: row is missing key(s) {missing}")
+            records.append(obj)
+            origin.append((t, number))
+    if not records:
+        return pd.DataFrame(), np.zeros(0, dtype=int), configs
+    # Column-wise from here: a sweep of a thousand trials has a hundred thousand rows.
+    rows = pd.DataFrame.from_records(records).drop(columns="config", errors="ignore")
+    if _suspect_columns(rows):
+        for i, obj in enumerate(records):  # search the rows so that the error names file, line and key
+            _check_types(obj, f"{dirs[origin[i][0]] / RESULT_FILE}:{origin[i][1]}")
+        # A column of valid values that pandas could not type as numbers (e.g. all None): nothing to report.
+    trial_of = np.fromiter((o[0] for o in origin), dtype=int, count=len(origin))
+    return _flatten_columns(rows), trial_of, configs
+
+
+def _rows_by_arrow(dirs: Sequence[Path]) -> _Rows | None:
+    """The same rows as :func:`_rows_line_by_line`, parsed by pyarrow in one multi-threaded pass; ``None``
+    whenever the line-by-line reader should decide: a file still being written or not UTF-8, a trial
+    without ``params.json``, a line that is not a JSON object, a value whose type differs from its
+    column's elsewhere, a bad phase, a missing key, a list inside a dict."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pa_json
+
+    lines: list[bytes] = []
+    trial_of: list[int] = []
+    configs = []
+    for t, trial_dir in enumerate(dirs):
+        params = trial_dir / PARAMS_FILE
+        data = (trial_dir / RESULT_FILE).read_bytes()
+        if not params.is_file() or (data and not data.endswith(b"\n")):
+            return None
+        try:
+            config = json.loads(params.read_bytes())
+        except ValueError:  # not JSON, or not UTF-8
+            return None
+        if not isinstance(config, dict):
+            return None
+        configs.append(config)
+        # Lines that never mention a phase (e.g. a skipped trial's report) are not contract rows: checked
+        # to be JSON objects here, but their keys must not become columns.
+        kept = []
+        for line in data.split(b"\n"):
+            if b'"phase"' in line:
+                kept.append(line)
+            elif line.strip() and not _is_json_object(line):
+                return None
+        lines += kept
+        trial_of += [t] * len(kept)
+    if not lines:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(b"\n".join(lines) + b"\n"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(lines) or "phase" not in table.column_names:
+        return None
+    if "config" in table.column_names:
+        table = table.drop_columns(["config"])
+    if any(_holds_nested_list(field.type) for field in table.schema):
+        return None
+    keep = pc.is_valid(table["phase"])
+    every_line_a_row = pc.all(keep).as_py()
+    table = table.filter(keep)
+    if table.num_rows == 0:
+        return None
+    # A column null in every row either holds JSON nulls (kept, as the line-by-line reader does) or comes
+    # only from the lines just filtered out (it would not exist there): only the latter is in doubt.
+    if not every_line_a_row and any(table[name].null_count == table.num_rows for name in table.column_names):
+        return None
+    rows = table.to_pandas()
+    for field in table.schema:  # lists → Python lists, which _flatten_columns writes as JSON text
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            rows[field.name] = rows[field.name].map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
+    if (not rows["phase"].isin(PHASES).all() or any(k not in rows or rows[k].isna().any() for k in KEY_COLUMNS)
+            or _suspect_columns(rows)):
+        return None
+    return _flatten_columns(rows), np.asarray(trial_of)[keep.to_numpy(zero_copy_only=False)], configs
+
+
+def _is_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # not JSON, or not UTF-8
+        return False
+
+
+def _holds_nested_list(kind: Any) -> bool:
+    """A struct with a list somewhere inside (flattening it would need the line-by-line reader's care)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return any(pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or _holds_nested_list(f.type) for f in kind)
+    return False
+
+
 _ROW_OR_CONFIG: tuple[str, ...] = ("ordering", "is_baseline", "is_untrained", "pacing")
 _DEFAULT = "\x00default/"
 
@@ -473,20 +573,14 @@ def _number_column(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
-def _check_column_types(rows: pd.DataFrame, records: list[dict[str, Any]], where: Callable[[int], str]) -> None:
-    """The contract's types, checked on whole columns; a column that fails is searched row by row so
-    that the error names the file, line and key."""
+def _suspect_columns(rows: pd.DataFrame) -> list[str]:
+    """Columns whose pandas type breaks the contract's types (checked on whole columns, not per row)."""
     suspect = [] if rows["trial_id"].map(lambda v: isinstance(v, str)).all() else ["trial_id"]
     if not (pd.api.types.is_integer_dtype(rows["stage_index"]) and _number_column(rows["stage_index"])):
         suspect.append("stage_index")
-    suspect += [c for c in rows.columns
-                if (c in ("toxic_penalty", "copy_penalty", "objective") or str(c).startswith("eval_"))
-                and not _number_column(rows[c]) and rows[c].notna().any()]
-    if not suspect:
-        return
-    for i, obj in enumerate(records):
-        _check_types(obj, where(i))
-    # A column of valid values that pandas could not type as numbers (e.g. all None): nothing to report.
+    return suspect + [c for c in rows.columns
+                      if (c in ("toxic_penalty", "copy_penalty", "objective") or str(c).startswith("eval_"))
+                      and not _number_column(rows[c]) and rows[c].notna().any()]
 
 
 def _flatten_columns(rows: pd.DataFrame) -> pd.DataFrame:

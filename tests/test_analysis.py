@@ -273,6 +273,26 @@ def test_load_results_resumed_partial_and_bad_files(sweep_dir: Path, tmp_path: P
         analyze(copy)
 
 
+def test_both_readers_give_the_same_table(sweep_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow's one-pass reader (any finished sweep) and the line-by-line one (the one that names a bad
+    line) read the same sweep to the same table."""
+    import raydetox.results as results
+
+    dirs = results.trial_dirs(sweep_dir)
+    assert results._rows_by_arrow(dirs) is not None  # a finished sweep: the fast reader takes it
+    fast = load_results(sweep_dir)
+    monkeypatch.setattr(results, "_rows_by_arrow", lambda dirs: None)
+    pd.testing.assert_frame_equal(fast, load_results(sweep_dir))
+    monkeypatch.undo()
+    # A trial still writing its last line: the line-by-line reader decides (and skips the partial line).
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy)
+    with (results.trial_dirs(copy)[0] / "result.json").open("a") as f:
+        f.write('{"phase": "decode", "stage_i')
+    assert results._rows_by_arrow(results.trial_dirs(copy)) is None
+    pd.testing.assert_frame_equal(load_results(copy), fast)
+
+
 def test_best_row_respects_copy_bound(sweep_dir: Path) -> None:
     df = load_results(sweep_dir)
     cfg = _experiment().sweep
