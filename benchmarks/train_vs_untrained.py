@@ -9,6 +9,11 @@ so that successive runs build one table, and per decoding the paired-bootstrap i
 untrained J over the same sentences to ``--out/paired.csv``; the untrained rows (scores and per-sentence
 predictions) are computed once per decoding and base.
 
+``--input delete`` makes the model read each sentence with its lexicon terms deleted (the ``delete``
+reference system's output) in training and in decoding, for both systems; the scores still compare the
+output with the original toxic sentence (copy rate, similarity, STA). The question it answers: does a
+copy-prone base learn more from pairs whose input is already close to the target?
+
     OMP_NUM_THREADS=1 python benchmarks/train_vs_untrained.py --label lr3e-4 --set training.torch_threads=1 \\
         --set 'schedule=[{stage: full, epochs: 2, lr: 3.0e-4}]' --decoding '' --decoding no_repeat_ngram_size=3
 """
@@ -27,12 +32,14 @@ from quality import data_arguments, prepared_data  # benchmarks/, the script's o
 
 from raydetox.cache import content_hash
 from raydetox.config import DecodingConfig
+from raydetox.data.prepare import PreparedData
+from raydetox.decoding import generate
 from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
 from raydetox.judge import judge_for
 from raydetox.metrics import get_scorer
 from raydetox.results import write_predictions
 from raydetox.stats import paired_bootstrap
-from raydetox.trainer import predict
+from raydetox.trainer import score_outputs
 
 SHOWN = ("j", "sta", "copy_rate", "chrf", "bertscore_f1", "degenerate_rate", "toxicity")
 
@@ -48,25 +55,50 @@ def decoding_setting(base: DecodingConfig, spec: str) -> DecodingConfig:
     return dataclasses.replace(base, **changes)
 
 
+def deleted_inputs(prepared: PreparedData) -> PreparedData:
+    """``prepared`` with every ``toxic`` sentence replaced by it without its lexicon terms."""
+    def delete(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        out["toxic"] = [prepared.lexicon.remove(t, lang) for t, lang in zip(frame["toxic"], frame["lang"])]
+        return out
+
+    return dataclasses.replace(prepared, stages={k: delete(v) for k, v in prepared.stages.items()},
+                               validation=delete(prepared.validation), test=delete(prepared.test))
+
+
 def main() -> None:
     parser = data_arguments(__doc__, "out/train-vs-untrained")
     parser.add_argument("--label", required=True, help="this run's name in runs.csv")
     parser.add_argument("--decoding", action="append", default=None, metavar="KEY=VALUE,...")
+    parser.add_argument("--input", choices=("toxic", "delete"), default="toxic",
+                        help="what the model reads: the toxic sentence, or it with its lexicon terms deleted")
     args = parser.parse_args()
     cfg, prepared, out = prepared_data(args)
     specs = args.decoding or [""]
     scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
     pairs = prepared.validation
+    model_data = prepared if args.input == "toxic" else deleted_inputs(prepared)
+    inputs = list(model_data.validation["toxic"])
+    base, _ = load_untrained(cfg, prepared)  # the base is the one of the original data, whatever the input
+    train_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(base.name_or_path),
+                                                                   cache_dir=None))
+    del base
+
+    def rewrite(model: Any, tokenizer: Any, decoding: DecodingConfig) -> tuple[dict[str, float], pd.DataFrame]:
+        outputs = generate(model, tokenizer, inputs, decoding, toxic_token_ids(prepared.lexicon, tokenizer, decoding),
+                           cfg.model.max_source_length, lexicon=prepared.lexicon)
+        return score_outputs(scorer, pairs, outputs)  # against the original toxic sentences
+
     rows: list[dict[str, Any]] = []
     trained_j: dict[str, pd.Series] = {}
 
     run_dir = out / "runs" / args.label
     t0 = time.perf_counter()
-    trainer = build_trainer(cfg, prepared, run_dir)
+    trainer = build_trainer(train_cfg, model_data, run_dir)
     stages = trainer.run_schedule(list(cfg.schedule), resume=False)
     train_s = time.perf_counter() - t0
     for spec in specs:
-        scores, predictions = trainer.generate_and_predict(pairs, decoding_setting(cfg.decoding, spec))
+        scores, predictions = rewrite(trainer.model, trainer.processing_class, decoding_setting(cfg.decoding, spec))
         trained_j[spec] = predictions["j"]
         rows.append({"label": args.label, "system": "trained", "decoding": spec, **{m: scores[m] for m in SHOWN},
                      "train_s": round(train_s, 1), "steps": sum(r.steps for r in stages),
@@ -77,12 +109,11 @@ def main() -> None:
     for spec in specs:
         decoding = decoding_setting(cfg.decoding, spec)
         # The untrained rows depend on the base, the validation rows and the decoding only: kept across runs.
-        key = content_hash([str(model.name_or_path), list(pairs["id"]), dataclasses.asdict(decoding)])[:16]
+        key = content_hash([str(model.name_or_path), list(pairs["id"]), dataclasses.asdict(decoding)]
+                           + ([args.input] if args.input != "toxic" else []))[:16]
         cached = out / "untrained" / f"{key}.json"
         if not cached.with_suffix(".parquet").is_file():  # written last
-            scores, predictions = predict(model, tokenizer, pairs, decoding, scorer,
-                                          toxic_token_ids(prepared.lexicon, tokenizer, decoding),
-                                          cfg.model.max_source_length)
+            scores, predictions = rewrite(model, tokenizer, decoding)
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps(scores, allow_nan=True))
             write_predictions(predictions, cached.with_suffix(".parquet"))
@@ -94,7 +125,7 @@ def main() -> None:
         rows.append({"label": args.label, "system": "untrained", "decoding": spec, **{m: scores[m] for m in SHOWN}})
 
     table = pd.DataFrame(rows)
-    print(f"# {args.label}: {len(pairs)} validation rows; schedule {[dataclasses.asdict(s) for s in cfg.schedule]}")
+    print(f"# {args.label}: {len(pairs)} validation rows, input {args.input}; schedule {[dataclasses.asdict(s) for s in cfg.schedule]}")
     print(table.round(4).to_markdown(index=False))
     print(pd.DataFrame(paired).round(4).to_markdown(index=False))
     for name, frame in (("runs.csv", table), ("paired.csv", pd.DataFrame(paired))):

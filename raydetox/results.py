@@ -415,6 +415,8 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     rows, trial_of, configs = _rows_by_arrow(dirs) or _rows_line_by_line(dirs)
     for name in rows.columns[rows.dtypes == object]:  # JSON null and a missing key: both NaN, whichever reader
         rows[name] = rows[name].where(rows[name].notna())
+    # One column order whichever reader (pyarrow's follows its parallel blocks): the key, then by name.
+    rows = rows[[*KEY_COLUMNS, *sorted(c for c in rows.columns if c not in KEY_COLUMNS)]]
     if rows.empty:
         raise ResultsError(f"{results_dir}: the trials have not reported any stage or decode row yet")
     trials = []
