@@ -56,13 +56,17 @@ def decoding_setting(base: DecodingConfig, spec: str) -> DecodingConfig:
 
 
 def deleted_inputs(prepared: PreparedData) -> PreparedData:
-    """``prepared`` with every ``toxic`` sentence replaced by it without its lexicon terms."""
+    """``prepared`` with every ``toxic`` sentence replaced by it without its lexicon terms, in a directory
+    of its own (the trainer's per-stage scoring fits its own judge there: the data's judge has seen
+    training sentences that, without their terms, are some validation sentences)."""
     def delete(frame: pd.DataFrame) -> pd.DataFrame:
         out = frame.copy()
         out["toxic"] = [prepared.lexicon.remove(t, lang) for t, lang in zip(frame["toxic"], frame["lang"])]
         return out
 
-    return dataclasses.replace(prepared, stages={k: delete(v) for k, v in prepared.stages.items()},
+    out_dir = prepared.out_dir.parent / f"{prepared.out_dir.name}-input-delete"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(prepared, out_dir=out_dir, stages={k: delete(v) for k, v in prepared.stages.items()},
                                validation=delete(prepared.validation), test=delete(prepared.test))
 
 
