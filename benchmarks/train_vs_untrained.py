@@ -3,7 +3,7 @@
 Prepares the config's data (``--data``, ``--set``), trains its schedule (``--set 'schedule=[...]'``) from
 the cached embedded base, then decodes the validation split — never the test split — with the trained
 weights and with the untrained base under each ``--decoding`` setting (``key=value,key=value``; repeatable;
-default: the config's decoding), both scored by the sweep's scorer (judge-based STA and J, copy rate,
+default: the config's decoding), both scored by the sweep's scorer (and the ``copy`` and ``delete`` systems beside them) (judge-based STA and J, copy rate,
 chrF, degenerate share). Appends one row per (system, decoding) to ``--out/runs.csv`` under ``--label``,
 so that successive runs build one table, and per decoding the paired-bootstrap interval of trained −
 untrained J over the same sentences to ``--out/paired.csv``; the untrained rows (scores and per-sentence
@@ -36,7 +36,7 @@ from raydetox.data.prepare import PreparedData
 from raydetox.decoding import generate
 from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
 from raydetox.judge import judge_for
-from raydetox.metrics import get_scorer
+from raydetox.metrics import get_scorer, reference_systems
 from raydetox.results import write_predictions
 from raydetox.stats import paired_bootstrap
 from raydetox.trainer import score_outputs
@@ -127,6 +127,12 @@ def main() -> None:
         paired.append({"label": args.label, "decoding": spec, "dj": diff.estimate, "dj_low": diff.low,
                        "dj_high": diff.high})
         rows.append({"label": args.label, "system": "untrained", "decoding": spec, **{m: scores[m] for m in SHOWN}})
+
+    # The trivial systems on the same rows, for scale (no decoding: they do not generate).
+    for name, outputs in reference_systems(list(pairs["toxic"]), [list(r) for r in pairs["refs"]],
+                                           list(pairs["lang"]), prepared.lexicon).items():
+        scores, _ = score_outputs(scorer, pairs, outputs)
+        rows.append({"label": args.label, "system": name, "decoding": "", **{m: scores[m] for m in SHOWN}})
 
     table = pd.DataFrame(rows)
     print(f"# {args.label}: {len(pairs)} validation rows, input {args.input}; schedule {[dataclasses.asdict(s) for s in cfg.schedule]}")
