@@ -3,8 +3,8 @@
 Prepares the config's data (``--data``, ``--set``), trains its schedule (``--set 'schedule=[...]'``) from
 the cached embedded base, then decodes the validation split — never the test split — with the trained
 weights and with the untrained base under each ``--decoding`` setting (``key=value,key=value``; repeatable;
-default: the config's decoding), both scored by the sweep's scorer (and the ``copy`` and ``delete`` systems beside them) (judge-based STA and J, copy rate,
-chrF, degenerate share). Appends one row per (system, decoding) to ``--out/runs.csv`` under ``--label``,
+default: the config's decoding), both scored by the sweep's scorer (judge-based STA and J, copy rate,
+chrF, degenerate share), beside the ``copy`` and ``delete`` systems. Appends one row per (system, decoding) to ``--out/runs.csv`` under ``--label``,
 so that successive runs build one table, and per decoding the paired-bootstrap interval of trained −
 untrained J over the same sentences to ``--out/paired.csv``; the untrained rows (scores and per-sentence
 predictions) are computed once per decoding and base.
