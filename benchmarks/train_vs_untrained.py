@@ -4,8 +4,8 @@ Prepares the config's data (``--data``, ``--set``), trains its schedule (``--set
 the cached embedded base, then decodes the validation split — never the test split — with the trained
 weights and with the untrained base under each ``--decoding`` setting (``key=value,key=value``; repeatable;
 default: the config's decoding), both scored by the sweep's scorer (judge-based STA and J, copy rate,
-chrF, degenerate share), beside the ``copy`` and ``delete`` systems. Appends one row per (system, decoding) to ``--out/runs.csv`` under ``--label``,
-so that successive runs build one table, and per decoding the paired-bootstrap interval of trained −
+chrF, degenerate share), beside the ``copy`` and ``delete`` systems. Appends one row per (system,
+decoding) to ``--out/runs.csv`` under ``--label``, so that successive runs build one table, and per decoding the paired-bootstrap interval of trained −
 untrained J over the same sentences to ``--out/paired.csv``; the untrained rows (scores and per-sentence
 predictions) are computed once per decoding and base.
 
@@ -33,9 +33,10 @@ from raydetox.cache import content_hash
 from raydetox.config import DecodingConfig
 from raydetox.data.prepare import PreparedData
 from raydetox.decoding import generate
-from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
+from raydetox.experiment import base_texts, build_trainer, load_untrained, toxic_token_ids
 from raydetox.judge import judge_for
 from raydetox.metrics import get_scorer, reference_systems
+from raydetox.modeling import resolve_base
 from raydetox.results import write_predictions
 from raydetox.stats import paired_bootstrap
 from raydetox.trainer import score_outputs
@@ -82,10 +83,9 @@ def main() -> None:
     pairs = prepared.validation
     model_data = prepared if args.input == "toxic" else deleted_inputs(prepared)
     inputs = list(model_data.validation["toxic"])
-    base, _ = load_untrained(cfg, prepared)  # the base is the one of the original data, whatever the input
-    train_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(base.name_or_path),
-                                                                   cache_dir=None))
-    del base
+    # One base for both systems, the one of the original data whatever the model reads (built if needed).
+    base_dir = resolve_base(cfg.model, texts=base_texts(cfg, prepared))
+    train_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=base_dir, cache_dir=None))
 
     def rewrite(model: Any, tokenizer: Any, decoding: DecodingConfig) -> tuple[dict[str, float], pd.DataFrame]:
         outputs = generate(model, tokenizer, inputs, decoding, toxic_token_ids(prepared.lexicon, tokenizer, decoding),
@@ -107,7 +107,7 @@ def main() -> None:
                      "train_s": round(train_s, 1), "steps": sum(r.steps for r in stages),
                      "train_loss": stages[-1].train_loss})
 
-    model, tokenizer = load_untrained(cfg, prepared)
+    model, tokenizer = load_untrained(cfg, base_dir=base_dir)
     paired: list[dict[str, Any]] = []
     for spec in specs:
         decoding = decoding_setting(cfg.decoding, spec)
@@ -134,7 +134,8 @@ def main() -> None:
         rows.append({"label": args.label, "system": name, "decoding": "", **{m: scores[m] for m in SHOWN}})
 
     table = pd.DataFrame(rows)
-    print(f"# {args.label}: {len(pairs)} validation rows, input {args.input}; schedule {[dataclasses.asdict(s) for s in cfg.schedule]}")
+    schedule = [dataclasses.asdict(s) for s in cfg.schedule]
+    print(f"# {args.label}: {len(pairs)} validation rows, input {args.input}; schedule {schedule}")
     print(table.round(4).to_markdown(index=False))
     print(pd.DataFrame(paired).round(4).to_markdown(index=False))
     for name, frame in (("runs.csv", table), ("paired.csv", pd.DataFrame(paired))):

@@ -499,17 +499,13 @@ def _rows_by_arrow(dirs: Sequence[Path]) -> _Rows | None:
     trial_of: list[int] = []
     configs = []
     for t, trial_dir in enumerate(dirs):
-        params = trial_dir / PARAMS_FILE
         data = (trial_dir / RESULT_FILE).read_bytes()
-        if not params.is_file() or (data and not data.endswith(b"\n")):
+        if not (trial_dir / PARAMS_FILE).is_file() or (data and not data.endswith(b"\n")):
             return None
         try:
-            config = json.loads(params.read_bytes())
-        except ValueError:  # not JSON, or not UTF-8
+            configs.append(_trial_config(trial_dir, []))
+        except ResultsError:
             return None
-        if not isinstance(config, dict):
-            return None
-        configs.append(config)
         # Lines that never mention a phase (e.g. a skipped trial's report) are not contract rows: checked
         # to be JSON objects here, but their keys must not become columns.
         kept = []
