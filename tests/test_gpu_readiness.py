@@ -83,22 +83,22 @@ def test_gpu_check_refuses_without_a_gpu(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_gpu_check_device_probe_records_where_a_run_computed(
+def test_gpu_check_in_process_runs_record_where_they_computed(
     mpd_dir: Path, tmp_path: Path, embedded_cache: Path
 ) -> None:
-    """The probe the GPU check relies on, run on CPU: one record per stage with the model's, generation's
+    """The GPU check's in-process executor, run on CPU without Ray: the sweep's trained variants (not the
+    untrained one) each train, and the probe leaves one record per stage with the model's, generation's
     and BERTScore's device."""
     import json
 
-    from benchmarks.gpu_check import DeviceProbe
-    from raydetox.data.prepare import prepare
-    from raydetox.experiment import build_trainer
+    from benchmarks.gpu_check import run_in_process
     from tests.tiny import tiny_config
 
-    cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache)
-    prepared = prepare(cfg, tmp_path / "data")
-    trainer = build_trainer(cfg, prepared, tmp_path / "run", callbacks=[DeviceProbe(str(tmp_path))])
-    trainer.run_schedule(cfg.schedule)
-    records = [json.loads(line) for line in (tmp_path / "devices-run.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in records] == [s.stage for s in cfg.schedule]
+    cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache,
+                      **{"sweep.orderings": [["easy", "full"]], "sweep.include_baseline": False})
+    last, errors = run_in_process(cfg, tmp_path)
+    assert errors == [] and [row["ordering"] for row in last] == ["easy>full"]
+    assert last[0]["stage"] == "full" and 0.0 <= last[0]["eval_copy_rate"] <= 1.0
+    records = [json.loads(line) for line in (tmp_path / "devices-easy-full.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["easy", "full"]
     assert all(r["model"] == r["generation"] == r["bertscore"] == "cpu" and r["gpu"] is None for r in records)
