@@ -1,8 +1,10 @@
-"""Ray Train's torch backend kept on loopback for local sweeps (:class:`LoopbackTorchConfig`).
+"""Ray Train's torch backend kept on loopback for local sweeps (:class:`LoopbackTorchConfig`), and the
+workers' entry point (:func:`train_loop_entry`).
 
 A module of its own that imports only Ray and torch: Ray Train's controller unpickles the backend config,
-so whatever this module imports, the controller process of every ``ray_train`` trial imports too (the
-training stack, transformers and the metrics, is the workers' alone).
+and a ``ray_train`` trial builds its ``TorchTrainer`` from these two, so whatever this module imports,
+the trial and controller processes of every ``ray_train`` trial import too (the training stack,
+transformers and the metrics, is the workers' alone).
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from raydetox.compat import (
     set_c10d_store_creator,
     torchelastic_uses_agent_store,
 )
+
+
+def train_loop_entry(config: dict) -> None:
+    """Ray Train's per-worker function of a ``ray_train`` trial: imports the training stack in the worker
+    (never in the trial or controller that pickle this reference), then runs
+    :func:`raydetox.train_ray.train_loop_per_worker`."""
+    from raydetox.train_ray import train_loop_per_worker
+
+    train_loop_per_worker(config)
 
 
 class LoopbackTorchConfig(TorchConfig):

@@ -13,19 +13,19 @@ machine and buys nothing without DDP (see ``benchmarks/perf.py``, case 1).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from raydetox import ablation
 from raydetox.config import STAGES, ConfigError, ExperimentConfig, dump_config, load_config
-from raydetox.data.prepare import prepare
 from raydetox.errors import ResultsError
-from raydetox.experiment import base_texts
 from raydetox.preflight import check_job_path
 from raydetox.results import (
     CHECKPOINT_SCORE,
@@ -51,13 +51,9 @@ OUTPUT_ENGINE_ENV = "RAY_AIR_NEW_OUTPUT"
 DEDUP_ALLOW_ENV = "RAY_DEDUP_LOGS_ALLOW_REGEX"  # read when Ray is first imported
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start (or join) Ray. Local by default: in-process, every listener on 127.0.0.1, no dashboard.
-
-    The loopback binding only takes effect when the variable is set before Ray is first imported, so
-    callers must not import ``ray`` before this function.
-    """
-    address = address or os.environ.get("RAY_ADDRESS")
+def ray_environment(address: str | None) -> dict[str, str]:
+    """Set the environment Ray reads when first imported (the loopback binding of a local Ray among it);
+    returns the variables a cluster's workers need in their runtime env."""
     # Ray folds lines that differ only in numbers from different processes into one "[repeated Nx]"
     # line: the per-stage lines of trials would be dropped, or reappear later as look-alike duplicates.
     os.environ.setdefault(DEDUP_ALLOW_ENV, STAGE_LINE_PATTERN)
@@ -70,6 +66,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # On a busy small machine a worker process can take over a minute to start; the default
         # 60 s makes Ray Train give up on the worker group and retry, which only adds load.
         os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+    return train_env
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (or join) Ray. Local by default: in-process, every listener on 127.0.0.1, no dashboard.
+
+    The loopback binding only takes effect when the variable is set before Ray is first imported, so
+    callers must not import ``ray`` before this function.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    train_env = ray_environment(address)
     import ray
 
     if ray.is_initialized():
@@ -198,8 +205,6 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from raydetox.train_ray import Session, train_loop_per_worker
-
     trial_id = tune.get_context().get_trial_id()
     if untrained_duplicate(config, setup["experiment"]["sweep"]):
         # The first seed's and rank's untrained trial reports these rows. Tune requires every trial to
@@ -239,16 +244,18 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         loop_config["fail_marker"] = str(Path(setup["fail_marker_dir"]) / f"{trial_id}.failed")
     if setup["in_trial"]:
         # One worker: the trial process trains itself; no controller or worker group to start.
+        from raydetox.train_ray import Session, train_loop_per_worker
+
         train_loop_per_worker(loop_config, Session(in_trial=True))
         return
     from ray import train
     from ray.train.torch import TorchTrainer
 
-    from raydetox.ray_backend import LoopbackTorchConfig
+    from raydetox.ray_backend import LoopbackTorchConfig, train_loop_entry
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_loop_entry,
         train_loop_config=loop_config,
         torch_config=LoopbackTorchConfig(),
         scaling_config=setup["scaling_config"],
@@ -456,6 +463,33 @@ def _claim_experiment_dir(storage: str, name: str, overwrite: bool) -> None:
     shutil.rmtree(exp_dir)
 
 
+def _prepare_inputs(
+    cfg: ExperimentConfig, resume: bool, storage: str, name: str, local_dir: Path
+) -> tuple[Path, dict[str, str]]:
+    """What every trial reads, made once before any starts: the prepared data (each cleaning arm's), the
+    embedded base and the judge, and the sweep's experiment.yaml. Returns (prepared dir, arms' dirs)."""
+    # The training stack is imported here, not at the top: Tune's trial processes import this module to
+    # run _trial, and a ray_train trial only builds a TorchTrainer (its worker imports the stack).
+    from raydetox.data.prepare import prepare
+    from raydetox.experiment import base_texts
+
+    prepared_dir = local_dir / DATA_DIR
+    # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
+    prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
+    if prepared is not None and (texts := base_texts(cfg, prepared)) is not None:
+        from raydetox.modeling import record_base, resolve_base
+
+        # Built once, before trials race for it; the confirmation's untrained row reads the pointer.
+        record_base(prepared_dir, resolve_base(cfg.model, texts=texts))
+    if prepared is not None:
+        from raydetox.judge import judge_for
+
+        judge_for(cfg, prepared)  # likewise the toxicity judge (trials load it from the pointer it leaves)
+    prepared_dirs = ablation.prepare_arms(cfg, local_dir, prepared)  # each cleaning arm's data, prepared once
+    _write_experiment_yaml(cfg, storage, name, local_dir)
+    return prepared_dir, prepared_dirs
+
+
 def run_sweep(
     cfg: ExperimentConfig,
     resume: bool = False,
@@ -481,23 +515,21 @@ def run_sweep(
     else:
         _claim_experiment_dir(storage, name, overwrite)
     local_dir.mkdir(parents=True, exist_ok=True)
-    prepared_dir = local_dir / DATA_DIR
-    # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
-    prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
-    if prepared is not None and (texts := base_texts(cfg, prepared)) is not None:
-        from raydetox.modeling import record_base, resolve_base
-
-        # Built once, before trials race for it; the confirmation's untrained row reads the pointer.
-        record_base(prepared_dir, resolve_base(cfg.model, texts=texts))
-    if prepared is not None:
-        from raydetox.judge import judge_for
-
-        judge_for(cfg, prepared)  # likewise the toxicity judge (trials load it from the pointer it leaves)
-    prepared_dirs = ablation.prepare_arms(cfg, local_dir, prepared)  # each cleaning arm's data, prepared once
-    _write_experiment_yaml(cfg, storage, name, local_dir)
-
     n_cpus = os.cpu_count() or 1
-    init_ray(address, num_cpus=None if address else n_cpus)
+    ray_was_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    ray_environment(address or os.environ.get("RAY_ADDRESS"))  # before anything in the thread imports ray
+    # Ray's start (seconds, mostly spent waiting on its processes) overlaps the data, base and judge.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raydetox-prepare") as pool:
+        pending = pool.submit(_prepare_inputs, cfg, resume, storage, name, local_dir)
+        init_ray(address, num_cpus=None if address else n_cpus)
+        try:
+            prepared_dir, prepared_dirs = pending.result()
+        except BaseException:
+            if not ray_was_up:  # nothing left running for a sweep whose inputs failed
+                import ray
+
+                ray.shutdown()
+            raise
     from ray import tune
 
     from raydetox.tracking import tune_callbacks

@@ -7,11 +7,13 @@ even one hidden by a function-level import — means two modules each own half o
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import networkx as nx
 
-PACKAGE = Path(__file__).resolve().parents[1] / "raydetox"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "raydetox"
 
 
 def _module_name(path: Path, package: Path) -> str:
@@ -128,3 +130,22 @@ def test_private_import_detector_finds_both_forms(tmp_path: Path) -> None:
     (pkg / "b.py").write_text("def f():\n    from raydetox.data import io\n    return io._read(), io.read()\n")
     (pkg / "c.py").write_text("from raydetox.errors import short as _short\n")  # a public name, aliased
     assert private_imports(pkg) == ["raydetox.a: from raydetox.data.io import _read", "raydetox.b: io._read"]
+
+
+def test_a_ray_train_trial_imports_no_training_stack() -> None:
+    """What a ``ray_train`` trial process imports to run ``sweep._trial`` and build its TorchTrainer stays
+    off transformers, datasets and peft: the stack is imported by the Ray Train worker alone (through
+    ``ray_backend.train_loop_entry``), so the trial pays neither its seconds nor its memory."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import raydetox.sweep, raydetox.ray_backend; "
+            "print(sorted(m for m in ('transformers', 'datasets', 'peft', 'raydetox.train_ray', "
+            "'raydetox.experiment') if m in sys.modules))")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    from raydetox.ray_backend import train_loop_entry
+
+    assert train_loop_entry.__module__ == "raydetox.ray_backend"  # pickled by reference to this light module
