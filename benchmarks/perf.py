@@ -1,8 +1,8 @@
 """Performance benchmarks: Ray overhead, decoding-sweep reuse, sweep parallel efficiency, generation and
 scoring throughput, a peer (transformers' ``hyperparameter_search(backend="ray")``), growth with data and
-with the number of trials.
+with the number of trials, and the fixed cost of one trial on each execution path.
 
-    python benchmarks/perf.py                 # all eight cases at full size (~40 min on 2 cores)
+    python benchmarks/perf.py                 # all nine cases at full size (~40 min on 2 cores)
     python benchmarks/perf.py --quick         # tiny sizes (a smoke run)
     python benchmarks/perf.py --cases 1,4     # some cases only
 
@@ -822,9 +822,50 @@ def case_trial_growth(b: Bench) -> Table:
     return Table(8, "Growth with the number of trials", df, notes)
 
 
+def case_fixed_cost(b: Bench) -> Table:
+    """Fixed cost per trial: one near-zero-work trial (one optimizer step per stage) on each path."""
+    # Two stages of one optimizer step, a tiny validation and one decoding setting: what is left of each
+    # variant's wall time is its fixed cost (start, imports, data, Ray, worker group, shutdown).
+    raw = b.raw(**{"sweep.orderings": [["easy", "full"]], "sweep.toxic_penalty": [0.0], "sweep.copy_penalty": [0.0],
+                   "sweep.lr": [1.0e-3], "sweep.epochs": [1], "sweep.max_degenerate_rate": 1.0,
+                   "model.name_or_path": "embedded", "model.embedded": dict(QUICK_EMBEDDED),
+                   "model.max_source_length": 32, "model.max_target_length": 32,
+                   "training.max_steps_per_stage": 1, "training.torch_threads": 1, "ray.cpus_per_worker": 1.0,
+                   "decoding.max_new_tokens": 8, "data.max_rows_per_lang": 12,
+                   "split.train": 0.5, "split.validation": 0.25, "split.test": 0.25,
+                   "lexicon.min_count": 1, "cleaning.drop_already_neutral": False})
+    raw["schedule"] = [{"stage": "easy", "epochs": 1, "lr": 1.0e-3}, {"stage": "full", "epochs": 1, "lr": 1.0e-3}]
+    config = b.write(raw, "fixed_cost")
+    config_worker = b.write({**raw, "ray": {**raw.get("ray", {}), "executor": "ray_train"}}, "fixed_cost_worker")
+    variants = {
+        "(a) plain HF Seq2SeqTrainer": ("plain_hf", config),
+        "(b) raydetox train (in-process)": ("raydetox_train", config),
+        "(c) Tune trial + 1 Ray Train worker (executor ray_train)": ("sweep", config_worker),
+        "(c') Tune trial training in-process (executor auto, default)": ("sweep", config),
+    }
+    work = b.out / "case9"
+    # Not timed: builds (or finds) the tiny base and the judge that every variant then reads from the cache.
+    run_job("sweep", {"config": config}, work, "warm_up")
+    runs: dict[str, list[Measured]] = {name: [] for name in variants}
+    for i in range(b.repeats):  # rounds of every variant in turn: a slow spell of the machine hits all alike
+        for k, (name, (job, cfg)) in enumerate(variants.items()):
+            runs[name].append(run_job(job, {"config": cfg}, work, f"v{k}_{i}"))
+    base = med([m.wall for m in runs["(a) plain HF Seq2SeqTrainer"]])
+    rows = [{"variant": name, "n": len(ms), "wall s (median)": med([m.wall for m in ms]),
+             "min s": min(m.wall for m in ms), "max s": max(m.wall for m in ms),
+             "training s": med([m.result["train_seconds"] for m in ms]),
+             "fixed cost over (a) s": med([m.wall for m in ms]) - base, "peak RSS tree MiB": _mib(ms)}
+            for name, ms in runs.items()]
+    ray_train = rows[2]["fixed cost over (a) s"]
+    notes = [f"2 stages × 1 optimizer step, {raw['data']['max_rows_per_lang']} rows per language, one decoding "
+             f"setting; {b.repeats} rounds of the four variants in turn, medians; wall = the whole process",
+             f"ray_train fixed cost over plain HF: {ray_train:.1f} s (goal ≤ 15 s)"]
+    return Table(9, "Fixed cost per trial", pd.DataFrame(rows), notes)
+
+
 CASES: dict[int, Callable[[Bench], Table]] = {
     1: case_ray_overhead, 2: case_decode_reuse, 3: case_parallel, 4: case_generation,
-    5: case_scoring, 6: case_peer, 7: case_growth, 8: case_trial_growth,
+    5: case_scoring, 6: case_peer, 7: case_growth, 8: case_trial_growth, 9: case_fixed_cost,
 }
 
 
@@ -855,7 +896,7 @@ def prepare_base(b: Bench) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks every case runs")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8", help="comma-separated case numbers")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9", help="comma-separated case numbers")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the in-process cases (4, 5)")
     parser.add_argument("--train-repeats", type=int, default=1, help="repeats of each training run")
     parser.add_argument("--out", default=str(REPO / "out" / "perf"), help="work and results dir")
