@@ -108,6 +108,7 @@ def main() -> None:
                      "train_loss": stages[-1].train_loss})
 
     model, tokenizer = load_untrained(cfg, base_dir=base_dir)
+    model.to(trainer.model.device)  # on the trained model's device (a GPU, where there is one)
     paired: list[dict[str, Any]] = []
     for spec in specs:
         decoding = decoding_setting(cfg.decoding, spec)

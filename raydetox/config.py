@@ -316,6 +316,9 @@ class EmbeddedBaseConfig:
     rounds: PositiveInt = 4
     seed: Seed = 0
     threads: PositiveInt = 1  # torch threads while building (the machine is often shared)
+    # Where the pretraining steps run. A GPU build (``cuda``) is keyed apart: its floating-point sums,
+    # and so its weights, differ from a CPU build's; the base is saved on the CPU either way.
+    device: Literal["cpu", "cuda"] = "cpu"
     mix: PretrainMixConfig = dataclasses.field(default_factory=PretrainMixConfig)
     # share of max_steps trained on copy only before ``mix`` applies: the copy circuit first (an edit mix
     # from step 0 left the base without one after 300 steps, README), then editing on top of it

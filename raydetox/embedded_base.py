@@ -234,7 +234,7 @@ def _held_out_texts(texts: pd.DataFrame, banned: dict[str, str], cfg: EmbeddedBa
 
 # Options added after bases were built and cached: at their default they stay out of the key, so a
 # base built before the option existed (and built the same way) keeps its key.
-_KEYED_ONLY_WHEN_SET: dict[str, Any] = {"copy_first": 0.0}
+_KEYED_ONLY_WHEN_SET: dict[str, Any] = {"copy_first": 0.0, "device": "cpu"}
 
 
 def _config_hash(cfg: EmbeddedBaseConfig) -> str:
@@ -705,7 +705,7 @@ def _greedy(
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+            batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt").to(model.device)
             gen = model.generate(
                 **batch,
                 max_new_tokens=batch["input_ids"].shape[1] + 8,
@@ -780,6 +780,7 @@ def _pretrain(
     from tqdm.auto import tqdm
 
     rng = random.Random(cfg.seed)
+    model.to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
     frac = 0.0
     kinds: Counter[str] = Counter()
@@ -800,7 +801,7 @@ def _pretrain(
         frac = step / cfg.max_steps
         for group in opt.param_groups:
             group["lr"] = cfg.lr * _lr_factor(frac, cfg.rounds)
-        ids, mask, labels = next(batches)
+        ids, mask, labels = (t.to(cfg.device) for t in next(batches))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -852,6 +853,9 @@ def build_embedded_base(
     final = embedded_cache_path(corpus, cfg, cache_dir, eval_texts)
     if (final / BUILD_REPORT).is_file():
         return final
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("key 'model.embedded.device': is 'cuda' but no CUDA GPU is visible to torch "
+                          f"({torch.__version__}); build on 'cpu' or on a machine with a GPU")
     with building(final, BUILD_REPORT) as tmp:
         if tmp is None:  # another process built it while this one waited
             return final
@@ -910,7 +914,7 @@ def _build(
         edits = edit_quality(model, tok, edit_pairs, corpus.lexicon) if len(edit_pairs) else {}
         eval_seconds = time.monotonic() - t0
     model.generation_config.max_length = None
-    model.save_pretrained(out)
+    model.to("cpu").save_pretrained(out)
     return {
         "exact_copy_rate": round(fidelity["exact_copy_rate"], 4),
         "chrf": round(fidelity["chrf"], 2),
@@ -928,4 +932,5 @@ def _build(
         "n_train_pairs": len(pairs),
         "n_dropped": {str(k): int(v) for k, v in dropped["reason"].value_counts().sort_index().items()},
         "threads": threads,
+        "device": cfg.device,
     }

@@ -16,7 +16,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration, T5Tokenizer
 
-from raydetox.config import DataConfig, EmbeddedBaseConfig, LexiconConfig, LoraConfig, ModelConfig, PretrainMixConfig
+from raydetox.config import (
+    ConfigError, DataConfig, EmbeddedBaseConfig, LexiconConfig, LoraConfig, ModelConfig, PretrainMixConfig,
+)
 from raydetox.data.lexicon import Lexicon
 from raydetox.embedded_base import (
     BUILD_REPORT,
@@ -186,6 +188,17 @@ def test_cache_key_depends_on_config_and_texts(texts, tmp_path) -> None:
     other = EmbeddedBaseConfig(**{**TINY.__dict__, "seed": 1})
     assert embedded_cache_path(texts, other, tmp_path) != key
     assert embedded_cache_path(texts, TINY, tmp_path, eval_texts=texts[:5]) != key
+    on_gpu = EmbeddedBaseConfig(**{**TINY.__dict__, "device": "cuda"})
+    assert embedded_cache_path(texts, on_gpu, tmp_path) != key  # a GPU build's weights differ
+
+
+def test_a_gpu_build_without_a_gpu_is_refused_before_anything_is_built(texts, tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal cannot happen here")
+    on_gpu = EmbeddedBaseConfig(**{**TINY.__dict__, "device": "cuda"})
+    with pytest.raises(ConfigError, match=r"key 'model.embedded.device': is 'cuda' but no CUDA GPU"):
+        build_embedded_base(texts, on_gpu, tmp_path, progress=False)
+    assert not [p for p in (tmp_path / "embedded").glob("*") if not p.name.startswith(".")]
 
 
 def test_embedded_without_texts_or_cache_is_an_error(tmp_path) -> None:
