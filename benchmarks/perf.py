@@ -257,6 +257,7 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     from raydetox.config import load_config
     from raydetox.data.prepare import prepare
     from raydetox.experiment import tokenize_pairs
+    from raydetox.judge import judge_for
     from raydetox.metrics import get_scorer
     from raydetox.modeling import apply_lora, load_base
 
@@ -274,7 +275,8 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
 
     val = prepared.validation
     val_ds = encode(val)
-    scorer = get_scorer(cfg.metrics, prepared.lexicon)
+    # The same metrics as raydetox's stages, judge-based STA and J included (the judge from the cache).
+    scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
     collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
     train_seconds, rows = 0.0, []
     for i, stage in enumerate(cfg.schedule):
@@ -425,6 +427,7 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
     from raydetox.config import load_config
     from raydetox.data.prepare import prepare
     from raydetox.experiment import tokenize_pairs
+    from raydetox.judge import judge_for, recorded_judge
     from raydetox.metrics import get_scorer
     from raydetox.modeling import apply_lora, load_base
 
@@ -449,9 +452,18 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
         model, _ = load_base(model_cfg)
         return apply_lora(_same_generation(model, decoding), lora_cfg)
 
+    # The same metrics as raydetox's trials, judge-based STA and J included: the driver builds the judge
+    # once (as raydetox's does) and each trial loads it from the cache, once per trial process.
+    judge_for(cfg, prepared)
+    prepared_dir = str(prepared.out_dir)
+    judges: dict[str, Any] = {}
+
     def compute_metrics(pred: Any) -> dict[str, float]:
         outputs = _decode_predictions(pred.predictions, tok)
-        return get_scorer(metrics_cfg, lexicon).score(val_src, outputs, val_refs, val_langs, prefix="")
+        if prepared_dir not in judges:
+            judges[prepared_dir] = recorded_judge(prepared_dir)
+        scorer = get_scorer(metrics_cfg, lexicon, judge=judges[prepared_dir])
+        return scorer.score(val_src, outputs, val_refs, val_langs, prefix="")
 
     args = _hf_arguments(cfg, work, num_train_epochs=stage.epochs)
     trainer = Seq2SeqTrainer(
