@@ -110,6 +110,21 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     assert len(list(report.out_dir.glob("*.png"))) == 3
 
 
+def test_a_sweep_whose_data_fails_stops_the_ray_it_started(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    """Ray starts while the data is prepared; when the preparation fails, the error is the data's and no
+    Ray is left running (nor any trial started)."""
+    import ray
+
+    from raydetox.data.io import DataError
+
+    assert not ray.is_initialized()
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{"data.source": str(tmp_path / "no-such-data")})
+    with pytest.raises(DataError, match="no-such-data"):
+        run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert not ray.is_initialized()
+    assert not list((tmp_path / "sweeps" / cfg.name).glob("*/result.json"))
+
+
 def test_asha_stops_a_worse_trial_at_a_stage_boundary(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
     # Same ordering, two learning rates run one after the other: a tiny lr keeps the base's (copying)
     # outputs, a huge lr wrecks them. Under the chrF objective ASHA must stop the wrecked trial at its
