@@ -48,6 +48,16 @@ QUICK_EMBEDDED = {
     "max_steps": 60, "rounds": 1, "lr": 1.0e-2,
 }
 
+# One optimizer step per stage and a tiny evaluation (cases 8 and 9): what is left is each path's own cost.
+NEAR_ZERO_WORK: dict[str, Any] = {
+    "sweep.max_degenerate_rate": 1.0, "model.name_or_path": "embedded", "model.embedded": QUICK_EMBEDDED,
+    "model.max_source_length": 32, "model.max_target_length": 32,
+    "training.max_steps_per_stage": 1, "training.torch_threads": 1,
+    "decoding.max_new_tokens": 8, "data.max_rows_per_lang": 12,
+    "split.train": 0.5, "split.validation": 0.25, "split.test": 0.25,
+    "lexicon.min_count": 1, "cleaning.drop_already_neutral": False,
+}
+
 PEER_CANNOT = [
     ("stage orderings (curricula)", "one train set per run; a schedule of subsets needs custom code"),
     ("per-stage learning rates / epochs", "one learning_rate and num_train_epochs per trial"),
@@ -456,7 +466,7 @@ def job_peer(spec: dict[str, Any]) -> dict[str, Any]:
     # once (as raydetox's does) and each trial loads it from the cache, once per trial process.
     judge_for(cfg, prepared)
     prepared_dir = str(prepared.out_dir)
-    judges: dict[str, Any] = {}
+    judges: dict[str, Any] = {}  # filled in each trial process (a functools.cache wrapper does not pickle)
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         outputs = _decode_predictions(pred.predictions, tok)
@@ -603,6 +613,22 @@ def _mib(values: Sequence[Measured]) -> float:
     return med([m.peak_mib for m in values])
 
 
+PLAIN_HF = "(a) plain HF Seq2SeqTrainer"
+IN_TRIAL = "(c') Tune trial training in-process (executor auto, default)"
+
+
+def execution_paths(b: Bench, raw: dict[str, Any], name: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """The four ways to run one schedule that cases 1 and 9 compare: variant → (job, spec)."""
+    config = b.write(raw, name)
+    worker = b.write({**raw, "ray": {**raw.get("ray", {}), "executor": "ray_train"}}, f"{name}_worker")
+    return {
+        PLAIN_HF: ("plain_hf", {"config": config}),
+        "(b) raydetox train (in-process)": ("raydetox_train", {"config": config}),
+        "(c) Tune trial + 1 Ray Train worker (executor ray_train)": ("sweep", {"config": worker}),
+        IN_TRIAL: ("sweep", {"config": config}),
+    }
+
+
 def case_ray_overhead(b: Bench) -> Table:
     """Same schedule, data, steps and seed: plain HF vs raydetox in-process vs one Tune trial (1 worker)."""
     threads = 1 if b.quick else 2
@@ -612,19 +638,11 @@ def case_ray_overhead(b: Bench) -> Table:
                    "sweep.orderings": [[s["stage"] for s in four_stages()]], "sweep.lr": [1.0e-3]})
     # The sweep's single ordering runs with one lr; give the other paths the same schedule.
     raw["schedule"] = [{**s, "epochs": epochs, "lr": 1.0e-3} for s in four_stages()]
-    config = b.write(raw, "ray_overhead")
-    raw_worker = {**raw, "ray": {**raw.get("ray", {}), "executor": "ray_train"}}
-    config_worker = b.write(raw_worker, "ray_overhead_worker")
+    variants = execution_paths(b, raw, "ray_overhead")
     work = b.out / "case1"
-    variants = {
-        "(a) plain HF Seq2SeqTrainer": ("plain_hf", config),
-        "(b) raydetox train (in-process)": ("raydetox_train", config),
-        "(c) Tune trial + 1 Ray Train worker (executor ray_train)": ("sweep", config_worker),
-        "(c') Tune trial training in-process (executor auto, default)": ("sweep", config),
-    }
-    runs = {name: [run_job(job, {"config": cfg}, work, f"v{k}_{i}") for i in range(b.train_repeats)]
+    runs = {name: [run_job(job, cfg, work, f"v{k}_{i}") for i in range(b.train_repeats)]
             for k, (name, (job, cfg)) in enumerate(variants.items())}
-    base = med([m.wall for m in runs["(a) plain HF Seq2SeqTrainer"]])
+    base = med([m.wall for m in runs[PLAIN_HF]])
     rows = []
     for name, ms in runs.items():
         wall = med([m.wall for m in ms])
@@ -801,14 +819,8 @@ def case_trial_growth(b: Bench) -> Table:
     last: Measured | None = None
     for n in counts:
         # One optimizer step and a tiny evaluation per trial: what is left is the sweep's own cost.
-        raw = b.raw(**{"sweep.orderings": [["easy"]], "sweep.final_full": False, "sweep.seeds": list(range(n)),
-                       "sweep.max_degenerate_rate": 1.0,
-                       "model.name_or_path": "embedded", "model.embedded": dict(QUICK_EMBEDDED),
-                       "model.max_source_length": 32, "model.max_target_length": 32,
-                       "training.max_steps_per_stage": 1, "training.torch_threads": 1,
-                       "decoding.max_new_tokens": 8, "data.max_rows_per_lang": 12,
-                       "split.train": 0.5, "split.validation": 0.25, "split.test": 0.25,
-                       "lexicon.min_count": 1, "cleaning.drop_already_neutral": False})
+        raw = b.raw(**NEAR_ZERO_WORK, **{"sweep.orderings": [["easy"]], "sweep.final_full": False,
+                                         "sweep.seeds": list(range(n))})
         config = b.write(raw, f"trials{n}")
         last = run_job("sweep_growth", {"config": config}, work, f"trials{n}")
         r = last.result
@@ -838,31 +850,18 @@ def case_fixed_cost(b: Bench) -> Table:
     """Fixed cost per trial: one near-zero-work trial (one optimizer step per stage) on each path."""
     # Two stages of one optimizer step, a tiny validation and one decoding setting: what is left of each
     # variant's wall time is its fixed cost (start, imports, data, Ray, worker group, shutdown).
-    raw = b.raw(**{"sweep.orderings": [["easy", "full"]], "sweep.toxic_penalty": [0.0], "sweep.copy_penalty": [0.0],
-                   "sweep.lr": [1.0e-3], "sweep.epochs": [1], "sweep.max_degenerate_rate": 1.0,
-                   "model.name_or_path": "embedded", "model.embedded": dict(QUICK_EMBEDDED),
-                   "model.max_source_length": 32, "model.max_target_length": 32,
-                   "training.max_steps_per_stage": 1, "training.torch_threads": 1, "ray.cpus_per_worker": 1.0,
-                   "decoding.max_new_tokens": 8, "data.max_rows_per_lang": 12,
-                   "split.train": 0.5, "split.validation": 0.25, "split.test": 0.25,
-                   "lexicon.min_count": 1, "cleaning.drop_already_neutral": False})
+    raw = b.raw(**NEAR_ZERO_WORK, **{"sweep.orderings": [["easy", "full"]], "sweep.lr": [1.0e-3], "sweep.epochs": [1],
+                                     "ray.cpus_per_worker": 1.0})
     raw["schedule"] = [{"stage": "easy", "epochs": 1, "lr": 1.0e-3}, {"stage": "full", "epochs": 1, "lr": 1.0e-3}]
-    config = b.write(raw, "fixed_cost")
-    config_worker = b.write({**raw, "ray": {**raw.get("ray", {}), "executor": "ray_train"}}, "fixed_cost_worker")
-    variants = {
-        "(a) plain HF Seq2SeqTrainer": ("plain_hf", config),
-        "(b) raydetox train (in-process)": ("raydetox_train", config),
-        "(c) Tune trial + 1 Ray Train worker (executor ray_train)": ("sweep", config_worker),
-        "(c') Tune trial training in-process (executor auto, default)": ("sweep", config),
-    }
+    variants = execution_paths(b, raw, "fixed_cost")
     work = b.out / "case9"
     # Not timed: builds (or finds) the tiny base and the judge that every variant then reads from the cache.
-    run_job("sweep", {"config": config}, work, "warm_up")
+    run_job(*variants[IN_TRIAL], work, "warm_up")
     runs: dict[str, list[Measured]] = {name: [] for name in variants}
     for i in range(b.repeats):  # rounds of every variant in turn: a slow spell of the machine hits all alike
         for k, (name, (job, cfg)) in enumerate(variants.items()):
-            runs[name].append(run_job(job, {"config": cfg}, work, f"v{k}_{i}"))
-    base = med([m.wall for m in runs["(a) plain HF Seq2SeqTrainer"]])
+            runs[name].append(run_job(job, cfg, work, f"v{k}_{i}"))
+    base = med([m.wall for m in runs[PLAIN_HF]])
     rows = [{"variant": name, "n": len(ms), "wall s (median)": med([m.wall for m in ms]),
              "min s": min(m.wall for m in ms), "max s": max(m.wall for m in ms),
              "training s": med([m.result["train_seconds"] for m in ms]),

@@ -52,8 +52,10 @@ DEDUP_ALLOW_ENV = "RAY_DEDUP_LOGS_ALLOW_REGEX"  # read when Ray is first importe
 
 
 def ray_environment(address: str | None) -> dict[str, str]:
-    """Set the environment Ray reads when first imported (the loopback binding of a local Ray among it);
-    returns the variables a cluster's workers need in their runtime env."""
+    """Set the environment Ray reads when first imported (the loopback binding of a local Ray among it)
+    for ``address`` (``None``: ``RAY_ADDRESS``, else a local Ray); returns the variables a cluster's
+    workers need in their runtime env."""
+    address = address or os.environ.get("RAY_ADDRESS")
     # Ray folds lines that differ only in numbers from different processes into one "[repeated Nx]"
     # line: the per-stage lines of trials would be dropped, or reappear later as look-alike duplicates.
     os.environ.setdefault(DEDUP_ALLOW_ENV, STAGE_LINE_PATTERN)
@@ -517,7 +519,7 @@ def run_sweep(
     local_dir.mkdir(parents=True, exist_ok=True)
     n_cpus = os.cpu_count() or 1
     ray_was_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-    ray_environment(address or os.environ.get("RAY_ADDRESS"))  # before anything in the thread imports ray
+    ray_environment(address)  # before anything in the thread imports ray
     # Ray's start (seconds, mostly spent waiting on its processes) overlaps the data, base and judge.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raydetox-prepare") as pool:
         pending = pool.submit(_prepare_inputs, cfg, resume, storage, name, local_dir)
