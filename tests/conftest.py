@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raydetox.results import STAGE_LINE_PATTERN
+from raydetox.sweep import ray_environment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYDETOX_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -18,9 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# What raydetox.sweep.init_ray sets before Ray is first imported (Ray reads it then): Ray's log
-# deduplication lets every per-stage line through. Set here since a test module may import Ray first.
-os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", STAGE_LINE_PATTERN)
+# What raydetox.sweep.init_ray sets before Ray is first imported (Ray reads it then): a local Ray on
+# loopback only, and log deduplication that lets every per-stage line through. Set here, before any test
+# module is collected, since a test module may import Ray first (test_cluster does, at its top).
+ray_environment(None)
 # Under pytest-xdist (`make test` runs two workers) each worker gets one core's worth of torch threads,
 # so that the two workers do not oversubscribe the machine.
 if os.environ.get("PYTEST_XDIST_WORKER"):

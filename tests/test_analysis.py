@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,13 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback-only Ray; before `import ray`
-
-from raydetox.analysis import analyze  # noqa: E402
-from raydetox.errors import ResultsError  # noqa: E402
-from raydetox.results import load_results, objective_column, objective_value  # noqa: E402
-from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front  # noqa: E402
-from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config  # noqa: E402
+from raydetox.analysis import analyze
+from raydetox.errors import ResultsError
+from raydetox.results import load_results, objective_column, objective_value
+from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front
+from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config
 
 INF = math.inf
 LANGS = ("de", "en")

@@ -10,9 +10,7 @@ import pytest
 
 from raydetox.config import ConfigError, config_from_dict
 from raydetox.experiment import mixed_precision_warning, training_arguments
-from raydetox.sweep import LOCAL_RAY_ENV, scaling_config, trial_resources
-
-os.environ.setdefault(LOCAL_RAY_ENV, "0")  # as init_ray would: Ray imported here binds loopback
+from raydetox.sweep import scaling_config, trial_resources
 
 
 def test_bf16_and_fp16_reach_the_trainer_arguments(tmp_path: Path) -> None:

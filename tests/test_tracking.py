@@ -6,7 +6,6 @@ each per-stage line is printed once."""
 from __future__ import annotations
 
 import math
-import os
 import re
 import struct
 from pathlib import Path
@@ -14,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from raydetox.config import ConfigError, config_from_dict
-from raydetox.sweep import LOCAL_RAY_ENV, run_sweep, variants
+from raydetox.sweep import run_sweep, variants
 from tests.tiny import tiny_config
 
-os.environ.setdefault(LOCAL_RAY_ENV, "0")  # as init_ray would: Ray imported here binds loopback
 
 INF_WARNING = "NaN or Inf found in input tensor"
 
