@@ -19,8 +19,8 @@ from pathlib import Path
 
 from raydetox.config import load_config
 from raydetox.data.prepare import load_prepared, prepare
-from raydetox.embedded_base import BUILD_REPORT, build_embedded_base
-from raydetox.experiment import base_corpus
+from raydetox.embedded_base import build_embedded_base
+from raydetox.pretraining_corpus import BUILD_REPORT, base_corpus
 
 
 def main() -> None:

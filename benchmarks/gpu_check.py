@@ -98,7 +98,8 @@ def run_in_process(cfg: Any, out: Path) -> tuple[list[dict[str, Any]], list[str]
     same schedules (ordering, epochs, lr) as the trials, decoded with the config's decoding only."""
     from raydetox.config import StageConfig
     from raydetox.data.prepare import prepare
-    from raydetox.experiment import base_texts, run_training
+    from raydetox.experiment import run_training
+    from raydetox.pretraining_corpus import base_texts
     from raydetox.modeling import resolve_base
     from raydetox.sweep import variants
 

@@ -250,8 +250,8 @@ def job_base(spec: dict[str, Any]) -> dict[str, Any]:
     """Prepare the data of the config and build (or find in the cache) its embedded base."""
     from raydetox.config import load_config
     from raydetox.data.prepare import prepare
-    from raydetox.experiment import base_corpus
     from raydetox.embedded_base import build_embedded_base
+    from raydetox.pretraining_corpus import base_corpus
 
     cfg = load_config(spec["config"])
     prepared = prepare(cfg, Path(spec["work"]) / "data")

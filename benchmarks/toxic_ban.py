@@ -18,7 +18,7 @@ import pandas as pd
 from quality import data_arguments, prepared_data  # benchmarks/, the script's own folder
 
 from raydetox.decoding import generate
-from raydetox.embedded_base import cache_root, find_cached_base
+from raydetox.pretraining_corpus import cache_root, find_cached_base
 from raydetox.experiment import toxic_token_ids
 from raydetox.judge import judge_for
 from raydetox.metrics import get_scorer

@@ -33,10 +33,11 @@ from raydetox.cache import content_hash
 from raydetox.config import DecodingConfig
 from raydetox.data.prepare import PreparedData
 from raydetox.decoding import generate
-from raydetox.experiment import base_texts, build_trainer, load_untrained, toxic_token_ids
+from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
 from raydetox.judge import judge_for
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.modeling import resolve_base
+from raydetox.pretraining_corpus import base_texts
 from raydetox.results import write_predictions
 from raydetox.stats import paired_bootstrap
 from raydetox.trainer import score_outputs

@@ -103,8 +103,7 @@ def check_paired(on: PreparedData, off: PreparedData, embedded_base: bool = True
             raise AssertionError(f"{off.out_dir}: the {split} rows differ from {on.out_dir}'s: the arms are not paired")
     if not embedded_base:
         return
-    from raydetox.embedded_base import corpus_key
-    from raydetox.experiment import base_corpus
+    from raydetox.pretraining_corpus import base_corpus, corpus_key
 
     if corpus_key(base_corpus(on)) != corpus_key(base_corpus(off)):
         raise DataError(

@@ -422,8 +422,7 @@ def confirm(
     judge = None if experiment.metrics.toxicity_classifier else recorded_judge(results_dir / DATA_DIR)
     scorer = get_scorer(experiment.metrics, lexicon, judge=judge)
     runs, notes = systems(chosen)
-    from raydetox.embedded_base import EMBEDDED
-    from raydetox.modeling import recorded_base
+    from raydetox.pretraining_corpus import EMBEDDED, recorded_base
 
     base_dir = recorded_base(results_dir / DATA_DIR)  # the base the sweep's trials started from
     if any(r.system == UNTRAINED for r in runs) and experiment.model.name_or_path == EMBEDDED and base_dir is None:

@@ -401,6 +401,12 @@ def _continuations(pieces: PieceTable, ids: list[int], terms: Sequence[str]) -> 
     return out
 
 
+def bans_token_ids(cfg: DecodingConfig) -> bool:
+    """Whether ``cfg`` bans toxic token ids (``toxic_ban: first_token`` with a toxic penalty): only then
+    must :func:`generate` be given ``toxic_token_ids``."""
+    return cfg.toxic_penalty > 0 and cfg.toxic_ban == "first_token"
+
+
 def _validate(cfg: DecodingConfig) -> None:
     """Range checks the config dataclass does not do; messages name the ``decoding.`` key."""
     for key in ("num_beams", "max_new_tokens", "batch_size", "copy_ngram"):
@@ -459,7 +465,7 @@ def build_logits_processors(
                              "lexicon, the source texts and ids and the tokenizer's pieces")
         processors.append(source_term_ban(pieces, lexicon, texts, source_ids, cfg.toxic_penalty,
                                           cfg.toxic_continuation_bonus, cfg.num_beams))
-    elif cfg.toxic_penalty > 0:
+    elif bans_token_ids(cfg):
         if toxic_token_ids is None:
             raise ValueError(f"decoding.toxic_penalty={cfg.toxic_penalty} but no toxic token ids were given")
         processors.append(ToxicTokenPenalty(toxic_token_ids, cfg.toxic_penalty))

@@ -28,11 +28,9 @@ import os
 import random
 import sys
 import time
-import unicodedata
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,168 +46,32 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from raydetox.cache import building, content_hash
+from raydetox.cache import building
 from raydetox.compat import t5_relative_position_bucket
-from raydetox.config import ConfigError, DataConfig, EmbeddedBaseConfig
-from raydetox.data.io import DataError, load_pairs
+from raydetox.config import ConfigError, EmbeddedBaseConfig
+from raydetox.data.io import DataError
 from raydetox.data.lexicon import Lexicon
-from raydetox.errors import ModelError, PretrainingLeakError
+from raydetox.errors import ModelError
+from raydetox.pretraining_corpus import (
+    BUILD_REPORT,
+    TRAIN,
+    PretrainingCorpus,
+    as_corpus,
+    assert_no_evaluation_text,
+    config_hash,
+    embedded_cache_path,
+    exclude_texts,
+    normalize_text,
+)
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
-BUILD_REPORT = "build_report.json"
 EMBEDDED_META = "raydetox_embedded.json"
 PRETRAINING_DROPPED = "pretraining_dropped.csv"
-# Bump when the build recipe changes in a way the config does not capture: old caches are not reused.
-_BUILD_VERSION = 7
-TRAIN = "train"  # source of the train split's texts and pairs (the only ones held out for the report)
 OBJECTIVES: tuple[str, ...] = ("copy", "denoise", "deletion", "pairs")
 # T5 convention: the decoder starts from <pad>; SentencePiece is trained with these ids.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 MIN_VOCAB = 100  # a tokenizer smaller than this was loaded the wrong way (transformers 5 trap)
-
-
-# ----------------------------------------------------------------------------------------------- corpus
-
-
-def corpus_texts(pairs: pd.DataFrame, source: str = "train") -> pd.DataFrame:
-    """Every distinct text of a pairs table (toxic, neutral and ``refs`` sides) in first-seen order, as
-    rows (text, lang, source); ``lang`` is ``und`` when the table has no language column."""
-    missing = [c for c in ("toxic", "neutral") if c not in pairs.columns]
-    if missing:
-        raise KeyError(f"pairs table lacks column(s) {missing}; has {list(pairs.columns)}")
-    texts: dict[str, str] = {}
-
-    def add(value: Any, row: Any, column: str, lang: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"pairs row {row!r}, column {column!r}: expected str, got {type(value).__name__}")
-        if value.strip():
-            texts.setdefault(value, lang)
-
-    n = len(pairs)
-    langs = pairs["lang"] if "lang" in pairs.columns else ["und"] * n
-    for row, toxic, neutral, refs, lang in zip(
-        pairs.index, pairs["toxic"], pairs["neutral"], pairs["refs"] if "refs" in pairs.columns else [None] * n, langs
-    ):
-        add(toxic, row, "toxic", lang)
-        add(neutral, row, "neutral", lang)
-        if refs is not None and not (isinstance(refs, float) and math.isnan(refs)):
-            for ref in refs:
-                add(ref, row, "refs", lang)
-    return pd.DataFrame({"text": list(texts), "lang": list(texts.values()), "source": source})
-
-
-def _frame(rows: Any, columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(columns))
-
-
-TEXT_COLUMNS: tuple[str, ...] = ("text", "lang", "source")
-PAIR_COLUMNS: tuple[str, ...] = ("toxic", "neutral", "lang", "source")
-
-
-@dataclass
-class PretrainingCorpus:
-    """What the embedded base pretrains on, and what it must never see.
-
-    ``texts`` (columns text, lang, source): copy/denoise texts; those of source :data:`TRAIN` are the
-    pool the copy-fidelity texts are held out from, and the only ones the tokenizer is trained on.
-    ``pairs`` (toxic, neutral, lang, source): real rewrites; :data:`TRAIN` ones give the held-out edit
-    pairs. ``lexicon``: terms inserted by the deletion objective. ``forbidden``: evaluation texts
-    (validation, test, holdout), dropped wherever they occur and asserted absent.
-    """
-
-    texts: pd.DataFrame
-    pairs: pd.DataFrame = field(default_factory=lambda: _frame([], PAIR_COLUMNS))
-    lexicon: Lexicon | None = None
-    forbidden: list[str] = field(default_factory=list)
-
-    @classmethod
-    def of_texts(cls, texts: Sequence[str], lang: str = "und") -> PretrainingCorpus:
-        """Plain training texts (one language label), no pairs, no lexicon: copy and denoise only."""
-        return cls(_frame([(t, lang, TRAIN) for t in texts], TEXT_COLUMNS))
-
-    def with_sources(self, sources: pd.DataFrame) -> PretrainingCorpus:
-        """This corpus plus the rows of :func:`read_pretraining_sources` (all texts; differing pairs)."""
-        if sources.empty:
-            return self
-        texts = pd.concat(
-            [self.texts]
-            + [sources[[c, "lang", "source"]].rename(columns={c: "text"}) for c in ("toxic", "neutral")],
-            ignore_index=True,
-        )
-        rewrites = sources[sources["toxic"] != sources["neutral"]][list(PAIR_COLUMNS)]
-        return dataclasses.replace(self, texts=texts, pairs=pd.concat([self.pairs, rewrites], ignore_index=True))
-
-
-def read_pretraining_sources(sources: Sequence[DataConfig]) -> pd.DataFrame:
-    """Rows (toxic, neutral, lang, source) of every ``model.embedded.sources`` entry, read like ``data:``;
-    one row per reference. A source that cannot be read is an error naming its key."""
-    frames = []
-    for i, spec in enumerate(sources):
-        try:
-            pairs = load_pairs(spec)
-        except (DataError, ConfigError) as err:
-            raise type(err)(f"key 'model.embedded.sources.{i}': {err}") from err
-        rows = [
-            (toxic, neutral, lang, spec.source)
-            for toxic, refs, lang in zip(pairs["toxic"], pairs["refs"], pairs["lang"])
-            for neutral in dict.fromkeys(refs)
-        ]
-        frames.append(_frame(rows, PAIR_COLUMNS))
-    return pd.concat(frames, ignore_index=True) if frames else _frame([], PAIR_COLUMNS)
-
-
-def normalize_text(text: str) -> str:
-    """The form under which a pretraining text counts as an evaluation text: NFKC, case-folded,
-    whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def _exclude(
-    corpus: PretrainingCorpus, banned: dict[str, str]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(texts, pairs, dropped): the corpus without any text whose normal form is ``banned`` (→ reason),
-    nor blank or repeated texts/pairs; dropped rows carry ``kind``, ``reason`` and the text."""
-    dropped: list[tuple[str, str, str, str, str]] = []
-    texts, seen = [], set()
-    for text, lang, source in corpus.texts[list(TEXT_COLUMNS)].itertuples(index=False):
-        if not isinstance(text, str) or not text.strip():
-            continue
-        reason = banned.get(normalize_text(text))
-        if reason:
-            dropped.append(("text", source, lang, reason, text))
-        elif text not in seen:
-            seen.add(text)
-            texts.append((text, lang, source))
-    pairs, seen_pairs = [], set()
-    for toxic, neutral, lang, source in corpus.pairs[list(PAIR_COLUMNS)].itertuples(index=False):
-        if not (isinstance(toxic, str) and isinstance(neutral, str) and toxic.strip() and neutral.strip()):
-            continue
-        reason = banned.get(normalize_text(toxic)) or banned.get(normalize_text(neutral))
-        if reason:
-            dropped.append(("pair", source, lang, reason, f"{toxic} → {neutral}"))
-        elif (toxic, neutral) not in seen_pairs:
-            seen_pairs.add((toxic, neutral))
-            pairs.append((toxic, neutral, lang, source))
-    return (
-        _frame(texts, TEXT_COLUMNS),
-        _frame(pairs, PAIR_COLUMNS),
-        _frame(dropped, ("kind", "source", "lang", "reason", "text")),
-    )
-
-
-def assert_no_evaluation_text(texts: pd.DataFrame, pairs: pd.DataFrame, forbidden: Sequence[str]) -> None:
-    """Raise :class:`PretrainingLeakError` if a pretraining text or pair side is an evaluation text."""
-    banned = {normalize_text(t) for t in forbidden if isinstance(t, str) and t.strip()}
-    for kind, frame, columns in (("text", texts, ("text",)), ("pair", pairs, ("toxic", "neutral"))):
-        for column in columns:
-            for row, text in enumerate(frame[column]):
-                if normalize_text(text) in banned:
-                    raise PretrainingLeakError(
-                        f"embedded base: pretraining {kind} row {row} ({column}, source "
-                        f"{frame['source'].iloc[row]!r}) is an evaluation text: {text[:80]!r}"
-                    )
 
 
 def _held_out_pairs(pairs: pd.DataFrame, cfg: EmbeddedBaseConfig) -> pd.DataFrame:
@@ -227,68 +89,6 @@ def _held_out_texts(texts: pd.DataFrame, banned: dict[str, str], cfg: EmbeddedBa
     )
     random.Random(cfg.seed).shuffle(pool)
     return pool[: min(200, len(pool) // 10)]
-
-
-# ------------------------------------------------------------------------------------------- cache keys
-
-
-# Options added after bases were built and cached: at their default they stay out of the key, so a
-# base built before the option existed (and built the same way) keeps its key.
-_KEYED_ONLY_WHEN_SET: dict[str, Any] = {"copy_first": 0.0, "device": "cpu"}
-
-
-def _config_hash(cfg: EmbeddedBaseConfig) -> str:
-    config = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if not (k in _KEYED_ONLY_WHEN_SET and v == _KEYED_ONLY_WHEN_SET[k])}
-    return content_hash({"version": _BUILD_VERSION, "config": config})[:12]
-
-
-def _as_corpus(corpus: Sequence[str] | PretrainingCorpus) -> PretrainingCorpus:
-    return corpus if isinstance(corpus, PretrainingCorpus) else PretrainingCorpus.of_texts(list(corpus))
-
-
-def _data_hash(corpus: PretrainingCorpus, eval_texts: Sequence[str] | None) -> str:
-    # Order-free: the same corpus read in another order reuses the cache.
-    lexicon = corpus.lexicon
-    return content_hash(
-        {
-            "texts": sorted(set(corpus.texts[list(TEXT_COLUMNS)].itertuples(index=False, name=None))),
-            "pairs": sorted(set(corpus.pairs[list(PAIR_COLUMNS)].itertuples(index=False, name=None))),
-            "terms": None if lexicon is None else {lang: sorted(t) for lang, t in lexicon.terms.items()},
-            "forbidden": sorted(set(corpus.forbidden)),
-            "eval": None if eval_texts is None else sorted(set(eval_texts)),
-        }
-    )[:12]
-
-
-def corpus_key(corpus: PretrainingCorpus) -> str:
-    """The part of the base's cache key that its pretraining data sets (order-free)."""
-    return _data_hash(corpus, None)
-
-
-def cache_root(cache_dir: str | Path | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser() / EMBEDDED
-    return Path.home() / ".cache" / "raydetox" / EMBEDDED
-
-
-def embedded_cache_path(
-    corpus: Sequence[str] | PretrainingCorpus,
-    cfg: EmbeddedBaseConfig,
-    cache_dir: str | Path | None = None,
-    eval_texts: Sequence[str] | None = None,
-) -> Path:
-    """Directory where :func:`build_embedded_base` keeps (or will keep) the base for these inputs."""
-    return cache_root(cache_dir) / f"{_config_hash(cfg)}-{_data_hash(_as_corpus(corpus), eval_texts)}"
-
-
-def find_cached_base(cfg: EmbeddedBaseConfig, cache_dir: str | Path | None = None) -> Path | None:
-    """Newest complete embedded base built with this config (any texts), or ``None``."""
-    root = cache_root(cache_dir)
-    if not root.is_dir():
-        return None
-    found = [p for p in root.glob(f"{_config_hash(cfg)}-*") if (p / BUILD_REPORT).is_file()]
-    return max(found, key=lambda p: (p / BUILD_REPORT).stat().st_mtime) if found else None
 
 
 # -------------------------------------------------------------------------------------------- tokenizer
@@ -846,7 +646,7 @@ def build_embedded_base(
     for the copy figures. Built in a temporary directory and renamed, so a crash never leaves a
     half-built cache. Raises :class:`PretrainingLeakError` if an evaluation text would be trained on.
     """
-    corpus = _as_corpus(corpus)
+    corpus = as_corpus(corpus)
     n_train = len({t for t, s in zip(corpus.texts["text"], corpus.texts["source"]) if isinstance(t, str) and t.strip() and s == TRAIN})
     if n_train < 10:
         raise DataError(f"model.name_or_path=embedded: the base needs at least 10 distinct non-empty training texts, got {n_train}")
@@ -862,7 +662,7 @@ def build_embedded_base(
         report = _build(corpus, cfg, eval_texts, tmp, progress, threads or cfg.threads)
         (tmp / EMBEDDED_META).write_text(
             json.dumps(
-                {"config": dataclasses.asdict(cfg), "config_hash": _config_hash(cfg), "n_texts": report["n_train_texts"]},
+                {"config": dataclasses.asdict(cfg), "config_hash": config_hash(cfg), "n_texts": report["n_train_texts"]},
                 indent=2,
             )
         )
@@ -882,13 +682,13 @@ def _build(
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     banned = {normalize_text(t): "evaluation_text" for t in corpus.forbidden if isinstance(t, str) and t.strip()}
-    edit_pairs = _held_out_pairs(_exclude(corpus, banned)[1], cfg)
+    edit_pairs = _held_out_pairs(exclude_texts(corpus, banned)[1], cfg)
     for text in (*edit_pairs["toxic"], *edit_pairs["neutral"]):
         banned.setdefault(normalize_text(text), "held_out_edit_pair")
     held = list(eval_texts) if eval_texts is not None else _held_out_texts(corpus.texts, banned, cfg)
     for text in held if eval_texts is None else ():
         banned.setdefault(normalize_text(text), "held_out_copy_text")
-    texts, pairs, dropped = _exclude(corpus, banned)
+    texts, pairs, dropped = exclude_texts(corpus, banned)
     assert_no_evaluation_text(texts, pairs, corpus.forbidden)
     dropped.to_csv(out / PRETRAINING_DROPPED, index=False)
     with _torch_threads(threads):

@@ -7,6 +7,7 @@ both go through :func:`build_trainer` so that the two paths cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import warnings
 from dataclasses import dataclass
@@ -18,21 +19,13 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
-from raydetox.config import DataConfig, DecodingConfig, ExperimentConfig, StageConfig
+from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
 from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
-from raydetox.cache import content_hash
-from raydetox.embedded_base import (
-    EMBEDDED,
-    PAIR_COLUMNS,
-    TRAIN,
-    PretrainingCorpus,
-    corpus_texts,
-    read_pretraining_sources,
-)
-from raydetox.judge import held_out_rows, judge_for
+from raydetox.pretraining_corpus import base_texts
+from raydetox.judge import judge_for
 from raydetox.modeling import apply_lora, load_base
 from raydetox.training_args import CurriculumTrainingArguments
 from raydetox.trainer import (
@@ -72,41 +65,6 @@ def build_stage_datasets(
         for name, frame in prepared.stages.items()
     }
 
-
-def base_corpus(prepared: PreparedData, sources: Sequence[DataConfig] = ()) -> PretrainingCorpus:
-    """What the embedded base pretrains on: every train-split text (cleaned or not), the kept train
-    pairs, the lexicon, the rows of ``sources`` (``model.embedded.sources``), and — to be kept out —
-    every validation/test text.
-
-    Using the pre-cleaning train split keeps the (expensive, cached) base independent of cleaning
-    ablations. ``sources`` are read once per prepared dir (relative paths from the working directory)
-    and kept there, so Ray trials, which run elsewhere, pretrain on the same rows.
-    """
-    train = prepared.stages["full"]
-    frames = [train]
-    if len(prepared.dropped) and "split" in prepared.dropped:
-        dropped = prepared.dropped[prepared.dropped["split"] == "train"].copy()
-        dropped["refs"] = [[n] for n in dropped["neutral"]]
-        frames.append(dropped)
-    everything = pd.concat(frames, ignore_index=True)
-    # Pairs of the pre-cleaning train split too: both arms of a cleaning ablation pretrain one base.
-    pairs = [(t, n, lang, TRAIN) for t, refs, lang in zip(everything["toxic"], everything["refs"], everything["lang"])
-             for n in refs if isinstance(t, str) and isinstance(n, str) and t.strip() and n.strip()]
-    corpus = PretrainingCorpus(
-        corpus_texts(everything),
-        pd.DataFrame(pairs, columns=list(PAIR_COLUMNS)),
-        prepared.lexicon,
-        held_out_rows(prepared)["text"].tolist(),
-    )
-    if not sources:
-        return corpus
-    path = Path(prepared.out_dir) / f"pretraining_sources-{content_hash([dataclasses.asdict(s) for s in sources])[:12]}.parquet"
-    if path.is_file():
-        rows = pd.read_parquet(path)
-    else:
-        rows = read_pretraining_sources(sources)
-        rows.to_parquet(path, index=False)
-    return corpus.with_sources(rows)
 
 
 def training_arguments(cfg: ExperimentConfig, output_dir: str | Path, **overrides: Any) -> CurriculumTrainingArguments:
@@ -187,7 +145,7 @@ def build_trainer(
         eval_pairs=prepared.validation,
         scorer=get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared)),
         decoding=cfg.decoding,
-        toxic_token_ids=toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding),
+        toxic_token_ids=functools.partial(toxic_token_ids, prepared.lexicon, tokenizer, cfg.decoding),
         max_source_length=cfg.model.max_source_length,
         curriculum=cfg.curriculum,
         lexicon=prepared.lexicon,
@@ -206,12 +164,6 @@ def load_untrained(
         return load_base(dataclasses.replace(cfg.model, name_or_path=base_dir, cache_dir=None))
     return load_base(cfg.model, texts=base_texts(cfg, prepared) if prepared is not None else None)
 
-
-def base_texts(cfg: ExperimentConfig, prepared: PreparedData) -> PretrainingCorpus | None:
-    """What ``cfg``'s base is built from on ``prepared``: the embedded base's corpus with
-    ``model.embedded.sources``, or ``None`` for any other model (whose sources, relative paths maybe
-    unreadable from a Ray worker's directory, are then not read at all)."""
-    return base_corpus(prepared, cfg.model.embedded.sources) if cfg.model.name_or_path == EMBEDDED else None
 
 
 def toxic_token_ids(lexicon: Lexicon, tokenizer: PreTrainedTokenizerBase, decoding: DecodingConfig) -> list[int]:

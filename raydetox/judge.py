@@ -276,6 +276,18 @@ def _weights(kept: pd.DataFrame, balance: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ judge
 
 
+def _assert_unseen(
+    train_ids: frozenset, train_hashes: frozenset, ids: Iterable[str | None], texts: Iterable[str], path: Path | None
+) -> None:
+    leaked_ids = sorted({i for i in ids if i is not None} & train_ids)
+    leaked_texts = [t for t in dict.fromkeys(texts) if text_hash(t) in train_hashes]
+    if leaked_ids or leaked_texts:
+        raise JudgeLeakError(
+            f"judge{f' {path}' if path else ''}: trained on held-out data: "
+            f"{len(leaked_ids)} id(s) {leaked_ids[:5]}, {len(leaked_texts)} text(s) {leaked_texts[:3]}"
+        )
+
+
 class ToxicityJudge:
     """A fitted sklearn pipeline giving P(toxic), and what it was trained on (ids and text hashes)."""
 
@@ -326,13 +338,7 @@ class ToxicityJudge:
 
     def assert_unseen(self, ids: Iterable[str | None] = (), texts: Iterable[str] = ()) -> None:
         """Raise :class:`JudgeLeakError` when a given id or text (normalised) is in the training set."""
-        leaked_ids = sorted({i for i in ids if i is not None} & self._ids)
-        leaked_texts = [t for t in dict.fromkeys(texts) if text_hash(t) in self._hashes]
-        if leaked_ids or leaked_texts:
-            raise JudgeLeakError(
-                f"judge{f' {self.path}' if self.path else ''}: trained on held-out data: "
-                f"{len(leaked_ids)} id(s) {leaked_ids[:5]}, {len(leaked_texts)} text(s) {leaked_texts[:3]}"
-            )
+        _assert_unseen(self._ids, self._hashes, ids, texts, self.path)
 
     def seen_texts(self, texts: Iterable[str]) -> int:
         """How many of ``texts`` (normalised as for the leakage guard) the judge was trained on."""
@@ -436,6 +442,28 @@ def build_judge(
     are read from ``base_dir`` (default: the working directory). Raises :class:`JudgeLeakError` if
     the fitted or cached judge saw a held-out id or text.
     """
+    path, fitted = _judge_dir(cfg, prepared, exclude, base_dir)
+    return fitted if fitted is not None else ToxicityJudge.load(path)
+
+
+def cached_judge(
+    cfg: ExperimentConfig | JudgeConfig,
+    prepared: PreparedData,
+    exclude: pd.DataFrame | Sequence[str] | None = None,
+    base_dir: str | Path | None = None,
+) -> Path:
+    """:func:`build_judge`'s cache dir, fitted into if missing; a cached judge is checked for held-out
+    ids and texts from its training record alone (its model is not loaded: no skops, no sklearn)."""
+    return _judge_dir(cfg, prepared, exclude, base_dir)[0]
+
+
+def _judge_dir(
+    cfg: ExperimentConfig | JudgeConfig,
+    prepared: PreparedData,
+    exclude: pd.DataFrame | Sequence[str] | None,
+    base_dir: str | Path | None,
+) -> tuple[Path, ToxicityJudge | None]:
+    """(cache dir, the judge when this call fitted it, else ``None``)."""
     jcfg = _judge_config(cfg)
     held_out = held_out_rows(prepared, exclude)
     kept, dropped = training_rows(jcfg, prepared, held_out, Path(base_dir) if base_dir else Path.cwd())
@@ -443,11 +471,16 @@ def build_judge(
     if not (final / META_FILE).is_file():
         with building(final, META_FILE) as tmp:
             if tmp is not None:
-                return _fit_into(tmp, final, jcfg, kept, held_out, prepared, dropped)
-    judge = ToxicityJudge.load(final)
+                return final, _fit_into(tmp, final, jcfg, kept, held_out, prepared, dropped)
     # The file on disk is what gets used, so check what it holds too.
-    judge.assert_unseen(held_out["id"], held_out["text"])
-    return judge
+    _check_training_record(final, held_out)
+    return final, None
+
+
+def _check_training_record(directory: Path, held_out: pd.DataFrame) -> None:
+    training = pd.read_parquet(directory / TRAINING_FILE, columns=["id", "text_hash"])
+    _assert_unseen(frozenset(training["id"]), frozenset(training["text_hash"]), held_out["id"], held_out["text"],
+                   directory)
 
 
 def _fit_into(
@@ -561,27 +594,39 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 def recorded_judge(prepared_dir: str | Path) -> ToxicityJudge | None:
     """The judge a prepared data dir's runs were scored with (its pointer file), or ``None``."""
+    path = _recorded_judge_dir(prepared_dir)
+    return ToxicityJudge.load(path) if path is not None else None
+
+
+def _recorded_judge_dir(prepared_dir: str | Path) -> Path | None:
     pointer = Path(prepared_dir) / POINTER_FILE
     if not pointer.is_file():
         return None
     path = Path(json.loads(pointer.read_text(encoding="utf-8"))["path"])
-    return ToxicityJudge.load(path) if (path / META_FILE).is_file() else None
+    return path if (path / META_FILE).is_file() else None
 
 
-def judge_for(cfg: ExperimentConfig, prepared: PreparedData) -> ToxicityJudge | None:
-    """The judge that scores STA for runs on ``prepared``: ``None`` when ``metrics.toxicity_classifier``
-    (an HF classifier) judges instead, else the offline judge, built once per prepared data dir.
+def ensure_judge(cfg: ExperimentConfig, prepared: PreparedData) -> Path | None:
+    """The dir of the judge that scores STA for runs on ``prepared`` (built once per prepared data dir,
+    checked for held-out data, its pointer left there), without loading it; ``None`` when
+    ``metrics.toxicity_classifier`` (an HF classifier) judges instead.
 
-    The sweep's driver builds it (relative source paths are read from its working directory) and leaves
-    a pointer in the prepared dir, so trials load the cached model instead of re-reading the sources.
+    The sweep's driver calls it (relative source paths are read from its working directory), so trials
+    load the cached model instead of re-reading the sources, and the driver never imports sklearn.
     """
     if cfg.metrics.toxicity_classifier:
         return None
-    judge = recorded_judge(prepared.out_dir)
-    if judge is not None:
-        held_out = held_out_rows(prepared)
-        judge.assert_unseen(held_out["id"], held_out["text"])
-        return judge
-    judge = build_judge(cfg, prepared)
-    (Path(prepared.out_dir) / POINTER_FILE).write_text(json.dumps({"path": str(judge.path)}), encoding="utf-8")
-    return judge
+    path = _recorded_judge_dir(prepared.out_dir)
+    if path is not None:
+        _check_training_record(path, held_out_rows(prepared))
+        return path
+    path = cached_judge(cfg, prepared)
+    (Path(prepared.out_dir) / POINTER_FILE).write_text(json.dumps({"path": str(path)}), encoding="utf-8")
+    return path
+
+
+def judge_for(cfg: ExperimentConfig, prepared: PreparedData) -> ToxicityJudge | None:
+    """The judge that scores STA for runs on ``prepared`` (see :func:`ensure_judge`), loaded; ``None``
+    when ``metrics.toxicity_classifier`` (an HF classifier) judges instead."""
+    path = ensure_judge(cfg, prepared)
+    return None if path is None else ToxicityJudge.load(path)

@@ -17,17 +17,10 @@ from typing import Any
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from raydetox.config import ConfigError, LoraConfig, ModelConfig
-from raydetox.embedded_base import (
-    EMBEDDED,
-    MIN_VOCAB,
-    PretrainingCorpus,
-    build_embedded_base,
-    cache_root,
-    find_cached_base,
-    load_tokenizer,
-)
+from raydetox.embedded_base import MIN_VOCAB, build_embedded_base, load_tokenizer
 from raydetox.errors import ModelError, RaydetoxError, one_line
 from raydetox.preflight import TRAINED_META, check_model_dir
+from raydetox.pretraining_corpus import EMBEDDED, PretrainingCorpus, cache_root, find_cached_base
 
 
 @contextlib.contextmanager
@@ -46,7 +39,6 @@ def loading(what: str) -> Iterator[None]:
         raise ModelError(f"{what}: cannot load: {one_line(err)}") from err
 
 
-BASE_POINTER = "base_path.json"  # in a sweep's prepared data dir: the embedded base its trials start from
 
 
 def resolve_base(cfg: ModelConfig, texts: Sequence[str] | PretrainingCorpus | None = None) -> str:
@@ -74,16 +66,6 @@ def load_base(
     return _load_pretrained(path, cache_dir=None if cfg.name_or_path == EMBEDDED else cfg.cache_dir)
 
 
-def record_base(prepared_dir: str | Path, path: str | Path) -> None:
-    """Leave in ``prepared_dir`` which base its runs start from (read by :func:`recorded_base`)."""
-    (Path(prepared_dir) / BASE_POINTER).write_text(json.dumps({"path": str(path)}), encoding="utf-8")
-
-
-def recorded_base(prepared_dir: str | Path) -> str | None:
-    """The base a prepared data dir's runs started from (its pointer file), or ``None`` (none recorded:
-    sweeps before the pointer existed)."""
-    pointer = Path(prepared_dir) / BASE_POINTER
-    return str(json.loads(pointer.read_text(encoding="utf-8"))["path"]) if pointer.is_file() else None
 
 
 def _load_pretrained(

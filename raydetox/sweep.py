@@ -470,23 +470,25 @@ def _prepare_inputs(
 ) -> tuple[Path, dict[str, str]]:
     """What every trial reads, made once before any starts: the prepared data (each cleaning arm's), the
     embedded base and the judge, and the sweep's experiment.yaml. Returns (prepared dir, arms' dirs)."""
-    # The training stack is imported here, not at the top: Tune's trial processes import this module to
-    # run _trial, and a ray_train trial only builds a TorchTrainer (its worker imports the stack).
+    # Imported here, not at the top: Tune's trial processes import this module to run _trial. With the
+    # base and judge cached, nothing here imports transformers or sklearn (seconds while Ray starts).
     from raydetox.data.prepare import prepare
-    from raydetox.experiment import base_texts
+    from raydetox.judge import ensure_judge
+    from raydetox.pretraining_corpus import base_texts, cached_base, record_base
 
     prepared_dir = local_dir / DATA_DIR
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
     prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
     if prepared is not None and (texts := base_texts(cfg, prepared)) is not None:
-        from raydetox.modeling import record_base, resolve_base
+        base = cached_base(texts, cfg.model.embedded, cfg.model.cache_dir)
+        if base is None:  # only a base still to build needs the model stack here
+            from raydetox.modeling import resolve_base
 
+            base = resolve_base(cfg.model, texts=texts)
         # Built once, before trials race for it; the confirmation's untrained row reads the pointer.
-        record_base(prepared_dir, resolve_base(cfg.model, texts=texts))
+        record_base(prepared_dir, base)
     if prepared is not None:
-        from raydetox.judge import judge_for
-
-        judge_for(cfg, prepared)  # likewise the toxicity judge (trials load it from the pointer it leaves)
+        ensure_judge(cfg, prepared)  # likewise the toxicity judge (trials load it from the pointer it leaves)
     prepared_dirs = ablation.prepare_arms(cfg, local_dir, prepared)  # each cleaning arm's data, prepared once
     _write_experiment_yaml(cfg, storage, name, local_dir)
     return prepared_dir, prepared_dirs

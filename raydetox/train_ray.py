@@ -252,6 +252,7 @@ def _untrained_sweep(
 ) -> None:
     """The ``untrained`` variant's rows: the base model (:func:`raydetox.experiment.load_untrained`) scored
     on validation with every (toxic_penalty, copy_penalty), as decode rows after stage 0."""
+    from raydetox.decoding import bans_token_ids
     from raydetox.experiment import load_untrained, toxic_token_ids
     from raydetox.judge import judge_for
     from raydetox.metrics import get_scorer, resolve_device
@@ -264,10 +265,12 @@ def _untrained_sweep(
     model, tokenizer = load_untrained(cfg, prepared)
     model = model.to(resolve_device())
     scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
-    banned = toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding)
+    banned: list[int] | None = None  # computed once, if a setting of the grid bans token ids
     for toxic, copy in grid:
         decoding = dataclasses.replace(cfg.decoding, toxic_penalty=float(toxic), copy_penalty=float(copy))
         t0 = time.perf_counter()
+        if banned is None and bans_token_ids(decoding):
+            banned = toxic_token_ids(prepared.lexicon, tokenizer, cfg.decoding)
         metrics, predictions = predict(model, tokenizer, prepared.validation, decoding, scorer, banned,
                                        cfg.model.max_source_length, prefix="eval_")
         row = results.decode_row(0, results.UNTRAINED, toxic, copy, metrics, meta, cfg.sweep,

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from transformers import PrinterCallback, Seq2SeqTrainer
 from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
 from raydetox.data.io import DataError
 from raydetox.data.stages import paced_subsets
-from raydetox.decoding import build_logits_processors, generate, generation_kwargs
+from raydetox.decoding import bans_token_ids, build_logits_processors, generate, generation_kwargs
 from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import LossContext, TermFinder, build_extra_loss
 from raydetox.metrics import Scorer, perplexity
@@ -89,7 +89,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         eval_pairs: pd.DataFrame | None = None,
         scorer: Scorer | None = None,
         decoding: DecodingConfig | None = None,
-        toxic_token_ids: Sequence[int] | None = None,
+        toxic_token_ids: Sequence[int] | Callable[[], Sequence[int]] | None = None,
         max_source_length: int = 64,
         curriculum: CurriculumConfig | None = None,
         lexicon: TermFinder | None = None,
@@ -102,7 +102,9 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         self.eval_pairs = eval_pairs
         self.scorer = scorer
         self.decoding = decoding or DecodingConfig()
-        self.toxic_token_ids = list(toxic_token_ids or [])
+        # A callable runs on first use: the ids cost seconds (every term tokenised), and only
+        # toxic_ban: first_token with a toxic penalty uses them (banned_token_ids).
+        self._toxic_token_ids = toxic_token_ids
         self.max_source_length = max_source_length
         self.stage_results: list[StageResult] = []
         self.curriculum = curriculum or CurriculumConfig()
@@ -316,7 +318,8 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             # batch. The decoder starts from one token, so max_length = max_new_tokens + 1 is the same bound.
             gen_kwargs["max_length"] = gen_kwargs.pop("max_new_tokens") + 1
             gen_kwargs["logits_processor"] = build_logits_processors(
-                self.decoding, inputs["input_ids"], self.toxic_token_ids, tok.pad_token_id, tok.eos_token_id
+                self.decoding, inputs["input_ids"], self.banned_token_ids(self.decoding), tok.pad_token_id,
+                tok.eos_token_id,
             )
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
 
@@ -382,8 +385,18 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         """Generate rewrites of ``pairs.toxic``, score them, and keep the per-sentence predictions."""
         if self.scorer is None:
             raise ValueError("generate_and_score needs a scorer")
-        return predict(self.model, self.processing_class, pairs, decoding or self.decoding, self.scorer,
-                       self.toxic_token_ids, self.max_source_length, prefix)
+        decoding = decoding or self.decoding
+        return predict(self.model, self.processing_class, pairs, decoding, self.scorer,
+                       self.banned_token_ids(decoding), self.max_source_length, prefix)
+
+    def banned_token_ids(self, decoding: DecodingConfig) -> list[int] | None:
+        """The toxic token ids ``decoding`` bans (``toxic_ban: first_token`` with a toxic penalty), else
+        ``None`` (nothing is computed for a decoding that does not use them)."""
+        if not bans_token_ids(decoding):
+            return None
+        if callable(self._toxic_token_ids):
+            self._toxic_token_ids = list(self._toxic_token_ids())
+        return list(self._toxic_token_ids or [])
 
     def score_predictions(
         self, pairs: pd.DataFrame, outputs: Sequence[str], prefix: str = ""

@@ -24,7 +24,7 @@ from raydetox.data.io import load_pairs, read_table
 from raydetox.data.lexicon import Lexicon
 from raydetox.metrics import get_scorer, ref_streams
 from raydetox.judge import POINTER_FILE
-from raydetox.modeling import BASE_POINTER, recorded_base
+from raydetox.pretraining_corpus import BASE_POINTER, recorded_base
 from raydetox.results import DATA_DIR, load_results, read_predictions
 from raydetox.selection import best_config, best_row, checkpoint_of, seed_of, seed_rows
 from tests.test_sweep import SWEEP

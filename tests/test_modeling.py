@@ -21,22 +21,25 @@ from raydetox.config import (
 )
 from raydetox.data.lexicon import Lexicon
 from raydetox.embedded_base import (
-    BUILD_REPORT,
     EOS_ID,
     PAD_ID,
     PRETRAINING_DROPPED,
-    TRAIN,
-    PretrainingCorpus,
     PretrainingExamples,
     _batches,
-    _exclude,
     _init_previous_token_head,
     _length_cap,
     _t5_config,
-    assert_no_evaluation_text,
     build_embedded_base,
+)
+from raydetox.pretraining_corpus import (
+    BUILD_REPORT,
+    TRAIN,
+    PretrainingCorpus,
+    assert_no_evaluation_text,
+    cached_base,
     corpus_texts,
     embedded_cache_path,
+    exclude_texts,
     find_cached_base,
     normalize_text,
     read_pretraining_sources,
@@ -174,6 +177,9 @@ def test_cache_hit_does_not_rebuild(built, texts) -> None:
     assert build_embedded_base(shuffled, TINY, cache_dir=cache, progress=False) == path
     assert (path / BUILD_REPORT).stat().st_mtime_ns == mtime
     assert find_cached_base(TINY, cache) == path
+    # what a sweep's driver asks without importing the builder: found for these texts, not for others
+    assert cached_base(shuffled, TINY, cache) == path
+    assert cached_base(texts[1:], TINY, cache) is None
     # load_base without texts reuses the cached build of this config
     model, tok = load_base(ModelConfig(cache_dir=str(cache), embedded=TINY))
     assert model.config.d_model == TINY.d_model and len(tok) == TINY.vocab_size
@@ -342,7 +348,7 @@ def mixed_built(mixed_corpus: PretrainingCorpus, tmp_path_factory: pytest.TempPa
 
 def test_pretraining_examples_are_what_they_claim(mixed_built: Path, mixed_corpus: PretrainingCorpus) -> None:
     tok = AutoTokenizer.from_pretrained(mixed_built)
-    texts, pairs, _ = _exclude(mixed_corpus, {})
+    texts, pairs, _ = exclude_texts(mixed_corpus, {})
     examples = PretrainingExamples(texts, pairs, mixed_corpus.lexicon, tok, MIXED)
     assert examples.available() == dict.fromkeys(("copy", "denoise", "deletion", "pairs"), True)
     lexicon = mixed_corpus.lexicon
@@ -391,11 +397,11 @@ def test_mixed_build_reports_copy_and_edit_and_never_trains_on_evaluation_text(
 
 
 def test_no_evaluation_text_assertion_fires(mixed_corpus: PretrainingCorpus) -> None:
-    texts, pairs, _ = _exclude(mixed_corpus, {})
+    texts, pairs, _ = exclude_texts(mixed_corpus, {})
     leaked = next(t for t in mixed_corpus.forbidden if t != t.upper())  # case-folding is tested too
     with pytest.raises(PretrainingLeakError):  # the corpus as given holds the source's evaluation text
         assert_no_evaluation_text(texts, pairs, mixed_corpus.forbidden)
-    clean_texts, clean_pairs, _ = _exclude(
+    clean_texts, clean_pairs, _ = exclude_texts(
         mixed_corpus, {normalize_text(t): "evaluation_text" for t in mixed_corpus.forbidden}
     )
     assert_no_evaluation_text(clean_texts, clean_pairs, mixed_corpus.forbidden)  # what a build checks: passes
@@ -450,8 +456,8 @@ def test_the_untrained_base_is_the_one_trials_start_from(mpd_dir: Path, shared_d
     starts from (it once left the sources out of the corpus, and so built and scored a base of its own)."""
     from raydetox.data.prepare import prepare
     from raydetox.experiment import build_trainer, load_untrained
-    from raydetox.modeling import recorded_base, record_base, resolve_base
-    from raydetox.experiment import base_corpus
+    from raydetox.modeling import resolve_base
+    from raydetox.pretraining_corpus import base_corpus, record_base, recorded_base
     from tests.tiny import tiny_config
 
     cache = tmp_path / "cache"
@@ -477,7 +483,7 @@ def test_a_local_base_dir_never_reads_the_embedded_sources(mpd_dir: Path, shared
     from raydetox.data.prepare import prepare
     from raydetox.experiment import build_trainer, load_untrained
     from raydetox.modeling import resolve_base
-    from raydetox.experiment import base_corpus
+    from raydetox.pretraining_corpus import base_corpus
     from tests.tiny import tiny_config
 
     source = tmp_path / "extra.tsv"

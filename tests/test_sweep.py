@@ -125,6 +125,41 @@ def test_a_sweep_whose_data_fails_stops_the_ray_it_started(mpd_dir: Path, tmp_pa
     assert not list((tmp_path / "sweeps" / cfg.name).glob("*/result.json"))
 
 
+def test_the_driver_finds_a_cached_base_and_judge_without_the_model_stack(
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path
+) -> None:
+    """With the base and the judge cached, what a sweep's driver prepares while Ray starts (data, base and
+    judge pointers) imports neither transformers, peft nor sklearn: seconds off the start of every sweep."""
+    import subprocess
+    import sys
+
+    from raydetox.config import dump_config
+    from raydetox.pretraining_corpus import recorded_base
+    from raydetox.sweep import _prepare_inputs
+
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache)
+    first = tmp_path / "first" / cfg.name
+    _prepare_inputs(cfg, False, str(tmp_path / "first"), cfg.name, first)  # builds or finds both
+    config = tmp_path / "config.yaml"
+    dump_config(cfg, config)
+    second = tmp_path / "second" / cfg.name
+    code = ("import sys; from pathlib import Path; from raydetox.config import load_config; "
+            "from raydetox.sweep import _prepare_inputs; "
+            f"cfg = load_config({str(config)!r}); "
+            f"_prepare_inputs(cfg, False, {str(tmp_path / 'second')!r}, cfg.name, Path({str(second)!r})); "
+            "print(sorted(m for m in ('transformers', 'peft', 'sklearn', 'skops') if m in sys.modules))")
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    # the same pointers as the first driver's, which loaded or built them the full way
+    assert recorded_base(second / "data") == recorded_base(first / "data") is not None
+    for run in (first, second):
+        assert (run / "data" / "judge_path.json").is_file()
+    assert (json.loads((second / "data" / "judge_path.json").read_text())
+            == json.loads((first / "data" / "judge_path.json").read_text()))
+
+
 def test_asha_stops_a_worse_trial_at_a_stage_boundary(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
     # Same ordering, two learning rates run one after the other: a tiny lr keeps the base's (copying)
     # outputs, a huge lr wrecks them. Under the chrF objective ASHA must stop the wrecked trial at its
