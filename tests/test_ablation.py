@@ -19,7 +19,7 @@ from raydetox.ablation import (
     search_space,
     trial_arms,
 )
-from raydetox.config import ConfigError, config_from_dict
+from raydetox.config import ConfigError, config_from_dict, config_to_dict, load_config
 from raydetox.data.prepare import load_prepared
 from raydetox.results import CLEANING_OFF_DATA_DIR, decoding_arm, write_predictions
 from tests.tiny import tiny_config
@@ -30,6 +30,17 @@ def _sweep_cfg(**sweep):
 
 
 # ------------------------------------------------------------------------------------------------ config
+
+
+def test_the_ablations_example_is_the_quickstart_but_its_sweep() -> None:
+    """experiments/ablations.yaml measures the quickstart's setting: the same data, lexicon, split, base
+    (so its cached base and judge are reused), decoding and judge; only its sweep and retention differ."""
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    mine = config_to_dict(load_config(experiments / "ablations.yaml"))
+    theirs = config_to_dict(load_config(experiments / "quickstart.yaml"))
+    for section in (mine, theirs):
+        section.pop("name"), section.pop("sweep"), section["training"].pop("keep_checkpoints")
+    assert mine == theirs
 
 
 def test_ablation_keys_are_validated_at_load() -> None:
