@@ -87,9 +87,12 @@ def prepare_arms(cfg: ExperimentConfig, sweep_dir: Path, cleaned: PreparedData |
         off = prepare(cfg, off_dir, train_cleaning=cleaning_off(cfg.cleaning))
         check_paired(on, off, embedded_base=cfg.model.name_or_path == "embedded")
         from raydetox.judge import POINTER_FILE
+        from raydetox.pretraining_corpus import BASE_POINTER
 
-        if (on_dir / POINTER_FILE).is_file():  # one judge scores both arms
-            shutil.copyfile(on_dir / POINTER_FILE, off_dir / POINTER_FILE)
+        # One judge scores both arms, and both start from one base (check_paired: the same corpus).
+        for pointer in (POINTER_FILE, BASE_POINTER):
+            if (on_dir / pointer).is_file():
+                shutil.copyfile(on_dir / pointer, off_dir / pointer)
     arms["off"] = str(off_dir.resolve())
     return arms
 

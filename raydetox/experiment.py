@@ -24,7 +24,7 @@ from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
 from raydetox.metrics import get_scorer, reference_systems
-from raydetox.pretraining_corpus import base_texts
+from raydetox.pretraining_corpus import base_texts, recorded_base
 from raydetox.judge import judge_for
 from raydetox.modeling import apply_lora, load_base
 from raydetox.training_args import CurriculumTrainingArguments
@@ -123,7 +123,7 @@ def build_trainer(
         torch.set_num_threads(cfg.training.torch_threads)
     # Seed before the LoRA weights are drawn: HF seeds only when the Trainer is built, after the model.
     set_seed(cfg.training.seed)
-    model, tokenizer = load_base(cfg.model, texts=base_texts(cfg, prepared))
+    model, tokenizer = load_untrained(cfg, prepared)
     model = apply_lora(model, cfg.lora)
     stage_data = build_stage_datasets(prepared, tokenizer, cfg)
     eval_data = tokenize_pairs(
@@ -157,9 +157,12 @@ def load_untrained(
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """The ``untrained`` reference system's model: the base every trial starts from, with no LoRA and no
     stage trained (the sweep's ``untrained`` variant and the confirmation's ``untrained`` row both load
-    it here). That base is ``base_dir`` when given (a sweep's recorded base), else the one built from
-    ``prepared``'s corpus with ``model.embedded.sources`` (what :func:`build_trainer` starts from), else
-    the newest cached base of this config."""
+    it here, and :func:`build_trainer` starts from it). That base is ``base_dir`` when given, else the
+    base recorded in ``prepared``'s dir (a sweep's: its trials never re-read ``model.embedded.sources``,
+    whose relative paths their working directory may not resolve), else the one built from
+    ``prepared``'s corpus with ``model.embedded.sources``, else the newest cached base of this config."""
+    if base_dir is None and prepared is not None:
+        base_dir = recorded_base(prepared.out_dir)
     if base_dir is not None:
         return load_base(dataclasses.replace(cfg.model, name_or_path=base_dir, cache_dir=None))
     return load_base(cfg.model, texts=base_texts(cfg, prepared) if prepared is not None else None)

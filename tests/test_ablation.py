@@ -4,6 +4,7 @@ rows, the effect table on a crafted results table with a known effect, and a tin
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +297,15 @@ def test_tiny_ablation_sweep_writes_the_ablation_table(
     from raydetox.results import load_results
     from raydetox.sweep import decode_grid, run_sweep
 
+    # An extra pretraining source at a path relative to the driver's working directory, as the
+    # quickstart's are: the trials (in their own directories) and the uncleaned arm start from the base
+    # the driver recorded, and never re-read it.
+    english = pd.read_csv(mpd_dir.parent / "paradetox" / "paradetox.tsv", sep="\t").head(40)
+    english.to_csv(tmp_path / "extra.tsv", sep="\t", index=False)
+    source = {"source": os.path.relpath(tmp_path / "extra.tsv"), "toxic_column": "toxic",
+              "neutral_columns": ["neutral1"], "default_lang": "en"}
     cfg = tiny_config(mpd_dir, tmp_path / "runs", embedded_cache, rows_per_lang=40, **{
+        "model.embedded.sources": [source],
         "sweep.orderings": [["easy", "full"]], "sweep.include_baseline": False, "sweep.seeds": [0],
         "sweep.toxic_penalty": [0.0], "sweep.copy_penalty": [0.0], "sweep.max_degenerate_rate": 1.0,
         "sweep.untrained": False,  # its single run under a cleaning ablation: tests/test_sweep.py
@@ -307,6 +316,9 @@ def test_tiny_ablation_sweep_writes_the_ablation_table(
     results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
     assert len(results) == 2 and not [r for r in results if r.error]
     exp_dir = tmp_path / "sweeps" / cfg.name
+    from raydetox.pretraining_corpus import recorded_base
+
+    assert recorded_base(exp_dir / CLEANING_OFF_DATA_DIR) == recorded_base(exp_dir / "data") is not None
     df = load_results(exp_dir)
     # 2 trials (cleaning on/off) × (2 stage rows + 2 decode rows); each row records its arms.
     assert len(df) == 8 and sorted(df.groupby("ablation_cleaning").size()) == [4, 4]
