@@ -260,7 +260,8 @@ def job_base(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
-    """The schedule as a plain HF script: a ``Seq2SeqTrainer`` per stage, ``predict`` with generation."""
+    """The schedule as a plain HF script: a ``Seq2SeqTrainer`` per stage, ``predict`` with generation;
+    ``spec["runs"]`` times in one process (each run a fresh model), as a script running several trials."""
     import torch
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, set_seed
 
@@ -275,9 +276,7 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(cfg.training.torch_threads or torch.get_num_threads())
     work = Path(spec["work"])
     prepared = prepare(cfg, work / "data")
-    set_seed(cfg.training.seed)
-    model, tok = load_base(cfg.model)
-    model = apply_lora(_same_generation(model, cfg.decoding), cfg.lora)
+    first, tok = load_base(cfg.model)
     src_len, tgt_len = cfg.model.max_source_length, cfg.model.max_target_length
 
     def encode(frame: pd.DataFrame) -> Any:
@@ -287,24 +286,31 @@ def job_plain_hf(spec: dict[str, Any]) -> dict[str, Any]:
     val_ds = encode(val)
     # The same metrics as raydetox's stages, judge-based STA and J included (the judge from the cache).
     scorer = get_scorer(cfg.metrics, prepared.lexicon, judge=judge_for(cfg, prepared))
-    collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
-    train_seconds, rows = 0.0, []
-    for i, stage in enumerate(cfg.schedule):
-        args = _hf_arguments(cfg, work, learning_rate=stage.lr, num_train_epochs=stage.epochs,
-                             warmup_steps=cfg.training.warmup_ratio, lr_scheduler_type=cfg.training.lr_scheduler,
-                             generation_num_beams=cfg.decoding.num_beams)
-        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=encode(prepared.stages[stage.stage]),
-                                 data_collator=collator, processing_class=tok)
-        t0 = time.perf_counter()
-        out = trainer.train()
-        train_seconds += time.perf_counter() - t0
-        pred = trainer.predict(val_ds)
-        outputs = _decode_predictions(pred.predictions, tok)
-        scores = scorer.score(list(val["toxic"]), outputs, [list(r) for r in val["refs"]], list(val["lang"]), prefix="eval_")
-        model.save_pretrained(work / "checkpoints" / f"stage-{i:02d}-{stage.stage}")
-        rows.append({"stage": stage.stage, "steps": out.global_step, "eval_loss": pred.metrics.get("test_loss"),
-                     "eval_copy_rate": scores["eval_copy_rate"]})
-    return {"train_seconds": train_seconds, "stages": rows}
+    train_seconds, rows, run_seconds = 0.0, [], []
+    for run in range(int(spec.get("runs", 1))):
+        t_run = time.perf_counter()
+        set_seed(cfg.training.seed + run)
+        model = first if run == 0 else load_base(cfg.model)[0]
+        model = apply_lora(_same_generation(model, cfg.decoding), cfg.lora)
+        collator = DataCollatorForSeq2Seq(tok, model=model, label_pad_token_id=-100)
+        for i, stage in enumerate(cfg.schedule):
+            args = _hf_arguments(cfg, work, learning_rate=stage.lr, num_train_epochs=stage.epochs,
+                                 warmup_steps=cfg.training.warmup_ratio, lr_scheduler_type=cfg.training.lr_scheduler,
+                                 generation_num_beams=cfg.decoding.num_beams, seed=cfg.training.seed + run)
+            trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=encode(prepared.stages[stage.stage]),
+                                     data_collator=collator, processing_class=tok)
+            t0 = time.perf_counter()
+            out = trainer.train()
+            train_seconds += time.perf_counter() - t0
+            pred = trainer.predict(val_ds)
+            outputs = _decode_predictions(pred.predictions, tok)
+            scores = scorer.score(list(val["toxic"]), outputs, [list(r) for r in val["refs"]], list(val["lang"]),
+                                  prefix="eval_")
+            model.save_pretrained(work / "checkpoints" / f"run-{run}" / f"stage-{i:02d}-{stage.stage}")
+            rows.append({"run": run, "stage": stage.stage, "steps": out.global_step,
+                         "eval_loss": pred.metrics.get("test_loss"), "eval_copy_rate": scores["eval_copy_rate"]})
+        run_seconds.append(time.perf_counter() - t_run)
+    return {"train_seconds": train_seconds, "stages": rows, "run_seconds": run_seconds}
 
 
 def job_raydetox_train(spec: dict[str, Any]) -> dict[str, Any]:
@@ -614,6 +620,8 @@ def _mib(values: Sequence[Measured]) -> float:
 
 
 PLAIN_HF = "(a) plain HF Seq2SeqTrainer"
+RAY_TRAIN = "(c) Tune trial + 1 Ray Train worker (executor ray_train)"
+MARGINAL_TRIALS = 3
 IN_TRIAL = "(c') Tune trial training in-process (executor auto, default)"
 
 
@@ -624,7 +632,7 @@ def execution_paths(b: Bench, raw: dict[str, Any], name: str) -> dict[str, tuple
     return {
         PLAIN_HF: ("plain_hf", {"config": config}),
         "(b) raydetox train (in-process)": ("raydetox_train", {"config": config}),
-        "(c) Tune trial + 1 Ray Train worker (executor ray_train)": ("sweep", {"config": worker}),
+        RAY_TRAIN: ("sweep", {"config": worker}),
         IN_TRIAL: ("sweep", {"config": config}),
     }
 
@@ -854,23 +862,47 @@ def case_fixed_cost(b: Bench) -> Table:
                                      "ray.cpus_per_worker": 1.0})
     raw["schedule"] = [{"stage": "easy", "epochs": 1, "lr": 1.0e-3}, {"stage": "full", "epochs": 1, "lr": 1.0e-3}]
     variants = execution_paths(b, raw, "fixed_cost")
+    # The same trial N times in one process / one sweep (seeds, one at a time): what each further trial
+    # costs, without what a sweep pays once (Ray's start and stop, the data, imports).
+    n = MARGINAL_TRIALS
+    many = {**raw, "sweep": {**raw["sweep"], "seeds": list(range(n)), "max_concurrent_trials": 1}}
+    marginal = {
+        PLAIN_HF: ("plain_hf", {"config": variants[PLAIN_HF][1]["config"], "runs": n}),
+        RAY_TRAIN: ("sweep", {"config": b.write({**many, "ray": {**many.get("ray", {}), "executor": "ray_train"}},
+                                                "fixed_cost_many_worker")}),
+        IN_TRIAL: ("sweep", {"config": b.write(many, "fixed_cost_many")}),
+    }
     work = b.out / "case9"
     # Not timed: builds (or finds) the tiny base and the judge that every variant then reads from the cache.
     run_job(*variants[IN_TRIAL], work, "warm_up")
     runs: dict[str, list[Measured]] = {name: [] for name in variants}
+    runs_n: dict[str, list[Measured]] = {name: [] for name in marginal}
     for i in range(b.repeats):  # rounds of every variant in turn: a slow spell of the machine hits all alike
         for k, (name, (job, cfg)) in enumerate(variants.items()):
             runs[name].append(run_job(job, cfg, work, f"v{k}_{i}"))
+        for k, (name, (job, cfg)) in enumerate(marginal.items()):
+            runs_n[name].append(run_job(job, cfg, work, f"n{k}_{i}"))
     base = med([m.wall for m in runs[PLAIN_HF]])
     rows = [{"variant": name, "n": len(ms), "wall s (median)": med([m.wall for m in ms]),
              "min s": min(m.wall for m in ms), "max s": max(m.wall for m in ms),
              "training s": med([m.result["train_seconds"] for m in ms]),
              "fixed cost over (a) s": med([m.wall for m in ms]) - base, "peak RSS tree MiB": _mib(ms)}
             for name, ms in runs.items()]
+    for row in rows:
+        if row["variant"] in runs_n:
+            # per further trial: (wall of n trials - wall of 1) / (n - 1), over the rounds' medians
+            ms_n, ms_1 = runs_n[row["variant"]], runs[row["variant"]]
+            row[f"each of {n} trials s"] = (med([m.wall for m in ms_n]) - med([m.wall for m in ms_1])) / (n - 1)
+    for row in rows:
+        if f"each of {n} trials s" in row:
+            row["per-trial fixed cost over (a) s"] = row[f"each of {n} trials s"] - rows[0][f"each of {n} trials s"]
     ray_train = rows[2]["fixed cost over (a) s"]
     notes = [f"2 stages × 1 optimizer step, {raw['data']['max_rows_per_lang']} rows per language, one decoding "
-             f"setting; {b.repeats} rounds of the four variants in turn, medians; wall = the whole process",
-             f"ray_train fixed cost over plain HF: {ray_train:.1f} s (goal ≤ 15 s)"]
+             f"setting; {b.repeats} rounds of the variants in turn, medians; wall = the whole process",
+             f"each of {n} trials: (a) runs the schedule {n} times in one process (a fresh model each time), the "
+             f"sweeps run {n} seeds one at a time; (wall of {n} − wall of 1) / {n - 1}: what a further trial costs",
+             f"ray_train fixed cost over plain HF: {ray_train:.1f} s for a one-trial sweep, "
+             f"{rows[2]['per-trial fixed cost over (a) s']:.1f} s per further trial (goal ≤ 15 s)"]
     return Table(9, "Fixed cost per trial", pd.DataFrame(rows), notes)
 
 

@@ -126,7 +126,7 @@ def trial_arms(config: Mapping[str, Any], ablated: Sequence[str]) -> dict[str, s
     arms: dict[str, str] = {}
     if "cleaning" in ablated:
         arms[ablation_column("cleaning")] = str(config[ablation_column("cleaning")])
-    if "curriculum" in ablated:
+    if "curriculum" in ablated and not config["variant"].get("is_untrained"):  # no schedule: neither arm
         arms[ablation_column("curriculum")] = "off" if config["variant"]["is_baseline"] else "on"
     return arms
 
@@ -145,19 +145,23 @@ def decode_settings(sweep: SweepConfig) -> list[list[float]]:
 def matched_pairs(df: pd.DataFrame, factor: str, all_factors: list[str]) -> list[tuple[int, int]]:
     """(index of the "on" row, index of the "off" row) of every pair of decode rows that differ only in
     ``factor``: same arms of the other factors, same trial config otherwise (seed included) and, unless
-    ``factor`` is ``decoding_controls``, the same penalties. Rows outside every arm are left out."""
+    ``factor`` is ``decoding_controls``, the same penalties. Rows outside every arm are left out, and so
+    are the untrained base's (it trains on no arm's data and follows no schedule)."""
     arm_cols = [ablation_column(f) for f in all_factors]
     missing = [c for c in arm_cols if c not in df]
     if missing:
         raise ResultsError(f"the results have no arm column(s) {missing}: not a sweep with sweep.ablations")
     rows = df[(df["phase"] == "decode") & df[arm_cols].isin(ARMS).all(axis=1)]
+    if "is_untrained" in rows:
+        rows = rows[~rows["is_untrained"].fillna(False).astype(bool)]
     own = ablation_column(factor)
     key_cols = [c for c in rows.columns if str(c).startswith("config/") and c != f"config/{own}"
                 and not (factor == "curriculum" and str(c).startswith("config/variant"))]
     key_cols += [c for c in arm_cols if c != own]
     if factor != "decoding_controls":
         key_cols += ["toxic_penalty", "copy_penalty"]
-    keys = rows[key_cols].astype(str).agg("\x1f".join, axis=1) if key_cols else pd.Series("", index=rows.index)
+    # str() per cell: a missing value is "nan" (pandas 3's astype(str) keeps it missing, and join fails)
+    keys = rows[key_cols].map(str).agg("\x1f".join, axis=1) if key_cols else pd.Series("", index=rows.index)
     pairs: list[tuple[int, int]] = []
     for _, group in rows.groupby(keys, sort=True):
         on, off = group.index[group[own] == "on"], group.index[group[own] == "off"]

@@ -76,6 +76,8 @@ def test_arms_of_trials_and_rows() -> None:
     assert search_space(cfg.sweep) == {"ablation_cleaning": ["on", "off"]}
     config = {"ablation_cleaning": "off", "variant": {"is_baseline": True}}
     assert trial_arms(config, cfg.sweep.ablations.factors) == {"ablation_cleaning": "off", "ablation_curriculum": "off"}
+    untrained = {"ablation_cleaning": "on", "variant": {"is_baseline": False, "is_untrained": True}}
+    assert trial_arms(untrained, cfg.sweep.ablations.factors) == {"ablation_cleaning": "on"}  # no schedule: no arm
     assert decoding_arm(2.0, 0.0, cfg.sweep) == {"ablation_decoding_controls": "on"}
     assert decoding_arm(0.0, 0.0, cfg.sweep) == {"ablation_decoding_controls": "off"}
     assert decoding_arm(2.0, 1.0, cfg.sweep) == {"ablation_decoding_controls": None}
@@ -227,7 +229,14 @@ def test_curriculum_pairs_each_curriculum_variant_with_the_baseline_of_its_seed_
                     "ablation_curriculum": "off" if baseline else "on", "ablation_decoding_controls": controls,
                     "eval_j": j + 0.01 * seed + (0.05 if controls == "on" else 0.0),
                 })
+    for controls, toxic in (("on", float("inf")), ("off", 0.0)):
+        # The untrained base's rows, as sweeps before the fix labelled them ("curriculum on"); no lr.
+        rows.append({"trial_id": "untrained-0", "phase": "decode", "stage_index": 0, "toxic_penalty": toxic,
+                     "copy_penalty": 0.0, "seed": 0, "config/seed": 0, "config/variant/ordering": "untrained",
+                     "config/variant/is_baseline": False, "is_untrained": True, "ablation_curriculum": "on",
+                     "ablation_decoding_controls": controls, "eval_j": 0.9})
     df = pd.DataFrame(rows)
+    df["config/variant/lr"] = [float("nan") if u is True else 3e-4 for u in df["is_untrained"]]
     factors = ["curriculum", "decoding_controls"]
     pairs = matched_pairs(df, "curriculum", factors)
     assert len(pairs) == 8  # 2 seeds × 2 decoding arms × 2 curriculum variants, each against its baseline
