@@ -579,6 +579,10 @@ class SweepConfig:
     # mean objective across seeds and shows the spread.
     seeds: Annotated[list[Seed], Field(min_length=1)] | None = None
     max_concurrent_trials: int | None = None
+    # A finished trial's process runs the next trial (Tune's reuse_actors): its imports, judge and
+    # compiled lexicon are not paid again (seconds per trial; benchmarks/perf.py case 9). False: a fresh
+    # process per trial.
+    reuse_actors: bool = True
     max_failures: Annotated[int, Field(ge=-1)] = 1  # -1: retry without limit (Ray's convention)
     include_baseline: bool = True
     # Epochs of the baseline's one `full` stage, one baseline per value (× lr). Null: each value of

@@ -579,6 +579,7 @@ def run_sweep(
                     search_alg=_search_alg(cfg),
                     num_samples=cfg.sweep.num_samples,
                     max_concurrent_trials=concurrency,
+                    reuse_actors=cfg.sweep.reuse_actors,
                     trial_name_creator=trial_name,
                     trial_dirname_creator=trial_dirname,
                 ),

@@ -160,6 +160,23 @@ def test_the_driver_finds_a_cached_base_and_judge_without_the_model_stack(
             == json.loads((first / "data" / "judge_path.json").read_text()))
 
 
+def test_trials_run_one_after_another_in_one_reused_process(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
+    """sweep.reuse_actors (the default): a finished trial's process runs the next trial, which then pays
+    no process start nor imports again; each trial still reports its own complete rows."""
+    cfg = _cfg(mpd_dir, tmp_path, embedded_cache, **{
+        "sweep.orderings": [["easy", "full"]], "sweep.lr": [1.0e-4, 3.0e-4], "sweep.max_concurrent_trials": 1,
+        "sweep.toxic_penalty": [0.0], "training.max_steps_per_stage": 1})
+    assert cfg.sweep.reuse_actors
+    results = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"))
+    assert len(results) == 2 and not [r for r in results if r.error]
+    df = _rows(tmp_path / "sweeps" / cfg.name)
+    assert df.groupby("trial_id")["pid"].nunique().eq(1).all()
+    assert df["pid"].nunique() == 1  # both trials in one process
+    # every trial's own rows: 2 stages + 1 decode row each, at its own lr
+    assert sorted(df.groupby("trial_id").size()) == [3, 3]
+    assert sorted(df[df["phase"] == "stage"].groupby("trial_id")["lr_applied"].first()) == [1.0e-4, 3.0e-4]
+
+
 def test_asha_stops_a_worse_trial_at_a_stage_boundary(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
     # Same ordering, two learning rates run one after the other: a tiny lr keeps the base's (copying)
     # outputs, a huge lr wrecks them. Under the chrF objective ASHA must stop the wrecked trial at its
