@@ -442,19 +442,9 @@ def build_judge(
     are read from ``base_dir`` (default: the working directory). Raises :class:`JudgeLeakError` if
     the fitted or cached judge saw a held-out id or text.
     """
-    path, fitted = _judge_dir(cfg, prepared, exclude, base_dir)
-    return fitted if fitted is not None else ToxicityJudge.load(path)
-
-
-def cached_judge(
-    cfg: ExperimentConfig | JudgeConfig,
-    prepared: PreparedData,
-    exclude: pd.DataFrame | Sequence[str] | None = None,
-    base_dir: str | Path | None = None,
-) -> Path:
-    """:func:`build_judge`'s cache dir, fitted into if missing; a cached judge is checked for held-out
-    ids and texts from its training record alone (its model is not loaded: no skops, no sklearn)."""
-    return _judge_dir(cfg, prepared, exclude, base_dir)[0]
+    judge = _judge_dir(cfg, prepared, exclude, base_dir, load=True)[1]
+    assert judge is not None  # loaded, or fitted by this call
+    return judge
 
 
 def _judge_dir(
@@ -462,8 +452,10 @@ def _judge_dir(
     prepared: PreparedData,
     exclude: pd.DataFrame | Sequence[str] | None,
     base_dir: str | Path | None,
+    load: bool,
 ) -> tuple[Path, ToxicityJudge | None]:
-    """(cache dir, the judge when this call fitted it, else ``None``)."""
+    """(cache dir, judge): fitted into the cache if missing (the fitted judge is returned), else the
+    cached one checked for held-out data by :func:`_checked` (loaded only with ``load``)."""
     jcfg = _judge_config(cfg)
     held_out = held_out_rows(prepared, exclude)
     kept, dropped = training_rows(jcfg, prepared, held_out, Path(base_dir) if base_dir else Path.cwd())
@@ -472,15 +464,21 @@ def _judge_dir(
         with building(final, META_FILE) as tmp:
             if tmp is not None:
                 return final, _fit_into(tmp, final, jcfg, kept, held_out, prepared, dropped)
-    # The file on disk is what gets used, so check what it holds too.
-    _check_training_record(final, held_out)
-    return final, None
+    return final, _checked(final, held_out, load)
 
 
-def _check_training_record(directory: Path, held_out: pd.DataFrame) -> None:
+def _checked(directory: Path, held_out: pd.DataFrame, load: bool) -> ToxicityJudge | None:
+    """The cached judge in ``directory``, checked for ``held_out`` ids and texts (the file on disk is what
+    gets used): loaded with ``load``, else checked from its training record alone (no skops, no
+    sklearn) and ``None``."""
+    if load:
+        judge = ToxicityJudge.load(directory)
+        judge.assert_unseen(held_out["id"], held_out["text"])
+        return judge
     training = pd.read_parquet(directory / TRAINING_FILE, columns=["id", "text_hash"])
     _assert_unseen(frozenset(training["id"]), frozenset(training["text_hash"]), held_out["id"], held_out["text"],
                    directory)
+    return None
 
 
 def _fit_into(
@@ -614,19 +612,27 @@ def ensure_judge(cfg: ExperimentConfig, prepared: PreparedData) -> Path | None:
     The sweep's driver calls it (relative source paths are read from its working directory), so trials
     load the cached model instead of re-reading the sources, and the driver never imports sklearn.
     """
-    if cfg.metrics.toxicity_classifier:
-        return None
-    path = _recorded_judge_dir(prepared.out_dir)
-    if path is not None:
-        _check_training_record(path, held_out_rows(prepared))
-        return path
-    path = cached_judge(cfg, prepared)
-    (Path(prepared.out_dir) / POINTER_FILE).write_text(json.dumps({"path": str(path)}), encoding="utf-8")
-    return path
+    found = _pointed_judge(cfg, prepared, load=False)
+    return None if found is None else found[0]
 
 
 def judge_for(cfg: ExperimentConfig, prepared: PreparedData) -> ToxicityJudge | None:
     """The judge that scores STA for runs on ``prepared`` (see :func:`ensure_judge`), loaded; ``None``
     when ``metrics.toxicity_classifier`` (an HF classifier) judges instead."""
-    path = ensure_judge(cfg, prepared)
-    return None if path is None else ToxicityJudge.load(path)
+    found = _pointed_judge(cfg, prepared, load=True)
+    return None if found is None else found[1]
+
+
+def _pointed_judge(
+    cfg: ExperimentConfig, prepared: PreparedData, load: bool
+) -> tuple[Path, ToxicityJudge | None] | None:
+    """(dir, judge) of the judge ``prepared``'s pointer names (written here when missing); the judge is
+    loaded only with ``load`` (or when this call fitted it)."""
+    if cfg.metrics.toxicity_classifier:
+        return None
+    path = _recorded_judge_dir(prepared.out_dir)
+    if path is not None:
+        return path, _checked(path, held_out_rows(prepared), load)
+    path, judge = _judge_dir(cfg, prepared, None, None, load)
+    (Path(prepared.out_dir) / POINTER_FILE).write_text(json.dumps({"path": str(path)}), encoding="utf-8")
+    return path, judge
