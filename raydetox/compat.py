@@ -8,7 +8,9 @@ release that changes one fails there, by name, instead of skewing a metric somew
   of rows. The public API re-tokenises and re-counts every sentence for every corpus score; the sweep
   scores ~20 (overall + per language) corpora per evaluation, and the bootstrap thousands.
 - T5: its relative-position bucketing, to initialise the embedded base's previous-token heads.
-- Ray Train: the torch backend whose start-up we extend to keep the process group on loopback.
+- Ray Train: the torch backend whose start-up we extend to keep the process group on loopback; the
+  trainer's default callbacks, to leave out the placement-group cleaner where it cannot work (a Ray
+  without a dashboard) yet costs every trial a process and ~1 s.
 - torch: the TCPStore factory of ``env://`` rendezvous, replaced in loopback workers so rank 0's store
   listens on the loopback address only (torch's own listens on every interface).
 - Ray Tune: ``MLflowLoggerCallback``'s trial → run map, which a subclass that starts its runs itself
@@ -19,6 +21,7 @@ release that changes one fails there, by name, instead of skewing a metric somew
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -55,6 +58,26 @@ def ray_torch_backend() -> type:
     from ray.train.torch.config import _TorchBackend
 
     return _TorchBackend
+
+
+@functools.cache
+def without_placement_group_cleaner(trainer_cls: type) -> type:
+    """``trainer_cls`` (a Ray Train ``DataParallelTrainer``, e.g. ``TorchTrainer``) without the callback
+    that starts a placement-group cleaner (``DataParallelTrainer._create_default_callbacks``).
+
+    For a Ray without a dashboard, such as the local one a sweep starts: the cleaner watches the
+    controller through the State API, which that Ray does not serve, so it never cleans anything; yet
+    every run starts it (a detached actor: one more process) and waits for it to stop.
+    """
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class WithoutPlacementGroupCleaner(trainer_cls):
+        def _create_default_callbacks(self) -> list[Any]:
+            return [c for c in super()._create_default_callbacks()
+                    if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    WithoutPlacementGroupCleaner.__qualname__ = f"{trainer_cls.__name__}WithoutPlacementGroupCleaner"
+    return WithoutPlacementGroupCleaner
 
 
 def _torch_rendezvous() -> ModuleType:

@@ -253,10 +253,13 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ray import train
     from ray.train.torch import TorchTrainer
 
+    from raydetox.compat import without_placement_group_cleaner
     from raydetox.ray_backend import LoopbackTorchConfig, train_loop_entry
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trainer = TorchTrainer(
+    # A Ray this sweep started has no dashboard, so no State API for the cleaner to watch with.
+    trainer_cls = TorchTrainer if setup["placement_group_cleaner"] else without_placement_group_cleaner(TorchTrainer)
+    trainer = trainer_cls(
         train_loop_entry,
         train_loop_config=loop_config,
         torch_config=LoopbackTorchConfig(),
@@ -521,6 +524,7 @@ def run_sweep(
     local_dir.mkdir(parents=True, exist_ok=True)
     n_cpus = os.cpu_count() or 1
     ray_was_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    started_local_ray = not ray_was_up and not (address or os.environ.get("RAY_ADDRESS"))
     ray_environment(address)  # before anything in the thread imports ray
     # Ray's start (seconds, mostly spent waiting on its processes) overlaps the data, base and judge.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raydetox-prepare") as pool:
@@ -559,6 +563,7 @@ def run_sweep(
             "fail_marker_dir": str(local_dir),
             "in_trial": cfg.ray.in_trial(),
             "scaling_config": None if cfg.ray.in_trial() else scaling_config(cfg),
+            "placement_group_cleaner": not started_local_ray,
             "callbacks": list(callbacks),
         }
         trainable = tune.with_parameters(tune.with_resources(_trial, trial_resources(cfg)), setup=setup)

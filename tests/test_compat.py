@@ -21,6 +21,7 @@ from raydetox.compat import (
     sentence_stats,
     set_c10d_store_creator,
     torchelastic_uses_agent_store,
+    without_placement_group_cleaner,
 )
 from raydetox.metrics import ref_streams
 
@@ -134,3 +135,18 @@ def test_mlflow_trial_runs_is_the_map_the_callback_logs_through(tmp_path: Path) 
     assert list(runs) == [trial]
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(runs[trial])
     assert run.data.tags["trial_name"] == str(trial) and run.data.params == {"lr": "0.1"}
+
+
+def test_without_placement_group_cleaner_leaves_every_other_default_callback() -> None:
+    from ray import train
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    def build(cls: type):
+        return cls(lambda: None, scaling_config=train.ScalingConfig(num_workers=1))
+
+    default = [type(c) for c in build(TorchTrainer)._create_default_callbacks()]
+    lean = [type(c) for c in build(without_placement_group_cleaner(TorchTrainer))._create_default_callbacks()]
+    assert PlacementGroupCleanerCallback in default
+    assert lean == [c for c in default if c is not PlacementGroupCleanerCallback]
+    assert issubclass(without_placement_group_cleaner(TorchTrainer), TorchTrainer)
