@@ -416,6 +416,9 @@ class DecodingConfig:
     # every_piece only: added to the token that starts the source word after a banned term, when the
     # rewrite has just copied the words before it (the model skips the term instead of inventing one).
     toxic_continuation_bonus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2.0
+    # Every output token continues the source or skips to a later source word (raydetox.decoding.
+    # SourceWordsOnly): the rewrite can only drop whole words, never write one the source lacks.
+    source_words_only: bool = False
     repetition_penalty: PositiveFloat | None = None  # 1.0 = off
     encoder_repetition_penalty: PositiveFloat | None = None
     encoder_no_repeat_ngram_size: NonNegativeInt | None = None  # 0 = off

@@ -2,7 +2,9 @@
 
 ``decoding.toxic_ban`` picks the toxic-term processor: ``first_token`` (:class:`ToxicTokenPenalty`, the
 first piece of every lexicon term) or ``every_piece`` (:class:`SourceTermBan`, every spelling of the
-terms in each source, plus a bonus on the source word after the term). The processors are ordinary :class:`transformers.LogitsProcessor` subclasses, so they go into
+terms in each source, plus a bonus on the source word after the term). ``decoding.source_words_only``
+adds :class:`SourceWordsOnly` (the rewrite may only drop whole source words). The processors are
+ordinary :class:`transformers.LogitsProcessor` subclasses, so they go into
 ``model.generate(logits_processor=LogitsProcessorList([...]))`` or a trainer's ``gen_kwargs`` unchanged.
 Hugging Face's own controls (repetition penalties, n-gram blocking) are passed as ``generate()`` keyword
 arguments built by :func:`generation_kwargs`; HF appends custom processors after its own, so ours act
@@ -30,6 +32,7 @@ __all__ = [
     "CopyPenalty",
     "PieceTable",
     "SourceTermBan",
+    "SourceWordsOnly",
     "ToxicTokenPenalty",
     "build_logits_processors",
     "generate",
@@ -345,6 +348,57 @@ class SourceTermBan(LogitsProcessor):
         return out
 
 
+class SourceWordsOnly(LogitsProcessor):
+    """Let a rewrite only drop whole words of its source: a learned deletion, never a word it lacks.
+
+    A hypothesis of source row ``b`` is aligned to the source (each token it emitted at its next
+    occurrence); it may then emit the source's next token, the first piece of any later source word
+    (skipping the words between) or EOS — everything else gets ``-inf``. A copy-prone model keeps copying
+    but, under a toxic ban, skips the banned words instead of inventing some, and cannot misspell a word it
+    keeps. ``pad_token_id``/``eos_token_id`` in ``source_ids`` are padding and the end, not words; ``starts_word``
+    is the tokenizer's :class:`PieceTable` flag per id. Hypotheses are laid out ``batch * num_beams``.
+    """
+
+    def __init__(
+        self,
+        source_ids: torch.LongTensor,
+        starts_word: Sequence[bool],
+        pad_token_id: int,
+        eos_token_id: int,
+        num_beams: int = 1,
+    ) -> None:
+        if int(num_beams) < 1:
+            raise ValueError(f"SourceWordsOnly num_beams must be >= 1, got {num_beams}")
+        self.num_beams = int(num_beams)
+        self.eos = int(eos_token_id)
+        self.starts_word = list(starts_word)
+        self.sources = [[t for t in row if t not in (pad_token_id, eos_token_id)] for row in source_ids.tolist()]
+
+    def allowed(self, row: int, generated: Sequence[int]) -> list[int]:
+        """Token ids a hypothesis of source ``row`` that has emitted ``generated`` may emit next."""
+        source, at = self.sources[row], 0
+        for token in generated:
+            try:
+                at = source.index(token, at) + 1
+            except ValueError:  # not from the source (the processor was not applied from the start)
+                return [self.eos]
+        later = [t for t in source[at + 1:] if t < len(self.starts_word) and self.starts_word[t]]
+        return [self.eos, *source[at:at + 1], *later]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        hypos, vocab = scores.shape
+        if hypos != len(self.sources) * self.num_beams:
+            raise ValueError(
+                f"SourceWordsOnly: got {hypos} hypotheses but was built for {len(self.sources)} source rows x "
+                f"{self.num_beams} beams; pass num_beams equal to generate()'s num_beams"
+            )
+        keep = torch.zeros(hypos, vocab, dtype=torch.bool)
+        for h, ids in enumerate(input_ids.tolist()):
+            # The decoder start token (T5: the pad id) comes first; the rest is what was generated.
+            keep[h, [t for t in self.allowed(h // self.num_beams, ids[1:]) if t < vocab]] = True
+        return scores.masked_fill(~keep.to(scores.device), -math.inf)
+
+
 def source_term_ban(
     pieces: PieceTable,
     lexicon: Lexicon,
@@ -401,6 +455,11 @@ def _continuations(pieces: PieceTable, ids: list[int], terms: Sequence[str]) -> 
     return out
 
 
+def needs_pieces(cfg: DecodingConfig) -> bool:
+    """Whether :func:`build_logits_processors` needs the tokenizer's :class:`PieceTable` for ``cfg``."""
+    return (cfg.toxic_penalty > 0 and cfg.toxic_ban == "every_piece") or cfg.source_words_only
+
+
 def bans_token_ids(cfg: DecodingConfig) -> bool:
     """Whether ``cfg`` bans toxic token ids (``toxic_ban: first_token`` with a toxic penalty): only then
     must :func:`generate` be given ``toxic_token_ids``."""
@@ -455,7 +514,8 @@ def build_logits_processors(
     ``source_ids`` (the batch's encoder ``input_ids``) is needed when ``cfg.copy_penalty > 0``. With
     ``cfg.toxic_penalty > 0``, ``toxic_ban: first_token`` needs ``toxic_token_ids``; ``every_piece``
     needs the ``lexicon``, the batch's source ``texts``, their ``source_ids`` and the tokenizer's
-    ``pieces``. ``eos_token_id`` is never copy-penalised.
+    ``pieces``; ``source_words_only`` the ``source_ids``, ``pieces`` and ``eos_token_id``, which is
+    never copy-penalised.
     """
     _validate(cfg)
     processors = LogitsProcessorList()
@@ -469,6 +529,10 @@ def build_logits_processors(
         if toxic_token_ids is None:
             raise ValueError(f"decoding.toxic_penalty={cfg.toxic_penalty} but no toxic token ids were given")
         processors.append(ToxicTokenPenalty(toxic_token_ids, cfg.toxic_penalty))
+    if cfg.source_words_only:
+        if source_ids is None or pieces is None or eos_token_id is None:
+            raise ValueError("decoding.source_words_only needs the source ids, the tokenizer's pieces and its EOS id")
+        processors.append(SourceWordsOnly(source_ids, pieces.starts_word, pad_token_id, eos_token_id, cfg.num_beams))
     if cfg.copy_penalty > 0:
         if source_ids is None:
             raise ValueError(f"decoding.copy_penalty={cfg.copy_penalty} but no source ids were given")
@@ -514,7 +578,7 @@ def _run(
         # Longest first: an out-of-memory batch shows up at once, and batches hold similar lengths.
         order.sort(key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
-    pieces = PieceTable.of(tokenizer) if cfg.toxic_penalty > 0 and cfg.toxic_ban == "every_piece" else None
+    pieces = PieceTable.of(tokenizer) if needs_pieces(cfg) else None
     outputs: list[str | None] = [None] * len(encoded)
     was_training = model.training
     model.eval()

@@ -34,7 +34,14 @@ from transformers import PrinterCallback, Seq2SeqTrainer
 from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
 from raydetox.data.io import DataError
 from raydetox.data.stages import paced_subsets
-from raydetox.decoding import bans_token_ids, build_logits_processors, generate, generation_kwargs
+from raydetox.decoding import (
+    PieceTable,
+    bans_token_ids,
+    build_logits_processors,
+    generate,
+    generation_kwargs,
+    needs_pieces,
+)
 from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import LossContext, TermFinder, build_extra_loss
 from raydetox.metrics import Scorer, perplexity
@@ -319,7 +326,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             gen_kwargs["max_length"] = gen_kwargs.pop("max_new_tokens") + 1
             gen_kwargs["logits_processor"] = build_logits_processors(
                 self.decoding, inputs["input_ids"], self.banned_token_ids(self.decoding), tok.pad_token_id,
-                tok.eos_token_id,
+                tok.eos_token_id, pieces=PieceTable.of(tok) if needs_pieces(self.decoding) else None,
             )
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
 

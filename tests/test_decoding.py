@@ -18,6 +18,7 @@ from raydetox.decoding import (
     CopyPenalty,
     PieceTable,
     SourceTermBan,
+    SourceWordsOnly,
     ToxicTokenPenalty,
     build_logits_processors,
     generate,
@@ -382,4 +383,60 @@ def test_every_piece_ban_keeps_source_terms_out_of_generation(model, tokenizer, 
         said = tokenizer.decode(row, skip_special_tokens=True)
         assert not set(found) & set(lexicon.find(said)), (source, said)
     # generate() builds the same processor per batch from the lexicon.
+    assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def _is_subsequence(row: list[int], source: list[int]) -> bool:
+    it = iter(source)
+    return all(token in it for token in row)
+
+
+def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(tokenizer) -> None:
+    source = "you are a bureaucratic idiot"
+    ids = tokenizer([source])["input_ids"][0]  # ends with EOS (1)
+    pieces = PieceTable.of(tokenizer)
+    words = [k for k, i in enumerate(ids[:-1]) if pieces.starts_word[i]]
+    inner = [k for k, i in enumerate(ids[:-1]) if not pieces.starts_word[i]]
+    assert inner, f"the test needs a word of several pieces: {tokenizer.convert_ids_to_tokens(ids)}"
+    proc = SourceWordsOnly(torch.tensor([ids + [0, 0]]), pieces.starts_word, 0, 1)
+    assert sorted(proc.allowed(0, [])) == sorted({1} | {ids[k] for k in words})
+    # Inside a word of several pieces: its next piece, a later word start or EOS; no later inner piece.
+    k = inner[0]
+    allowed = proc.allowed(0, [ids[k - 1]])
+    assert ids[k] in allowed and 1 in allowed
+    assert set(allowed) == {1, ids[k]} | {ids[j] for j in words if j > k - 1}
+    # After skipping to the last word: only it continues, then the end.
+    last = words[-1]
+    assert sorted(proc.allowed(0, [ids[last]])) == sorted({1} | set(ids[last + 1:-1]))
+    assert proc.allowed(0, ids[:-1]) == [1]
+    out = proc(torch.tensor([[0, ids[0]]]), torch.zeros(1, VOCAB))
+    assert set(torch.isfinite(out[0]).nonzero().flatten().tolist()) == set(proc.allowed(0, [ids[0]]))
+    with pytest.raises(ValueError, match="hypotheses"):
+        proc(torch.tensor([[0], [0]]), torch.zeros(2, VOCAB))
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_source_words_only_generates_a_word_subsequence_without_the_terms(model, tokenizer, texts, num_beams,
+                                                                           shared_data) -> None:
+    terms = (shared_data / "lexicons" / "ldnoobw_v2" / "en.txt").read_text(encoding="utf-8").split("\n")
+    lexicon = Lexicon.from_terms({"en": [t for t in terms if len(t) >= 3]})
+    toxic = [t for t in texts if lexicon.find(t)]
+    cfg = DecodingConfig(num_beams=num_beams, max_new_tokens=MAX_TOKENS + 4, toxic_penalty=math.inf,
+                         toxic_ban="every_piece", source_words_only=True)
+    enc = tokenizer(toxic, padding=True, return_tensors="pt")
+    procs = build_logits_processors(cfg, enc.input_ids, None, 0, 1, lexicon=lexicon, texts=toxic,
+                                    pieces=PieceTable.of(tokenizer))
+    assert [type(p) for p in procs] == [SourceTermBan, SourceWordsOnly]
+    out = _generate_ids(model, tokenizer, toxic, cfg, processors=procs)
+    sources = tokenizer(toxic)["input_ids"]
+    unshortened = []
+    for source, text, row in zip(sources, toxic, out.tolist()):
+        emitted = [t for t in row if t not in (0, 1)]
+        assert _is_subsequence(emitted, source), (text, tokenizer.decode(row))
+        said = tokenizer.decode(row, skip_special_tokens=True)
+        banned = set(lexicon.word_terms(text))
+        assert not banned & set(lexicon.find(said)), (text, said)
+        if banned and len(emitted) == len(source) - 1:
+            unshortened.append((text, said))
+    assert not unshortened, "a source holding a banned term must lose at least that word"
     assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == tokenizer.batch_decode(out, skip_special_tokens=True)
