@@ -419,12 +419,15 @@ class DecodingConfig:
     # Every output token continues the source or skips to a later source word (raydetox.decoding.
     # SourceWordsOnly): the rewrite can only drop whole words, never write one the source lacks.
     source_words_only: bool = False
+    # source_words_only: subtracted per source word a rewrite skips (not for a word already banned, e.g. a
+    # toxic term); inf: drop only banned words.
+    source_skip_penalty: Penalty = 4.0
     repetition_penalty: PositiveFloat | None = None  # 1.0 = off
     encoder_repetition_penalty: PositiveFloat | None = None
     encoder_no_repeat_ngram_size: NonNegativeInt | None = None  # 0 = off
     no_repeat_ngram_size: NonNegativeInt | None = None
 
-    @field_validator("toxic_penalty", "copy_penalty")
+    @field_validator("toxic_penalty", "copy_penalty", "source_skip_penalty")
     @classmethod
     def _penalty(cls, v: float) -> float:
         if not v >= 0:

@@ -411,6 +411,19 @@ def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(token
     assert proc.allowed(0, ids[:-1]) == [1]
     out = proc(torch.tensor([[0, ids[0]]]), torch.zeros(1, VOCAB))
     assert set(torch.isfinite(out[0]).nonzero().flatten().tolist()) == set(proc.allowed(0, [ids[0]]))
+    # Each skipped word costs the penalty, a banned one nothing: after the first word, the second word
+    # is free, the third costs one skipped word, unless the second is banned; EOS skips every word left.
+    costly = SourceWordsOnly(torch.tensor([ids]), pieces.starts_word, 0, 1, skip_penalty=1.5)
+    w1, w2 = ids[words[1]], ids[words[2]]
+    costs = costly.costs(0, [ids[0]])
+    assert (costs[w1], costs[w2], costs[1]) == (0.0, 1.5, 1.5 * (len(words) - 1))
+    assert costly.costs(0, [ids[0]], banned=[w1])[w2] == 0.0
+    scores = torch.zeros(1, VOCAB)
+    scores[0, w1] = -math.inf  # as an earlier processor (a toxic ban) leaves it
+    out = costly(torch.tensor([[0, ids[0]]]), scores)
+    assert torch.isneginf(out[0, w1]) and out[0, w2] == 0.0 and out[0, 1] == -1.5 * (len(words) - 2)
+    with pytest.raises(ValueError, match="skip_penalty"):
+        SourceWordsOnly(torch.tensor([ids]), pieces.starts_word, 0, 1, skip_penalty=-1.0)
     with pytest.raises(ValueError, match="hypotheses"):
         proc(torch.tensor([[0], [0]]), torch.zeros(2, VOCAB))
 
@@ -422,7 +435,7 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
     lexicon = Lexicon.from_terms({"en": [t for t in terms if len(t) >= 3]})
     toxic = [t for t in texts if lexicon.find(t)]
     cfg = DecodingConfig(num_beams=num_beams, max_new_tokens=MAX_TOKENS + 4, toxic_penalty=math.inf,
-                         toxic_ban="every_piece", source_words_only=True)
+                         toxic_ban="every_piece", source_words_only=True, source_skip_penalty=0.0)
     enc = tokenizer(toxic, padding=True, return_tensors="pt")
     procs = build_logits_processors(cfg, enc.input_ids, None, 0, 1, lexicon=lexicon, texts=toxic,
                                     pieces=PieceTable.of(tokenizer))
