@@ -354,39 +354,58 @@ class SourceWordsOnly(LogitsProcessor):
     A hypothesis of source row ``b`` is aligned to the source (each token it emitted at its next
     occurrence); it may then emit the source's next token, the first piece of any later source word
     (skipping the words between) or EOS (skipping the rest) — everything else gets ``-inf``. Each skipped
-    word costs ``skip_penalty`` (subtracted from the log-probability), except a word whose first piece
-    an earlier processor has already banned (``-inf``, e.g. a toxic term): skipping it is free. So the
-    model drops a word only when it prefers the later one by more than the penalty, and after a banned
-    term goes on with the next word rather than wherever its derailed distribution points (measured: with
-    no penalty, a copy-prone base cut most sentences short). ``pad_token_id``/``eos_token_id`` in
-    ``source_ids`` are padding and the end, not words; ``starts_word`` is the tokenizer's
-    :class:`PieceTable` flag per id. Hypotheses are laid out ``batch * num_beams``.
+    word costs ``skip_penalty`` (subtracted from the log-probability), so the model drops a word only when
+    it prefers a later one by more than that; with none, a copy-prone base derailed by a banned term cut
+    most sentences short. A source word that is a ``lexicon`` term (the word's own text, as
+    :meth:`Lexicon.find` reads it) costs ``toxic_penalty`` to start (``inf``: never) and skips free; a
+    word whose first piece an earlier processor banned (``-inf``) skips free too. ``pad_token_id`` and
+    ``eos_token_id`` in ``source_ids`` are padding and the end, not words. Hypotheses are laid out
+    ``batch * num_beams``.
     """
 
     def __init__(
         self,
         source_ids: torch.LongTensor,
-        starts_word: Sequence[bool],
+        pieces: PieceTable,
         pad_token_id: int,
         eos_token_id: int,
         skip_penalty: float = 0.0,
         num_beams: int = 1,
+        lexicon: Lexicon | None = None,
+        toxic_penalty: float = 0.0,
     ) -> None:
         if int(num_beams) < 1:
             raise ValueError(f"SourceWordsOnly num_beams must be >= 1, got {num_beams}")
         self.skip_penalty = _check_strength(skip_penalty, "SourceWordsOnly skip_penalty")
+        self.toxic_penalty = _check_strength(toxic_penalty, "SourceWordsOnly toxic_penalty")
         self.num_beams = int(num_beams)
         self.eos = int(eos_token_id)
-        self.starts_word = list(starts_word)
+        self.pieces = pieces
         self.sources = [[t for t in row if t not in (pad_token_id, eos_token_id)] for row in source_ids.tolist()]
+        # Per row, the positions of the pieces that start a lexicon term's word.
+        self.toxic = [self._toxic_starts(row, lexicon) for row in self.sources] if lexicon and self.toxic_penalty else [
+            set() for _ in self.sources]
 
     def _starts(self, token: int) -> bool:
-        return token < len(self.starts_word) and self.starts_word[token]
+        return 0 <= token < self.pieces.size and self.pieces.starts_word[token]
+
+    def _toxic_starts(self, source: list[int], lexicon: Lexicon) -> set[int]:
+        out, j = set(), 0
+        while j < len(source):
+            k = j + 1
+            while k < len(source) and not self._starts(source[k]):
+                k += 1
+            text = "".join(self.pieces.text[t] or "" for t in source[j:k] if 0 <= t < self.pieces.size)
+            if text and lexicon.find(text):
+                out.add(j)
+            j = k
+        return out
 
     def costs(self, row: int, generated: Sequence[int], banned: Iterable[int] = ()) -> dict[int, float]:
-        """Each token a hypothesis of source ``row`` that has emitted ``generated`` may emit next → its
-        cost (skipped words × ``skip_penalty``; words starting with a ``banned`` token skip free)."""
-        source, at = self.sources[row], 0
+        """Each token a hypothesis of source ``row`` that has emitted ``generated`` may emit next → what
+        it costs: skipped words × ``skip_penalty`` (lexicon terms and words starting with a ``banned``
+        token skip free), plus ``toxic_penalty`` to start a lexicon term."""
+        source, toxic, at = self.sources[row], self.toxic[row], 0
         for token in generated:
             try:
                 at = source.index(token, at) + 1
@@ -398,9 +417,10 @@ class SourceWordsOnly(LogitsProcessor):
         for j in range(at, len(source)):
             token = source[j]
             if j == at or self._starts(token):
-                cost = skipped * self.skip_penalty if skipped else 0.0
-                out[token] = min(out.get(token, math.inf), cost)
-                skipped += token not in banned
+                cost = (skipped * self.skip_penalty if skipped else 0.0) + (self.toxic_penalty if j in toxic else 0.0)
+                if cost < math.inf:
+                    out[token] = min(out.get(token, math.inf), cost)
+                skipped += j not in toxic and token not in banned
         out[self.eos] = min(out.get(self.eos, math.inf), skipped * self.skip_penalty if skipped else 0.0)
         return out
 
@@ -419,7 +439,7 @@ class SourceWordsOnly(LogitsProcessor):
         banned = torch.isneginf(scores).cpu()
         for h, ids in enumerate(input_ids.tolist()):
             row = h // self.num_beams
-            already = [t for t in set(self.sources[row]) if t < vocab and bool(banned[h, t])]
+            already = [t for t in set(self.sources[row]) if 0 <= t < vocab and bool(banned[h, t])]
             # The decoder start token (T5: the pad id) comes first; the rest is what was generated.
             costs = self.costs(row, ids[1:], already)
             tokens = [t for t in costs if t < vocab]
@@ -491,7 +511,13 @@ def needs_pieces(cfg: DecodingConfig) -> bool:
 def bans_token_ids(cfg: DecodingConfig) -> bool:
     """Whether ``cfg`` bans toxic token ids (``toxic_ban: first_token`` with a toxic penalty): only then
     must :func:`generate` be given ``toxic_token_ids``."""
-    return cfg.toxic_penalty > 0 and cfg.toxic_ban == "first_token"
+    return cfg.toxic_penalty > 0 and cfg.toxic_ban == "first_token" and not cfg.source_words_only
+
+
+def needs_lexicon(cfg: DecodingConfig) -> bool:
+    """Whether ``cfg``'s toxic penalty finds the terms in each source text with the lexicon
+    (``every_piece``, ``source_words_only``), so the processors are built from the raw texts."""
+    return cfg.toxic_penalty > 0 and (cfg.toxic_ban == "every_piece" or cfg.source_words_only)
 
 
 def _validate(cfg: DecodingConfig) -> None:
@@ -547,7 +573,9 @@ def build_logits_processors(
     """
     _validate(cfg)
     processors = LogitsProcessorList()
-    if cfg.toxic_penalty > 0 and cfg.toxic_ban == "every_piece":
+    if cfg.source_words_only:
+        pass  # the toxic penalty hits the source's term words in SourceWordsOnly, below
+    elif cfg.toxic_penalty > 0 and cfg.toxic_ban == "every_piece":
         if lexicon is None or texts is None or source_ids is None or pieces is None:
             raise ValueError(f"decoding.toxic_ban=every_piece with toxic_penalty={cfg.toxic_penalty} needs the "
                              "lexicon, the source texts and ids and the tokenizer's pieces")
@@ -560,8 +588,10 @@ def build_logits_processors(
     if cfg.source_words_only:
         if source_ids is None or pieces is None or eos_token_id is None:
             raise ValueError("decoding.source_words_only needs the source ids, the tokenizer's pieces and its EOS id")
-        processors.append(SourceWordsOnly(source_ids, pieces.starts_word, pad_token_id, eos_token_id,
-                                          cfg.source_skip_penalty, cfg.num_beams))
+        if cfg.toxic_penalty > 0 and lexicon is None:
+            raise ValueError(f"decoding.source_words_only with toxic_penalty={cfg.toxic_penalty} needs the lexicon")
+        processors.append(SourceWordsOnly(source_ids, pieces, pad_token_id, eos_token_id, cfg.source_skip_penalty,
+                                          cfg.num_beams, lexicon, cfg.toxic_penalty))
     if cfg.copy_penalty > 0:
         if source_ids is None:
             raise ValueError(f"decoding.copy_penalty={cfg.copy_penalty} but no source ids were given")

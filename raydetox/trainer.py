@@ -40,6 +40,7 @@ from raydetox.decoding import (
     build_logits_processors,
     generate,
     generation_kwargs,
+    needs_lexicon,
     needs_pieces,
 )
 from raydetox.errors import ModelError, ResultsError, one_line
@@ -359,9 +360,9 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         predictions: pd.DataFrame | None = None
         pairs = self.eval_pairs
         scored = pairs is not None and self.scorer is not None and len(pairs) > 0
-        # The every-piece toxic ban matches lexicon terms in the raw source text, which the tokenized
-        # evaluation batches no longer hold: that setting evaluates the loss and generates apart.
-        one_pass = not (self.decoding.toxic_penalty > 0 and self.decoding.toxic_ban == "every_piece")
+        # The every-piece toxic ban and source_words_only match lexicon terms in the raw source text, which
+        # the tokenized evaluation batches no longer hold: those settings evaluate the loss and generate apart.
+        one_pass = not needs_lexicon(self.decoding)
         if self.eval_dataset is not None and scored and one_pass:
             ids = [str(i) for i in self.eval_dataset["id"]] if "id" in self.eval_dataset.column_names else None
             if ids != [str(i) for i in pairs["id"]]:

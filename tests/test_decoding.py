@@ -398,7 +398,7 @@ def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(token
     words = [k for k, i in enumerate(ids[:-1]) if pieces.starts_word[i]]
     inner = [k for k, i in enumerate(ids[:-1]) if not pieces.starts_word[i]]
     assert inner, f"the test needs a word of several pieces: {tokenizer.convert_ids_to_tokens(ids)}"
-    proc = SourceWordsOnly(torch.tensor([ids + [0, 0]]), pieces.starts_word, 0, 1)
+    proc = SourceWordsOnly(torch.tensor([ids + [0, 0]]), pieces, 0, 1)
     assert sorted(proc.allowed(0, [])) == sorted({1} | {ids[k] for k in words})
     # Inside a word of several pieces: its next piece, a later word start or EOS; no later inner piece.
     k = inner[0]
@@ -413,7 +413,7 @@ def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(token
     assert set(torch.isfinite(out[0]).nonzero().flatten().tolist()) == set(proc.allowed(0, [ids[0]]))
     # Each skipped word costs the penalty, a banned one nothing: after the first word, the second word
     # is free, the third costs one skipped word, unless the second is banned; EOS skips every word left.
-    costly = SourceWordsOnly(torch.tensor([ids]), pieces.starts_word, 0, 1, skip_penalty=1.5)
+    costly = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=1.5)
     w1, w2 = ids[words[1]], ids[words[2]]
     costs = costly.costs(0, [ids[0]])
     assert (costs[w1], costs[w2], costs[1]) == (0.0, 1.5, 1.5 * (len(words) - 1))
@@ -423,7 +423,15 @@ def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(token
     out = costly(torch.tensor([[0, ids[0]]]), scores)
     assert torch.isneginf(out[0, w1]) and out[0, w2] == 0.0 and out[0, 1] == -1.5 * (len(words) - 2)
     with pytest.raises(ValueError, match="skip_penalty"):
-        SourceWordsOnly(torch.tensor([ids]), pieces.starts_word, 0, 1, skip_penalty=-1.0)
+        SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=-1.0)
+    # A lexicon term's word may not start (toxic penalty inf) and skips free; other words are untouched.
+    idiot = words[-1]
+    assert tokenizer.decode(ids[idiot:-1]).strip() == "idiot"
+    banning = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=1.5,
+                              lexicon=Lexicon.from_terms({"en": ["idiot", "moron"]}), toxic_penalty=math.inf)
+    assert banning.toxic == [{idiot}]
+    costs = banning.costs(0, ids[:idiot])  # copied up to "idiot": it may not start; ending skips it free
+    assert ids[idiot] not in costs and costs[1] == 0.0, costs
     with pytest.raises(ValueError, match="hypotheses"):
         proc(torch.tensor([[0], [0]]), torch.zeros(2, VOCAB))
 
@@ -439,7 +447,7 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
     enc = tokenizer(toxic, padding=True, return_tensors="pt")
     procs = build_logits_processors(cfg, enc.input_ids, None, 0, 1, lexicon=lexicon, texts=toxic,
                                     pieces=PieceTable.of(tokenizer))
-    assert [type(p) for p in procs] == [SourceTermBan, SourceWordsOnly]
+    assert [type(p) for p in procs] == [SourceWordsOnly], "it bans the source's term words itself"
     out = _generate_ids(model, tokenizer, toxic, cfg, processors=procs)
     sources = tokenizer(toxic)["input_ids"]
     unshortened = []
