@@ -33,6 +33,8 @@ __all__ = [
     "PieceTable",
     "SourceTermBan",
     "SourceWordsOnly",
+    "kept_source_text",
+    "source_positions",
     "ToxicTokenPenalty",
     "build_logits_processors",
     "generate",
@@ -405,12 +407,11 @@ class SourceWordsOnly(LogitsProcessor):
         """Each token a hypothesis of source ``row`` that has emitted ``generated`` may emit next → what
         it costs: skipped words × ``skip_penalty`` (lexicon terms and words starting with a ``banned``
         token skip free), plus ``toxic_penalty`` to start a lexicon term."""
-        source, toxic, at = self.sources[row], self.toxic[row], 0
-        for token in generated:
-            try:
-                at = source.index(token, at) + 1
-            except ValueError:  # not from the source (the processor was not applied from the start)
-                return {self.eos: 0.0}
+        source, toxic = self.sources[row], self.toxic[row]
+        positions = source_positions(source, generated)
+        if positions is None:  # not from the source (the processor was not applied from the start)
+            return {self.eos: 0.0}
+        at = positions[-1] + 1 if positions else 0
         banned = set(banned)
         out: dict[int, float] = {}
         skipped = 0
@@ -445,6 +446,35 @@ class SourceWordsOnly(LogitsProcessor):
             tokens = [t for t in costs if t < vocab]
             cost[h, tokens] = torch.tensor([costs[t] for t in tokens], dtype=scores.dtype)
         return scores - cost.to(scores.device)
+
+
+def source_positions(source: Sequence[int], generated: Sequence[int]) -> list[int] | None:
+    """Where each token of ``generated`` sits in ``source``, each at its next occurrence (the alignment
+    :class:`SourceWordsOnly` decodes under), or None if one of them is not there."""
+    positions, at = [], 0
+    for token in generated:
+        try:
+            at = source.index(token, at)
+        except ValueError:
+            return None
+        positions.append(at)
+        at += 1
+    return positions
+
+
+def kept_source_text(text: str, offsets: Sequence[tuple[int, int]], positions: Sequence[int]) -> str:
+    """The characters of ``text`` under the source pieces at ``positions`` (``offsets``: each piece's
+    character span), each with the gap before it: what a rewrite that only drops source words keeps, in
+    the source's own spelling, spaces and case rather than the tokenizer's decoding of the pieces."""
+    out, end = [], 0
+    for p in positions:
+        # From the previous source piece's end: the piece's leading space, whether or not its span holds it.
+        start, stop = (offsets[p - 1][1] if p > 0 else 0), offsets[p][1]
+        start = max(start, end)  # byte pieces of one character share its span
+        if stop > start:
+            out.append(text[start:stop])
+            end = stop
+    return "".join(out).strip()
 
 
 def source_term_ban(
@@ -617,6 +647,26 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_source_length: int) -> lis
     return tokenizer(list(texts), truncation=True, max_length=max_source_length)["input_ids"]
 
 
+def _offsets(tokenizer: Any, texts: Sequence[str], max_source_length: int) -> list[list[tuple[int, int]]]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("decoding.source_words_only keeps the source's own characters: it needs a fast tokenizer "
+                         f"(character offsets), got {type(tokenizer).__name__}")
+    if not texts:
+        return []
+    return tokenizer(list(texts), truncation=True, max_length=max_source_length,
+                     return_offsets_mapping=True)["offset_mapping"]
+
+
+def _kept_text(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]], generated: list[int],
+               decoded: str) -> str:
+    special = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+    source = [(i, o) for i, o in zip(ids, offsets) if i not in special]
+    positions = source_positions([i for i, _ in source], [t for t in generated if t not in special])
+    if positions is None:  # cannot happen under SourceWordsOnly; the decoded text is then all there is
+        return decoded
+    return kept_source_text(text, [o for _, o in source], positions)
+
+
 def _run(
     model: Any,
     tokenizer: Any,
@@ -632,6 +682,7 @@ def _run(
         raise ModelError(f"generate: {type(model).__name__} is not an encoder-decoder (seq2seq) model")
     kwargs = generation_kwargs(cfg)
     encoded = _encode(tokenizer, texts, max_source_length)
+    offsets = _offsets(tokenizer, texts, max_source_length) if cfg.source_words_only else None
     order = list(range(len(encoded)))
     if sort_by_length:
         # Longest first: an out-of-memory batch shows up at once, and batches hold similar lengths.
@@ -651,8 +702,9 @@ def _run(
                     lexicon=lexicon, texts=[texts[i] for i in idx], pieces=pieces,
                 )
                 generated = model.generate(**batch, logits_processor=processors, **kwargs)
-                for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
-                    outputs[i] = text
+                for k, (i, text) in enumerate(zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True))):
+                    outputs[i] = text if offsets is None else _kept_text(tokenizer, texts[i], encoded[i], offsets[i],
+                                                                         generated[k].tolist(), text)
                 bar.update(len(idx))
     finally:
         model.train(was_training)

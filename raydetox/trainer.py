@@ -362,7 +362,8 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         scored = pairs is not None and self.scorer is not None and len(pairs) > 0
         # The every-piece toxic ban and source_words_only match lexicon terms in the raw source text, which
         # the tokenized evaluation batches no longer hold: those settings evaluate the loss and generate apart.
-        one_pass = not needs_lexicon(self.decoding)
+        # source_words_only rebuilds each output from its source's characters: generate() does that.
+        one_pass = not (needs_lexicon(self.decoding) or self.decoding.source_words_only)
         if self.eval_dataset is not None and scored and one_pass:
             ids = [str(i) for i in self.eval_dataset["id"]] if "id" in self.eval_dataset.column_names else None
             if ids != [str(i) for i in pairs["id"]]:

@@ -23,7 +23,9 @@ from raydetox.decoding import (
     build_logits_processors,
     generate,
     generation_kwargs,
+    kept_source_text,
     naive_generate,
+    source_positions,
     source_term_ban,
 )
 
@@ -460,4 +462,23 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
         if banned and len(emitted) == len(source) - 1:
             unshortened.append((text, said))
     assert not unshortened, "a source holding a banned term must lose at least that word"
-    assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == tokenizer.batch_decode(out, skip_special_tokens=True)
+    # generate() gives what was kept in the source's own characters (not the tokenizer's decoding).
+    enc = tokenizer(toxic, return_offsets_mapping=True)
+    kept = [kept_source_text(text, offsets[:-1], source_positions(ids[:-1], [t for t in row if t not in (0, 1)]))
+            for text, ids, offsets, row in zip(toxic, enc["input_ids"], enc["offset_mapping"], out.tolist())]
+    assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == kept
+    for text, said in zip(toxic, kept):
+        rest = iter(text)
+        assert all(ch in rest for ch in said), (text, said)
+
+
+def test_kept_source_text_keeps_the_source_spelling(tokenizer) -> None:
+    text = "You  are a Bureaucratic IDIOT !"
+    enc = tokenizer(text, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"][:-1], enc["offset_mapping"][:-1]  # without EOS
+    everything = list(range(len(ids)))
+    assert kept_source_text(text, offsets, everything) == text
+    assert tokenizer.decode(ids) != text, "the tokenizer's decoding normalises what the source text keeps"
+    idiot = [k for k, (a, b) in enumerate(offsets) if text[a:b].strip() and text[a:b].strip() in "IDIOT"]
+    assert kept_source_text(text, offsets, [k for k in everything if k not in idiot]) == "You  are a Bureaucratic !"
+    assert source_positions(ids, [ids[0], ids[2]]) == [0, 2] and source_positions(ids, [ids[2], ids[0]]) is None
