@@ -417,10 +417,11 @@ class DecodingConfig:
     # rewrite has just copied the words before it (the model skips the term instead of inventing one).
     toxic_continuation_bonus: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 2.0
     # Every output token continues the source or skips to a later source word (raydetox.decoding.
-    # SourceWordsOnly): the rewrite can only drop whole words, never write one the source lacks.
+    # SourceWordsOnly): the rewrite can only drop whole words, never write one the source lacks. With a
+    # toxic_penalty, it hits the source's lexicon-term words itself, in place of toxic_ban's processors.
     source_words_only: bool = False
-    # source_words_only: subtracted per source word a rewrite skips (not for a word already banned, e.g. a
-    # toxic term); inf: drop only banned words.
+    # source_words_only: subtracted per source word a rewrite skips (a lexicon-term word skips free);
+    # inf: drop only the term words.
     source_skip_penalty: Penalty = 4.0
     repetition_penalty: PositiveFloat | None = None  # 1.0 = off
     encoder_repetition_penalty: PositiveFloat | None = None
