@@ -90,7 +90,7 @@ def main() -> None:
 
     def rewrite(model: Any, tokenizer: Any, decoding: DecodingConfig) -> tuple[dict[str, float], pd.DataFrame]:
         outputs = generate(model, tokenizer, inputs, decoding, toxic_token_ids(prepared.lexicon, tokenizer, decoding),
-                           cfg.model.max_source_length, lexicon=prepared.lexicon)
+                           cfg.model.max_source_length, lexicon=prepared.lexicon, langs=list(pairs["lang"]))
         return score_outputs(scorer, pairs, outputs)  # against the original toxic sentences
 
     rows: list[dict[str, Any]] = []

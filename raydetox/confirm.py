@@ -247,7 +247,7 @@ def _generate(
     ids = toxic_token_ids(lexicon, tokenizer, run.decoding)
     return [
         generate(model, tokenizer, list(s.pairs["toxic"]), run.decoding, toxic_token_ids=ids,
-                 max_source_length=experiment.model.max_source_length, lexicon=lexicon)
+                 max_source_length=experiment.model.max_source_length, lexicon=lexicon, langs=list(s.pairs["lang"]))
         for s in sets
     ]
 

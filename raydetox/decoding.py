@@ -359,7 +359,8 @@ class SourceWordsOnly(LogitsProcessor):
     word costs ``skip_penalty`` (subtracted from the log-probability), so the model drops a word only when
     it prefers a later one by more than that; with none, a copy-prone base derailed by a banned term cut
     most sentences short. A source word that is a ``lexicon`` term (the word's own text, as
-    :meth:`Lexicon.find` reads it) costs ``toxic_penalty`` to start (``inf``: never) and skips free; a
+    :meth:`Lexicon.find` reads it in the row's ``langs`` entry; None: every language's terms) costs
+    ``toxic_penalty`` to start (``inf``: never) and skips free; a
     word whose first piece an earlier processor banned (``-inf``) skips free too. ``pad_token_id`` and
     ``eos_token_id`` in ``source_ids`` are padding and the end, not words. Hypotheses are laid out
     ``batch * num_beams``.
@@ -375,6 +376,7 @@ class SourceWordsOnly(LogitsProcessor):
         num_beams: int = 1,
         lexicon: Lexicon | None = None,
         toxic_penalty: float = 0.0,
+        langs: Sequence[str | None] | None = None,
     ) -> None:
         if int(num_beams) < 1:
             raise ValueError(f"SourceWordsOnly num_beams must be >= 1, got {num_beams}")
@@ -384,21 +386,24 @@ class SourceWordsOnly(LogitsProcessor):
         self.eos = int(eos_token_id)
         self.pieces = pieces
         self.sources = [[t for t in row if t not in (pad_token_id, eos_token_id)] for row in source_ids.tolist()]
-        # Per row, the positions of the pieces that start a lexicon term's word.
-        self.toxic = [self._toxic_starts(row, lexicon) for row in self.sources] if lexicon and self.toxic_penalty else [
-            set() for _ in self.sources]
+        langs = list(langs) if langs is not None else [None] * len(self.sources)
+        if len(langs) != len(self.sources):
+            raise ValueError(f"SourceWordsOnly: {len(self.sources)} source rows but {len(langs)} languages")
+        # Per row, the positions of the pieces that start a lexicon term's word (of the row's language).
+        self.toxic = [self._toxic_starts(row, lexicon, lang) for row, lang in zip(self.sources, langs)] if (
+            lexicon and self.toxic_penalty) else [set() for _ in self.sources]
 
     def _starts(self, token: int) -> bool:
         return 0 <= token < self.pieces.size and self.pieces.starts_word[token]
 
-    def _toxic_starts(self, source: list[int], lexicon: Lexicon) -> set[int]:
+    def _toxic_starts(self, source: list[int], lexicon: Lexicon, lang: str | None) -> set[int]:
         out, j = set(), 0
         while j < len(source):
             k = j + 1
             while k < len(source) and not self._starts(source[k]):
                 k += 1
             text = "".join(self.pieces.text[t] or "" for t in source[j:k] if 0 <= t < self.pieces.size)
-            if text and lexicon.find(text):
+            if text and lexicon.find(text, lang):
                 out.add(j)
             j = k
         return out
@@ -592,6 +597,7 @@ def build_logits_processors(
     lexicon: Lexicon | None = None,
     texts: Sequence[str] | None = None,
     pieces: PieceTable | None = None,
+    langs: Sequence[str | None] | None = None,
 ) -> LogitsProcessorList:
     """Our processors for one batch of encoder inputs, per ``cfg`` (a strength of 0 leaves it out).
 
@@ -599,7 +605,7 @@ def build_logits_processors(
     ``cfg.toxic_penalty > 0``, ``toxic_ban: first_token`` needs ``toxic_token_ids``; ``every_piece``
     needs the ``lexicon``, the batch's source ``texts``, their ``source_ids`` and the tokenizer's
     ``pieces``; ``source_words_only`` the ``source_ids``, ``pieces`` and ``eos_token_id``, which is
-    never copy-penalised.
+    never copy-penalised (and, with a toxic penalty, the lexicon, matched in each row's ``langs`` entry).
     """
     _validate(cfg)
     processors = LogitsProcessorList()
@@ -621,7 +627,7 @@ def build_logits_processors(
         if cfg.toxic_penalty > 0 and lexicon is None:
             raise ValueError(f"decoding.source_words_only with toxic_penalty={cfg.toxic_penalty} needs the lexicon")
         processors.append(SourceWordsOnly(source_ids, pieces, pad_token_id, eos_token_id, cfg.source_skip_penalty,
-                                          cfg.num_beams, lexicon, cfg.toxic_penalty))
+                                          cfg.num_beams, lexicon, cfg.toxic_penalty, langs))
     if cfg.copy_penalty > 0:
         if source_ids is None:
             raise ValueError(f"decoding.copy_penalty={cfg.copy_penalty} but no source ids were given")
@@ -677,6 +683,7 @@ def _run(
     progress: bool,
     sort_by_length: bool,
     lexicon: Lexicon | None = None,
+    langs: Sequence[str | None] | None = None,
 ) -> list[str]:
     if not getattr(model.config, "is_encoder_decoder", False):
         raise ModelError(f"generate: {type(model).__name__} is not an encoder-decoder (seq2seq) model")
@@ -700,6 +707,7 @@ def _run(
                 processors = build_logits_processors(
                     cfg, batch["input_ids"], toxic_token_ids, tokenizer.pad_token_id, tokenizer.eos_token_id,
                     lexicon=lexicon, texts=[texts[i] for i in idx], pieces=pieces,
+                    langs=None if langs is None else [langs[i] for i in idx],
                 )
                 generated = model.generate(**batch, logits_processor=processors, **kwargs)
                 for k, (i, text) in enumerate(zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True))):
@@ -720,16 +728,20 @@ def generate(
     max_source_length: int = 64,
     progress: bool = False,
     lexicon: Lexicon | None = None,
+    langs: Sequence[str | None] | None = None,
 ) -> list[str]:
     """Rewrite ``texts`` with a seq2seq ``model`` under ``cfg``; outputs in input order.
 
     Batches of ``cfg.batch_size`` are formed from the texts sorted by token length, longest first (fail
     fast on out-of-memory, little padding); greedy or beam search per ``cfg.num_beams``; the model is
     put in eval mode (its previous mode is restored) and run under ``torch.inference_mode``.
-    ``toxic_token_ids`` serve ``toxic_ban: first_token``, the ``lexicon`` serves ``every_piece``.
+    ``toxic_token_ids`` serve ``toxic_ban: first_token``, the ``lexicon`` serves ``every_piece`` and
+    ``source_words_only``, which matches each text's terms in its ``langs`` entry (None: every language).
     """
+    if langs is not None and len(langs) != len(texts):
+        raise ValueError(f"generate: {len(texts)} texts but {len(langs)} languages")
     return _run(model, tokenizer, texts, cfg, toxic_token_ids, max_source_length, progress, sort_by_length=True,
-                lexicon=lexicon)
+                lexicon=lexicon, langs=langs)
 
 
 def naive_generate(

@@ -441,7 +441,7 @@ def predict(
     """Rewrite ``pairs.toxic`` with ``model`` under ``decoding`` and score the outputs: the metrics
     (``prefix``-ed) and the per-sentence predictions. Every evaluation row of a run or a sweep comes from here."""
     outputs = generate(model, tokenizer, list(pairs["toxic"]), decoding, toxic_token_ids=toxic_token_ids,
-                       max_source_length=max_source_length, lexicon=scorer.lexicon)
+                       max_source_length=max_source_length, lexicon=scorer.lexicon, langs=list(pairs["lang"]))
     return score_outputs(scorer, pairs, outputs, prefix)
 
 

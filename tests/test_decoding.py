@@ -432,6 +432,11 @@ def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(token
     banning = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=1.5,
                               lexicon=Lexicon.from_terms({"en": ["idiot", "moron"]}), toxic_penalty=math.inf)
     assert banning.toxic == [{idiot}]
+    # Terms are those of the row's language when it is given (the delete system's rule).
+    by_lang = {lang: SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, toxic_penalty=math.inf, langs=[lang],
+                                     lexicon=Lexicon.from_terms({"en": ["idiot"], "de": ["dummkopf"]})).toxic
+               for lang in ("en", "de", None)}
+    assert by_lang == {"en": [{idiot}], "de": [set()], None: [{idiot}]}
     costs = banning.costs(0, ids[:idiot])  # copied up to "idiot": it may not start; ending skips it free
     assert ids[idiot] not in costs and costs[1] == 0.0, costs
     with pytest.raises(ValueError, match="hypotheses"):
@@ -467,6 +472,9 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
     kept = [kept_source_text(text, offsets[:-1], source_positions(ids[:-1], [t for t in row if t not in (0, 1)]))
             for text, ids, offsets, row in zip(toxic, enc["input_ids"], enc["offset_mapping"], out.tolist())]
     assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == kept
+    assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon, langs=["en"] * len(toxic)) == kept
+    with pytest.raises(ValueError, match="languages"):
+        generate(model, tokenizer, toxic, cfg, lexicon=lexicon, langs=["en"])
     for text, said in zip(toxic, kept):
         rest = iter(text)
         assert all(ch in rest for ch in said), (text, said)
