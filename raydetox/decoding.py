@@ -50,6 +50,21 @@ def _check_strength(strength: float, name: str) -> float:
     return strength
 
 
+def _check_num_beams(num_beams: int, name: str) -> int:
+    if int(num_beams) < 1:
+        raise ValueError(f"{name} num_beams must be >= 1, got {num_beams}")
+    return int(num_beams)
+
+
+def _check_hypotheses(name: str, hypos: int, rows: int, num_beams: int) -> None:
+    """A processor built for ``rows`` sources sees ``rows * num_beams`` hypotheses (a row's beams adjacent)."""
+    if hypos != rows * num_beams:
+        raise ValueError(
+            f"{name}: got {hypos} hypotheses but was built for {rows} source rows x "
+            f"{num_beams} beams; pass num_beams equal to generate()'s num_beams"
+        )
+
+
 def _apply(scores: torch.Tensor, hit: torch.Tensor, strength: float) -> torch.Tensor:
     """Subtract ``strength`` where ``hit`` is True (a new tensor); ``inf`` sets those scores to -inf."""
     if math.isinf(strength):
@@ -117,15 +132,13 @@ class CopyPenalty(LogitsProcessor):
         self.strength = _check_strength(strength, "CopyPenalty strength")
         if int(ngram) < 1:
             raise ValueError(f"CopyPenalty ngram must be >= 1, got {ngram}")
-        if int(num_beams) < 1:
-            raise ValueError(f"CopyPenalty num_beams must be >= 1, got {num_beams}")
+        self.num_beams = _check_num_beams(num_beams, "CopyPenalty")
         source_ids = torch.as_tensor(source_ids, dtype=torch.long)
         if source_ids.dim() == 1:
             source_ids = source_ids.unsqueeze(0)
         if source_ids.dim() != 2:
             raise ValueError(f"CopyPenalty source_ids must be (batch, length), got shape {tuple(source_ids.shape)}")
         self.ngram = int(ngram)
-        self.num_beams = int(num_beams)
         self.batch_size = source_ids.shape[0]
         k = self.ngram - 1
         valid = source_ids != pad_token_id
@@ -149,11 +162,7 @@ class CopyPenalty(LogitsProcessor):
         if self.strength == 0 or self._next.shape[1] == 0 or input_ids.shape[-1] < k:
             return scores
         hypos, vocab = scores.shape
-        if hypos != self.batch_size * self.num_beams:
-            raise ValueError(
-                f"CopyPenalty: got {hypos} hypotheses but was built for {self.batch_size} source rows x "
-                f"{self.num_beams} beams; pass num_beams equal to generate()'s num_beams"
-            )
+        _check_hypotheses("CopyPenalty", hypos, self.batch_size, self.num_beams)
         self._to(scores.device)
         rows = torch.arange(hypos, device=scores.device) // self.num_beams
         nxt, ok = self._next[rows], self._ok[rows]
@@ -282,10 +291,8 @@ class SourceTermBan(LogitsProcessor):
         self.bonus = float(bonus)
         if not math.isfinite(self.bonus) or self.bonus < 0:
             raise ValueError(f"SourceTermBan bonus must be finite and >= 0, got {bonus}")
-        if int(num_beams) < 1:
-            raise ValueError(f"SourceTermBan num_beams must be >= 1, got {num_beams}")
+        self.num_beams = _check_num_beams(num_beams, "SourceTermBan")
         self.pieces = pieces
-        self.num_beams = int(num_beams)
         self.terms = [sorted({t.lower() for t in row if t and t.strip()}) for row in terms]
         self.continuations = [list(row) for row in continuations] or [[] for _ in self.terms]
         if len(self.continuations) != len(self.terms):
@@ -317,11 +324,7 @@ class SourceTermBan(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         hypos, vocab = scores.shape
-        if hypos != len(self.terms) * self.num_beams:
-            raise ValueError(
-                f"SourceTermBan: got {hypos} hypotheses but was built for {len(self.terms)} source rows x "
-                f"{self.num_beams} beams; pass num_beams equal to generate()'s num_beams"
-            )
+        _check_hypotheses("SourceTermBan", hypos, len(self.terms), self.num_beams)
         if self.pieces.size > vocab:
             raise ValueError(f"SourceTermBan: the tokenizer has {self.pieces.size} pieces, the model {vocab} scores")
         history = input_ids.tolist()
@@ -378,11 +381,9 @@ class SourceWordsOnly(LogitsProcessor):
         toxic_penalty: float = 0.0,
         langs: Sequence[str | None] | None = None,
     ) -> None:
-        if int(num_beams) < 1:
-            raise ValueError(f"SourceWordsOnly num_beams must be >= 1, got {num_beams}")
+        self.num_beams = _check_num_beams(num_beams, "SourceWordsOnly")
         self.skip_penalty = _check_strength(skip_penalty, "SourceWordsOnly skip_penalty")
         self.toxic_penalty = _check_strength(toxic_penalty, "SourceWordsOnly toxic_penalty")
-        self.num_beams = int(num_beams)
         self.eos = int(eos_token_id)
         self.pieces = pieces
         self.sources = [[t for t in row if t not in (pad_token_id, eos_token_id)] for row in source_ids.tolist()]
@@ -436,11 +437,7 @@ class SourceWordsOnly(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         hypos, vocab = scores.shape
-        if hypos != len(self.sources) * self.num_beams:
-            raise ValueError(
-                f"SourceWordsOnly: got {hypos} hypotheses but was built for {len(self.sources)} source rows x "
-                f"{self.num_beams} beams; pass num_beams equal to generate()'s num_beams"
-            )
+        _check_hypotheses("SourceWordsOnly", hypos, len(self.sources), self.num_beams)
         cost = torch.full((hypos, vocab), math.inf, dtype=scores.dtype)
         banned = torch.isneginf(scores).cpu()
         for h, ids in enumerate(input_ids.tolist()):
