@@ -442,7 +442,8 @@ class SourceWordsOnly(LogitsProcessor):
         banned = torch.isneginf(scores).cpu()
         for h, ids in enumerate(input_ids.tolist()):
             row = h // self.num_beams
-            already = [t for t in set(self.sources[row]) if 0 <= t < vocab and bool(banned[h, t])]
+            present = [t for t in set(self.sources[row]) if 0 <= t < vocab]
+            already = [t for t, out in zip(present, banned[h, present].tolist()) if out]
             # The decoder start token (T5: the pad id) comes first; the rest is what was generated.
             costs = self.costs(row, ids[1:], already)
             tokens = [t for t in costs if t < vocab]
@@ -641,23 +642,20 @@ def build_logits_processors(
     return processors
 
 
-def _encode(tokenizer: Any, texts: Sequence[str], max_source_length: int) -> list[list[int]]:
+def _encode(
+    tokenizer: Any, texts: Sequence[str], max_source_length: int, offsets: bool = False
+) -> tuple[list[list[int]], list[list[tuple[int, int]]] | None]:
+    """Each text's token ids, and with ``offsets`` their character spans from the same tokenisation."""
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"generate: texts[{i}] is {type(text).__name__}, expected str")
-    if not texts:
-        return []
-    return tokenizer(list(texts), truncation=True, max_length=max_source_length)["input_ids"]
-
-
-def _offsets(tokenizer: Any, texts: Sequence[str], max_source_length: int) -> list[list[tuple[int, int]]]:
-    if not getattr(tokenizer, "is_fast", False):
+    if offsets and not getattr(tokenizer, "is_fast", False):
         raise ValueError("decoding.source_words_only keeps the source's own characters: it needs a fast tokenizer "
                          f"(character offsets), got {type(tokenizer).__name__}")
     if not texts:
-        return []
-    return tokenizer(list(texts), truncation=True, max_length=max_source_length,
-                     return_offsets_mapping=True)["offset_mapping"]
+        return [], [] if offsets else None
+    enc = tokenizer(list(texts), truncation=True, max_length=max_source_length, return_offsets_mapping=offsets)
+    return enc["input_ids"], enc["offset_mapping"] if offsets else None
 
 
 def _kept_text(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]], generated: list[int],
@@ -685,8 +683,7 @@ def _run(
     if not getattr(model.config, "is_encoder_decoder", False):
         raise ModelError(f"generate: {type(model).__name__} is not an encoder-decoder (seq2seq) model")
     kwargs = generation_kwargs(cfg)
-    encoded = _encode(tokenizer, texts, max_source_length)
-    offsets = _offsets(tokenizer, texts, max_source_length) if cfg.source_words_only else None
+    encoded, offsets = _encode(tokenizer, texts, max_source_length, offsets=cfg.source_words_only)
     order = list(range(len(encoded)))
     if sort_by_length:
         # Longest first: an out-of-memory batch shows up at once, and batches hold similar lengths.
