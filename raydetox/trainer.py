@@ -34,15 +34,7 @@ from transformers import PrinterCallback, Seq2SeqTrainer
 from raydetox.config import CurriculumConfig, DecodingConfig, StageConfig
 from raydetox.data.io import DataError
 from raydetox.data.stages import paced_subsets
-from raydetox.decoding import (
-    PieceTable,
-    bans_token_ids,
-    build_logits_processors,
-    generate,
-    generation_kwargs,
-    needs_lexicon,
-    needs_pieces,
-)
+from raydetox.decoding import bans_token_ids, build_logits_processors, generate, generation_kwargs, needs_lexicon
 from raydetox.errors import ModelError, ResultsError, one_line
 from raydetox.losses import LossContext, TermFinder, build_extra_loss
 from raydetox.metrics import Scorer, perplexity
@@ -327,7 +319,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
             gen_kwargs["max_length"] = gen_kwargs.pop("max_new_tokens") + 1
             gen_kwargs["logits_processor"] = build_logits_processors(
                 self.decoding, inputs["input_ids"], self.banned_token_ids(self.decoding), tok.pad_token_id,
-                tok.eos_token_id, pieces=PieceTable.of(tok) if needs_pieces(self.decoding) else None,
+                tok.eos_token_id,
             )
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
 
@@ -360,9 +352,9 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         predictions: pd.DataFrame | None = None
         pairs = self.eval_pairs
         scored = pairs is not None and self.scorer is not None and len(pairs) > 0
-        # The every-piece toxic ban and source_words_only match lexicon terms in the raw source text, which
-        # the tokenized evaluation batches no longer hold: those settings evaluate the loss and generate apart.
-        # source_words_only rebuilds each output from its source's characters: generate() does that.
+        # The every-piece toxic ban matches lexicon terms in the raw source text, and source_words_only cuts
+        # its outputs from it; the tokenized evaluation batches no longer hold it: those settings evaluate
+        # the loss and generate apart (generate()), so the one-pass step never needs the tokenizer's pieces.
         one_pass = not (needs_lexicon(self.decoding) or self.decoding.source_words_only)
         if self.eval_dataset is not None and scored and one_pass:
             ids = [str(i) for i in self.eval_dataset["id"]] if "id" in self.eval_dataset.column_names else None
