@@ -435,6 +435,17 @@ class DecodingConfig:
             raise ValueError("must be >= 0 (inf bans)")
         return v
 
+    @model_validator(mode="after")
+    def _source_words_only_alone(self) -> "DecodingConfig":
+        # A rewrite under source_words_only is a monotone walk through its source: it cannot loop, and
+        # these bans would only force it to skip source words that repeat (or every copied n-gram).
+        if self.source_words_only:
+            for key in ("no_repeat_ngram_size", "encoder_no_repeat_ngram_size"):
+                if getattr(self, key):
+                    raise _invalid(key, f"source_words_only: {key} would make the rewrite skip source words that "
+                                        "repeat an n-gram (it cannot loop anyway); set it to 0")
+        return self
+
 
 @dataclass(config=_STRICT)
 class JudgeSourceConfig:

@@ -15,7 +15,9 @@ scales, so subtracting ``strength`` divides the token's (unnormalised) probabili
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -362,9 +364,10 @@ class SourceWordsOnly(LogitsProcessor):
     word costs ``skip_penalty`` (subtracted from the log-probability), so the model drops a word only when
     it prefers a later one by more than that; with none, a copy-prone base derailed by a banned term cut
     most sentences short. A source word that is a ``lexicon`` term (the word's own text, as
-    :meth:`Lexicon.find` reads it in the row's ``langs`` entry; None: every language's terms) costs
-    ``toxic_penalty`` to start (``inf``: never) and skips free; a
-    word whose first piece an earlier processor banned (``-inf``) skips free too. ``pad_token_id`` and
+    :meth:`Lexicon.spans` reads it in the row's ``langs`` entry; None: every language's terms) costs
+    ``toxic_penalty`` to start (``inf``: never) and skips free; only the pieces that hold the term are
+    such a word, and what is glued to them (``idiot`` | ``!``) a word of its own. A word whose first piece an earlier processor banned (``-inf``) skips free too. Only a token's
+    next occurrence is offered (where the alignment will put it). ``pad_token_id`` and
     ``eos_token_id`` in ``source_ids`` are padding and the end, not words. Hypotheses are laid out
     ``batch * num_beams``.
     """
@@ -390,30 +393,60 @@ class SourceWordsOnly(LogitsProcessor):
         langs = list(langs) if langs is not None else [None] * len(self.sources)
         if len(langs) != len(self.sources):
             raise ValueError(f"SourceWordsOnly: {len(self.sources)} source rows but {len(langs)} languages")
-        # Per row, the positions of the pieces that start a lexicon term's word (of the row's language).
-        self.toxic = [self._toxic_starts(row, lexicon, lang) for row, lang in zip(self.sources, langs)] if (
-            lexicon and self.toxic_penalty) else [set() for _ in self.sources]
+        # Per row, the positions of the pieces that start a lexicon term (of the row's language), and the
+        # positions inside a word where a term or what follows it starts (``fuck`` | ``,`` in ``fuck,``).
+        self.toxic: list[set[int]] = []
+        self.inner_starts: list[set[int]] = []
+        for row, lang in zip(self.sources, langs):
+            toxic, inner = self._term_segments(row, lexicon, lang) if lexicon and self.toxic_penalty else (set(), set())
+            self.toxic.append(toxic)
+            self.inner_starts.append(inner)
 
     def _starts(self, token: int) -> bool:
         return 0 <= token < self.pieces.size and self.pieces.starts_word[token]
 
-    def _toxic_starts(self, source: list[int], lexicon: Lexicon, lang: str | None) -> set[int]:
-        out, j = set(), 0
+    def _term_segments(self, source: list[int], lexicon: Lexicon, lang: str | None) -> tuple[set[int], set[int]]:
+        """(positions starting a term, positions inside a word that start a segment of their own).
+
+        Each term found in a word's text covers the word's pieces it overlaps; those pieces are a segment
+        of their own, and so is the rest of the word after (and before) them: punctuation glued to a term
+        (``idiot!``) is kept when the term is dropped, as the ``delete`` system keeps it, and in unspaced
+        script (one "word" per clause) only the pieces holding the term go, not the clause. A word whose
+        text NFC changes (positions would shift) is all term, as is a word of one piece.
+        """
+        toxic: set[int] = set()
+        inner: set[int] = set()
+        j = 0
         while j < len(source):
             k = j + 1
             while k < len(source) and not self._starts(source[k]):
                 k += 1
-            text = "".join(self.pieces.text[t] or "" for t in source[j:k] if 0 <= t < self.pieces.size)
-            if text and lexicon.find(text, lang):
-                out.add(j)
+            texts = [(self.pieces.text[t] or "") if 0 <= t < self.pieces.size else "" for t in source[j:k]]
+            word = "".join(texts)
+            spans = lexicon.spans(word, lang) if word else []
+            if spans and unicodedata.normalize("NFC", word) != word:
+                toxic.add(j)
+            elif spans:
+                ends = list(itertools.accumulate(len(t) for t in texts))
+                covered: list[list[int]] = []  # [first, last] piece of each term, overlapping ones merged
+                for s, e, _ in spans:
+                    first = next(i for i, end in enumerate(ends) if end > s)
+                    last = next(i for i, end in enumerate(ends) if end >= e)
+                    if covered and first <= covered[-1][1]:
+                        covered[-1][1] = max(covered[-1][1], last)
+                    else:
+                        covered.append([first, last])
+                for first, last in covered:
+                    toxic.add(j + first)
+                    inner.update(p for p in (j + first, j + last + 1) if j < p < k)
             j = k
-        return out
+        return toxic, inner
 
     def costs(self, row: int, generated: Sequence[int], banned: Iterable[int] = ()) -> dict[int, float]:
         """Each token a hypothesis of source ``row`` that has emitted ``generated`` may emit next → what
         it costs: skipped words × ``skip_penalty`` (lexicon terms and words starting with a ``banned``
         token skip free), plus ``toxic_penalty`` to start a lexicon term."""
-        source, toxic = self.sources[row], self.toxic[row]
+        source, toxic, inner = self.sources[row], self.toxic[row], self.inner_starts[row]
         positions = source_positions(source, generated)
         if positions is None:  # not from the source (the processor was not applied from the start)
             return {self.eos: 0.0}
@@ -421,13 +454,15 @@ class SourceWordsOnly(LogitsProcessor):
         banned = set(banned)
         out: dict[int, float] = {}
         skipped = 0
+        seen: set[int] = set()  # a token emitted is aligned to its next occurrence: only that one may be offered
         for j in range(at, len(source)):
             token = source[j]
-            if j == at or self._starts(token):
+            if j == at or self._starts(token) or j in inner:
                 cost = (skipped * self.skip_penalty if skipped else 0.0) + (self.toxic_penalty if j in toxic else 0.0)
-                if cost < math.inf:
-                    out[token] = min(out.get(token, math.inf), cost)
+                if cost < math.inf and token not in seen:
+                    out[token] = cost
                 skipped += j not in toxic and token not in banned
+            seen.add(token)
         out[self.eos] = min(out.get(self.eos, math.inf), skipped * self.skip_penalty if skipped else 0.0)
         return out
 
@@ -659,13 +694,22 @@ def _encode(
 
 
 def _kept_text(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]], generated: list[int],
-               decoded: str) -> str:
+               decoded: str, terms_out: Lexicon | None = None, lang: str | None = None) -> str:
+    """What ``source_words_only`` keeps of ``text``: the source characters of the ``generated`` pieces,
+    then the part of ``text`` the model never saw (cut off at ``max_source_length``) as it is, less its
+    ``terms_out`` lexicon terms (the toxic penalty's rule where the model had no choice)."""
     special = {tokenizer.pad_token_id, tokenizer.eos_token_id}
     source = [(i, o) for i, o in zip(ids, offsets) if i not in special]
     positions = source_positions([i for i, _ in source], [t for t in generated if t not in special])
     if positions is None:  # cannot happen under SourceWordsOnly; the decoded text is then all there is
         return decoded
-    return kept_source_text(text, [o for _, o in source], positions)
+    kept = kept_source_text(text, [o for _, o in source], positions)
+    unseen = text[max((o[1] for _, o in source), default=0):]
+    if not unseen.strip():
+        return kept
+    rest = (terms_out.remove(unseen, lang) if terms_out is not None else unseen).strip()
+    gap = " " if kept and unseen[:1].isspace() else ""
+    return (kept + gap + rest).strip()
 
 
 def _run(
@@ -705,8 +749,9 @@ def _run(
                 )
                 generated = model.generate(**batch, logits_processor=processors, **kwargs)
                 for k, (i, text) in enumerate(zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True))):
-                    outputs[i] = text if offsets is None else _kept_text(tokenizer, texts[i], encoded[i], offsets[i],
-                                                                         generated[k].tolist(), text)
+                    outputs[i] = text if offsets is None else _kept_text(
+                        tokenizer, texts[i], encoded[i], offsets[i], generated[k].tolist(), text,
+                        terms_out=lexicon if needs_lexicon(cfg) else None, lang=None if langs is None else langs[i])
                 bar.update(len(idx))
     finally:
         model.train(was_training)

@@ -490,3 +490,67 @@ def test_kept_source_text_keeps_the_source_spelling(tokenizer) -> None:
     idiot = [k for k, (a, b) in enumerate(offsets) if text[a:b].strip() and text[a:b].strip() in "IDIOT"]
     assert kept_source_text(text, offsets, [k for k in everything if k not in idiot]) == "You  are a Bureaucratic !"
     assert source_positions(ids, [ids[0], ids[2]]) == [0, 2] and source_positions(ids, [ids[2], ids[0]]) is None
+
+
+def test_source_words_only_drops_a_term_but_keeps_what_is_glued_to_it(model, tokenizer) -> None:
+    text = "you are an idiot! go home"
+    enc = tokenizer([text], return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"][0], enc["offset_mapping"][0]
+    pieces = PieceTable.of(tokenizer)
+    bang = next(k for k, (a, b) in enumerate(offsets) if text[a:b] == "!")
+    assert not pieces.starts_word[ids[bang]], "the test needs '!' glued to the term's word"
+    idiot = max(k for k in range(bang) if pieces.starts_word[ids[k]])
+    lexicon = Lexicon.from_terms({"en": ["idiot"]})
+    proc = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=math.inf, lexicon=lexicon,
+                           toxic_penalty=math.inf)
+    assert proc.toxic == [{idiot}] and proc.inner_starts == [{bang}]
+    # After "an": the term may not start, and "!" follows it at no cost (the term skips free).
+    costs = proc.costs(0, ids[:idiot])
+    assert ids[idiot] not in costs and costs[ids[bang]] == 0.0, costs
+    cfg = DecodingConfig(max_new_tokens=32, toxic_penalty=math.inf, source_words_only=True,
+                         source_skip_penalty=math.inf)
+    assert generate(model, tokenizer, [text], cfg, lexicon=lexicon) == [lexicon.remove(text)] == ["you are an! go home"]
+    # An offered token is where the alignment puts it: a '!' earlier in the source is not offered for a later one.
+    twice = tokenizer(["go! you idiot! go"])["input_ids"][0]
+    proc = SourceWordsOnly(torch.tensor([twice]), pieces, 0, 1, skip_penalty=1.0, lexicon=lexicon,
+                           toxic_penalty=math.inf)
+    (later,) = proc.inner_starts[0]
+    assert twice[later] == twice[1] and not proc.pieces.starts_word[twice[1]]
+    assert twice[1] not in proc.costs(0, [])  # it would be aligned to the first '!', not a word start
+    assert proc.costs(0, twice[:3])[twice[later]] == 0.0  # after "go! you": skip the term, keep its '!'
+
+
+def test_source_words_only_keeps_the_unseen_tail_less_its_terms(model, tokenizer) -> None:
+    text = "you are such a bureaucratic person and an idiot too"
+    lexicon = Lexicon.from_terms({"en": ["idiot"]})
+    cut = tokenizer([text], truncation=True, max_length=8, return_offsets_mapping=True)["offset_mapping"][0]
+    seen = max(b for _, b in cut)
+    assert "idiot" in text[seen:], "the test needs the term beyond the model's input"
+    swo = DecodingConfig(max_new_tokens=32, toxic_penalty=math.inf, source_words_only=True,
+                         source_skip_penalty=math.inf)
+    (out,) = generate(model, tokenizer, [text], swo, lexicon=lexicon, max_source_length=8, langs=["en"])
+    assert out == lexicon.remove(text) == "you are such a bureaucratic person and an too"
+    # Without a toxic penalty the unseen tail is kept as it is.
+    keep = dataclasses.replace(swo, toxic_penalty=0.0)
+    assert generate(model, tokenizer, [text], keep, max_source_length=8) == [text]
+
+
+def test_source_words_only_drops_only_the_pieces_of_a_term_in_unspaced_text(mpd_dir, tmp_path) -> None:
+    # Unspaced Chinese is one "word" per clause: the term takes the pieces that hold it, not the clause.
+    df = pd.read_parquet(mpd_dir / "zh-00000-of-00001.parquet", columns=["toxic_sentence", "neutral_sentence"])
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(pd.concat([df.toxic_sentence, df.neutral_sentence]).tolist()),
+        model_prefix=str(tmp_path / "spiece"), vocab_size=2000, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        character_coverage=1.0, num_threads=1, minloglevel=2,
+    )
+    zh = T5TokenizerFast.from_pretrained(tmp_path, extra_ids=0)
+    assert len(zh) == 2000
+    ids = zh(["大部分反对同性恋的人很少"])["input_ids"][0]
+    tokens = zh.convert_ids_to_tokens(ids)
+    assert "反对同性恋" in tokens and sum(t.startswith("▁") for t in tokens) == 1, tokens
+    held = tokens.index("反对同性恋")  # the term is inside this piece, with 反对 ("oppose")
+    proc = SourceWordsOnly(torch.tensor([ids]), PieceTable.of(zh), 0, 1, skip_penalty=math.inf,
+                           lexicon=Lexicon.from_terms({"zh": ["同性恋"]}), toxic_penalty=math.inf, langs=["zh"])
+    assert proc.toxic == [{held}] and proc.inner_starts == [{held, held + 1}]
+    costs = proc.costs(0, ids[:held])
+    assert ids[held] not in costs and costs[ids[held + 1]] == 0.0 and costs[1] == math.inf, costs

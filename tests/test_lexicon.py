@@ -217,6 +217,9 @@ def test_remove_is_the_delete_system(pairs: pd.DataFrame, learned: Lexicon) -> N
     assert lex.remove("a fucking  man", "en") == "a man"
     assert lex.remove("fine text  stays", "en") == "fine text  stays"  # untouched without a hit
     assert lex.remove("你这个傻逼东西", "zh") == "你这个东西"  # no space put into CJK text
+    # spans: where remove() cuts, as positions in the (NFC) text
+    assert lex.spans("You are a  fucking idiot, man.", "en") == [(11, 18, "fucking"), (19, 24, "idiot")]
+    assert lex.spans("fine text", "en") == [] and lex.spans("你这个傻逼东西", "zh") == [(3, 5, "傻逼")]
     toxic = pairs.set_index("id")["toxic"]
     assert toxic["en-1"].startswith("My page should be protected first so that worthless scum like you")
     assert learned.remove(toxic["en-1"], "en") == (

@@ -271,6 +271,11 @@ class Lexicon:
             return nfc, []
         return nfc, [(m.start(), m.end(), matcher.term(m.group())) for m in matcher.pattern.finditer(view)]
 
+    def spans(self, text: str, lang: str | None = None) -> list[tuple[int, int, str]]:
+        """(start, end, term) of each term occurrence, leftmost-longest and non-overlapping, as character
+        positions in ``text``'s NFC form (the same positions as in ``text`` when it is NFC already)."""
+        return self._spans(text, lang)[1]
+
     def find(self, text: str, lang: str | None = None) -> list[str]:
         """Distinct terms present in ``text``, in order of first occurrence (``lang=None``: all languages)."""
         return list(dict.fromkeys(term for _, _, term in self._spans(text, lang)[1]))
