@@ -15,7 +15,6 @@ scales, so subtracting ``strength`` divides the token's (unnormalised) probabili
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -363,11 +362,12 @@ class SourceWordsOnly(LogitsProcessor):
     (skipping the words between) or EOS (skipping the rest) — everything else gets ``-inf``. Each skipped
     word costs ``skip_penalty`` (subtracted from the log-probability), so the model drops a word only when
     it prefers a later one by more than that; with none, a copy-prone base derailed by a banned term cut
-    most sentences short. A source word that is a ``lexicon`` term (the word's own text, as
-    :meth:`Lexicon.spans` reads it in the row's ``langs`` entry; None: every language's terms) costs
-    ``toxic_penalty`` to start (``inf``: never) and skips free; only the pieces that hold the term are
-    such a word, and what is glued to them (``idiot`` | ``!``) a word of its own. A word whose first piece an earlier processor banned (``-inf``) skips free too. Only a token's
-    next occurrence is offered (where the alignment will put it). ``pad_token_id`` and
+    most sentences short. The pieces that hold a ``lexicon`` term (found in the row's source ``texts``,
+    through the pieces' character ``offsets``, as ``delete`` finds it in the row's ``langs`` entry; None:
+    every language's terms; phrases too) cost ``toxic_penalty`` to start (``inf``: never) and skip free;
+    what is glued to a term (``idiot`` | ``!``) is a word of its own. A word whose first piece an earlier
+    processor banned (``-inf``) skips free too. Only a token's next occurrence is offered (where the
+    alignment will put it). ``pad_token_id`` and
     ``eos_token_id`` in ``source_ids`` are padding and the end, not words. Hypotheses are laid out
     ``batch * num_beams``.
     """
@@ -383,6 +383,8 @@ class SourceWordsOnly(LogitsProcessor):
         lexicon: Lexicon | None = None,
         toxic_penalty: float = 0.0,
         langs: Sequence[str | None] | None = None,
+        texts: Sequence[str] | None = None,
+        offsets: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> None:
         self.num_beams = _check_num_beams(num_beams, "SourceWordsOnly")
         self.skip_penalty = _check_strength(skip_penalty, "SourceWordsOnly skip_penalty")
@@ -393,53 +395,54 @@ class SourceWordsOnly(LogitsProcessor):
         langs = list(langs) if langs is not None else [None] * len(self.sources)
         if len(langs) != len(self.sources):
             raise ValueError(f"SourceWordsOnly: {len(self.sources)} source rows but {len(langs)} languages")
-        # Per row, the positions of the pieces that start a lexicon term (of the row's language), and the
+        # Per row, the positions of the pieces that hold a lexicon term (of the row's language), and the
         # positions inside a word where a term or what follows it starts (``fuck`` | ``,`` in ``fuck,``).
-        self.toxic: list[set[int]] = []
-        self.inner_starts: list[set[int]] = []
-        for row, lang in zip(self.sources, langs):
-            toxic, inner = self._term_segments(row, lexicon, lang) if lexicon and self.toxic_penalty else (set(), set())
-            self.toxic.append(toxic)
-            self.inner_starts.append(inner)
+        self.toxic: list[set[int]] = [set() for _ in self.sources]
+        self.inner_starts: list[set[int]] = [set() for _ in self.sources]
+        if lexicon and self.toxic_penalty:
+            if texts is None or offsets is None or len(texts) != len(self.sources) or len(offsets) != len(texts):
+                raise ValueError("SourceWordsOnly: a toxic penalty needs each source row's text and the character "
+                                 "offsets of its pieces")
+            for b, (text, spans, lang) in enumerate(zip(texts, offsets, langs)):
+                row = self.sources[b]
+                self.toxic[b], inner = self._term_pieces(text, list(spans)[:len(row)], lexicon, lang)
+                self.inner_starts[b] = {p for p in inner if not self._starts(row[p])}
 
     def _starts(self, token: int) -> bool:
         return 0 <= token < self.pieces.size and self.pieces.starts_word[token]
 
-    def _term_segments(self, source: list[int], lexicon: Lexicon, lang: str | None) -> tuple[set[int], set[int]]:
-        """(positions starting a term, positions inside a word that start a segment of their own).
+    @staticmethod
+    def _term_pieces(text: str, offsets: list[tuple[int, int]], lexicon: Lexicon,
+                     lang: str | None) -> tuple[set[int], set[int]]:
+        """(positions of the pieces that hold a term, positions inside a word that start a segment).
 
-        Each term found in a word's text covers the word's pieces it overlaps; those pieces are a segment
-        of their own, and so is the rest of the word after (and before) them: punctuation glued to a term
-        (``idiot!``) is kept when the term is dropped, as the ``delete`` system keeps it, and in unspaced
-        script (one "word" per clause) only the pieces holding the term go, not the clause. A word whose
-        text NFC changes (positions would shift) is all term, as is a word of one piece.
+        Terms are found in the source text as ``delete`` finds them (phrases included); a term takes
+        every piece its characters overlap, and the bare word-start piece before it; where it ends or
+        begins inside a word, the rest of the word is a segment of its own: punctuation glued to a term
+        (``idiot!``) stays when the term goes, and in unspaced script (one "word" per clause) only the
+        pieces that hold the term go, not the clause.
         """
-        toxic: set[int] = set()
-        inner: set[int] = set()
-        j = 0
-        while j < len(source):
-            k = j + 1
-            while k < len(source) and not self._starts(source[k]):
-                k += 1
-            texts = [(self.pieces.text[t] or "") if 0 <= t < self.pieces.size else "" for t in source[j:k]]
-            word = "".join(texts)
-            spans = lexicon.spans(word, lang) if word else []
-            if spans and unicodedata.normalize("NFC", word) != word:
-                toxic.add(j)
-            elif spans:
-                ends = list(itertools.accumulate(len(t) for t in texts))
-                covered: list[list[int]] = []  # [first, last] piece of each term, overlapping ones merged
-                for s, e, _ in spans:
-                    first = next(i for i, end in enumerate(ends) if end > s)
-                    last = next(i for i, end in enumerate(ends) if end >= e)
-                    if covered and first <= covered[-1][1]:
-                        covered[-1][1] = max(covered[-1][1], last)
-                    else:
-                        covered.append([first, last])
-                for first, last in covered:
-                    toxic.add(j + first)
-                    inner.update(p for p in (j + first, j + last + 1) if j < p < k)
-            j = k
+        spans = lexicon.spans(text, lang)
+        if not spans:
+            return set(), set()
+        nfc = unicodedata.normalize("NFC", text)
+        if nfc != text:  # spans are NFC positions: map them back to the text's own
+            length = [len(unicodedata.normalize("NFC", text[:i])) for i in range(len(text) + 1)]
+            spans = [(bisect.bisect_left(length, s), bisect.bisect_left(length, e), t) for s, e, t in spans]
+        ranges: list[list[int]] = []  # [first, last] piece of each term, overlapping ones merged
+        for s, e, _ in spans:
+            held = [p for p, (a, b) in enumerate(offsets) if a < e and b > s]
+            if not held:
+                continue
+            first, last = held[0], held[-1]
+            while first > 0 and not text[offsets[first - 1][0]:offsets[first - 1][1]].strip():
+                first -= 1  # a bare word-start piece goes with the term it starts
+            if ranges and first <= ranges[-1][1]:
+                ranges[-1][1] = max(ranges[-1][1], last)
+            else:
+                ranges.append([first, last])
+        toxic = {p for first, last in ranges for p in range(first, last + 1)}
+        inner = {p for first, last in ranges for p in (first, last + 1) if p < len(offsets)}
         return toxic, inner
 
     def costs(self, row: int, generated: Sequence[int], banned: Iterable[int] = ()) -> dict[int, float]:
@@ -458,7 +461,9 @@ class SourceWordsOnly(LogitsProcessor):
         for j in range(at, len(source)):
             token = source[j]
             if j == at or self._starts(token) or j in inner:
-                cost = (skipped * self.skip_penalty if skipped else 0.0) + (self.toxic_penalty if j in toxic else 0.0)
+                # The penalty is for starting a term: the pieces after one already started cost nothing more.
+                starts_term = j in toxic and not (j == at and positions and j - 1 in toxic)
+                cost = (skipped * self.skip_penalty if skipped else 0.0) + (self.toxic_penalty if starts_term else 0.0)
                 if cost < math.inf and token not in seen:
                     out[token] = cost
                 skipped += j not in toxic and token not in banned
@@ -631,6 +636,7 @@ def build_logits_processors(
     texts: Sequence[str] | None = None,
     pieces: PieceTable | None = None,
     langs: Sequence[str | None] | None = None,
+    offsets: Sequence[Sequence[tuple[int, int]]] | None = None,
 ) -> LogitsProcessorList:
     """Our processors for one batch of encoder inputs, per ``cfg`` (a strength of 0 leaves it out).
 
@@ -638,7 +644,8 @@ def build_logits_processors(
     ``cfg.toxic_penalty > 0``, ``toxic_ban: first_token`` needs ``toxic_token_ids``; ``every_piece``
     needs the ``lexicon``, the batch's source ``texts``, their ``source_ids`` and the tokenizer's
     ``pieces``; ``source_words_only`` the ``source_ids``, ``pieces`` and ``eos_token_id``, which is
-    never copy-penalised (and, with a toxic penalty, the lexicon, matched in each row's ``langs`` entry).
+    never copy-penalised (and, with a toxic penalty, the lexicon, matched in each row's ``langs`` entry,
+    the ``texts`` and their pieces' character ``offsets``).
     """
     _validate(cfg)
     processors = LogitsProcessorList()
@@ -657,10 +664,11 @@ def build_logits_processors(
     if cfg.source_words_only:
         if source_ids is None or pieces is None or eos_token_id is None:
             raise ValueError("decoding.source_words_only needs the source ids, the tokenizer's pieces and its EOS id")
-        if cfg.toxic_penalty > 0 and lexicon is None:
-            raise ValueError(f"decoding.source_words_only with toxic_penalty={cfg.toxic_penalty} needs the lexicon")
+        if cfg.toxic_penalty > 0 and (lexicon is None or texts is None or offsets is None):
+            raise ValueError(f"decoding.source_words_only with toxic_penalty={cfg.toxic_penalty} needs the lexicon, "
+                             "the source texts and their pieces' character offsets")
         processors.append(SourceWordsOnly(source_ids, pieces, pad_token_id, eos_token_id, cfg.source_skip_penalty,
-                                          cfg.num_beams, lexicon, cfg.toxic_penalty, langs))
+                                          cfg.num_beams, lexicon, cfg.toxic_penalty, langs, texts, offsets))
     if cfg.copy_penalty > 0:
         if source_ids is None:
             raise ValueError(f"decoding.copy_penalty={cfg.copy_penalty} but no source ids were given")
@@ -746,6 +754,7 @@ def _run(
                     cfg, batch["input_ids"], toxic_token_ids, tokenizer.pad_token_id, tokenizer.eos_token_id,
                     lexicon=lexicon, texts=[texts[i] for i in idx], pieces=pieces,
                     langs=None if langs is None else [langs[i] for i in idx],
+                    offsets=None if offsets is None else [offsets[i] for i in idx],
                 )
                 generated = model.generate(**batch, logits_processor=processors, **kwargs)
                 for k, (i, text) in enumerate(zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True))):

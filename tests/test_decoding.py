@@ -429,11 +429,17 @@ def test_source_words_only_allows_the_next_token_a_later_word_start_or_eos(token
     # A lexicon term's word may not start (toxic penalty inf) and skips free; other words are untouched.
     idiot = words[-1]
     assert tokenizer.decode(ids[idiot:-1]).strip() == "idiot"
+    where = tokenizer([source], return_offsets_mapping=True)["offset_mapping"]
     banning = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=1.5,
-                              lexicon=Lexicon.from_terms({"en": ["idiot", "moron"]}), toxic_penalty=math.inf)
+                              lexicon=Lexicon.from_terms({"en": ["idiot", "moron"]}), toxic_penalty=math.inf,
+                              texts=[source], offsets=where)
     assert banning.toxic == [{idiot}]
     # Terms are those of the row's language when it is given (the delete system's rule).
+    with pytest.raises(ValueError, match="text"):
+        SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, lexicon=Lexicon.from_terms({"en": ["idiot"]}),
+                        toxic_penalty=math.inf)
     by_lang = {lang: SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, toxic_penalty=math.inf, langs=[lang],
+                                     texts=[source], offsets=where,
                                      lexicon=Lexicon.from_terms({"en": ["idiot"], "de": ["dummkopf"]})).toxic
                for lang in ("en", "de", None)}
     assert by_lang == {"en": [{idiot}], "de": [set()], None: [{idiot}]}
@@ -452,9 +458,13 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
     cfg = DecodingConfig(num_beams=num_beams, max_new_tokens=MAX_TOKENS + 4, toxic_penalty=math.inf,
                          toxic_ban="every_piece", source_words_only=True, source_skip_penalty=0.0)
     enc = tokenizer(toxic, padding=True, return_tensors="pt")
+    with pytest.raises(ValueError, match="offsets"):
+        build_logits_processors(cfg, enc.input_ids, None, 0, 1, lexicon=lexicon, texts=toxic,
+                                pieces=PieceTable.of(tokenizer))
     procs = build_logits_processors(cfg, enc.input_ids, None, 0, 1, lexicon=lexicon, texts=toxic,
-                                    pieces=PieceTable.of(tokenizer))
-    assert [type(p) for p in procs] == [SourceWordsOnly], "it bans the source's term words itself"
+                                    pieces=PieceTable.of(tokenizer),
+                                    offsets=tokenizer(toxic, return_offsets_mapping=True)["offset_mapping"])
+    assert [type(p) for p in procs] == [SourceWordsOnly], "it bans the source's terms itself"
     out = _generate_ids(model, tokenizer, toxic, cfg, processors=procs)
     sources = tokenizer(toxic)["input_ids"]
     unshortened = []
@@ -462,7 +472,7 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
         emitted = [t for t in row if t not in (0, 1)]
         assert _is_subsequence(emitted, source), (text, tokenizer.decode(row))
         said = tokenizer.decode(row, skip_special_tokens=True)
-        banned = set(lexicon.word_terms(text))
+        banned = set(lexicon.find(text))  # phrases too
         assert not banned & set(lexicon.find(said)), (text, said)
         if banned and len(emitted) == len(source) - 1:
             unshortened.append((text, said))
@@ -502,7 +512,7 @@ def test_source_words_only_drops_a_term_but_keeps_what_is_glued_to_it(model, tok
     idiot = max(k for k in range(bang) if pieces.starts_word[ids[k]])
     lexicon = Lexicon.from_terms({"en": ["idiot"]})
     proc = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=math.inf, lexicon=lexicon,
-                           toxic_penalty=math.inf)
+                           toxic_penalty=math.inf, texts=[text], offsets=[offsets])
     assert proc.toxic == [{idiot}] and proc.inner_starts == [{bang}]
     # After "an": the term may not start, and "!" follows it at no cost (the term skips free).
     costs = proc.costs(0, ids[:idiot])
@@ -510,10 +520,24 @@ def test_source_words_only_drops_a_term_but_keeps_what_is_glued_to_it(model, tok
     cfg = DecodingConfig(max_new_tokens=32, toxic_penalty=math.inf, source_words_only=True,
                          source_skip_penalty=math.inf)
     assert generate(model, tokenizer, [text], cfg, lexicon=lexicon) == [lexicon.remove(text)] == ["you are an! go home"]
+    # A phrase goes whole, as delete drops it; its words may not start it again after a skip.
+    text = "you are a piece of crap, man"
+    enc = tokenizer([text], return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"][0], enc["offset_mapping"][0]
+    phrase = Lexicon.from_terms({"en": ["piece of crap"]})
+    proc = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=math.inf, lexicon=phrase,
+                           toxic_penalty=math.inf, texts=[text], offsets=[offsets])
+    held = [k for k, (a, b) in enumerate(offsets) if 10 <= a < 23]  # "piece of crap"
+    comma = next(k for k, (a, b) in enumerate(offsets) if text[a:b] == ",")
+    assert proc.toxic == [set(held)] and comma in proc.inner_starts[0]
+    costs = proc.costs(0, ids[:held[0]])
+    assert {t for t, c in costs.items() if c < math.inf} == {ids[comma]}  # after "you are a": only the comma
+    assert generate(model, tokenizer, [text], cfg, lexicon=phrase) == [phrase.remove(text)] == ["you are a, man"]
     # An offered token is where the alignment puts it: a '!' earlier in the source is not offered for a later one.
-    twice = tokenizer(["go! you idiot! go"])["input_ids"][0]
+    enc = tokenizer(["go! you idiot! go"], return_offsets_mapping=True)
+    twice = enc["input_ids"][0]
     proc = SourceWordsOnly(torch.tensor([twice]), pieces, 0, 1, skip_penalty=1.0, lexicon=lexicon,
-                           toxic_penalty=math.inf)
+                           toxic_penalty=math.inf, texts=["go! you idiot! go"], offsets=enc["offset_mapping"])
     (later,) = proc.inner_starts[0]
     assert twice[later] == twice[1] and not proc.pieces.starts_word[twice[1]]
     assert twice[1] not in proc.costs(0, [])  # it would be aligned to the first '!', not a word start
@@ -545,12 +569,14 @@ def test_source_words_only_drops_only_the_pieces_of_a_term_in_unspaced_text(mpd_
     )
     zh = T5TokenizerFast.from_pretrained(tmp_path, extra_ids=0)
     assert len(zh) == 2000
-    ids = zh(["大部分反对同性恋的人很少"])["input_ids"][0]
+    enc = zh(["大部分反对同性恋的人很少"], return_offsets_mapping=True)
+    ids = enc["input_ids"][0]
     tokens = zh.convert_ids_to_tokens(ids)
     assert "反对同性恋" in tokens and sum(t.startswith("▁") for t in tokens) == 1, tokens
     held = tokens.index("反对同性恋")  # the term is inside this piece, with 反对 ("oppose")
     proc = SourceWordsOnly(torch.tensor([ids]), PieceTable.of(zh), 0, 1, skip_penalty=math.inf,
-                           lexicon=Lexicon.from_terms({"zh": ["同性恋"]}), toxic_penalty=math.inf, langs=["zh"])
+                           lexicon=Lexicon.from_terms({"zh": ["同性恋"]}), toxic_penalty=math.inf, langs=["zh"],
+                           texts=["大部分反对同性恋的人很少"], offsets=enc["offset_mapping"])
     assert proc.toxic == [{held}] and proc.inner_starts == [{held, held + 1}]
     costs = proc.costs(0, ids[:held])
     assert ids[held] not in costs and costs[ids[held + 1]] == 0.0 and costs[1] == math.inf, costs
