@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 import regex
@@ -407,6 +407,8 @@ class SourceWordsOnly(LogitsProcessor):
                 row = self.sources[b]
                 self.toxic[b], inner = self._term_pieces(text, list(spans)[:len(row)], lexicon, lang)
                 self.inner_starts[b] = {p for p in inner if not self._starts(row[p])}
+        # The pieces no hypothesis may emit (a toxic penalty of inf): the alignment passes over them.
+        self.never = self.toxic if self.toxic_penalty == math.inf else [set() for _ in self.sources]
 
     def _starts(self, token: int) -> bool:
         return 0 <= token < self.pieces.size and self.pieces.starts_word[token]
@@ -449,8 +451,8 @@ class SourceWordsOnly(LogitsProcessor):
         """Each token a hypothesis of source ``row`` that has emitted ``generated`` may emit next → what
         it costs: skipped words × ``skip_penalty`` (lexicon terms and words starting with a ``banned``
         token skip free), plus ``toxic_penalty`` to start a lexicon term."""
-        source, toxic, inner = self.sources[row], self.toxic[row], self.inner_starts[row]
-        positions = source_positions(source, generated)
+        source, toxic, inner, never = self.sources[row], self.toxic[row], self.inner_starts[row], self.never[row]
+        positions = source_positions(source, generated, never)
         if positions is None:  # not from the source (the processor was not applied from the start)
             return {self.eos: 0.0}
         at = positions[-1] + 1 if positions else 0
@@ -460,6 +462,8 @@ class SourceWordsOnly(LogitsProcessor):
         seen: set[int] = set()  # a token emitted is aligned to its next occurrence: only that one may be offered
         for j in range(at, len(source)):
             token = source[j]
+            if j in never:  # a banned term's piece: never emitted, skipped free, not where a token aligns
+                continue
             if j == at or self._starts(token) or j in inner:
                 # The penalty is for starting a term: the pieces after one already started cost nothing more.
                 starts_term = j in toxic and not (j == at and positions and j - 1 in toxic)
@@ -491,13 +495,16 @@ class SourceWordsOnly(LogitsProcessor):
         return scores - cost.to(scores.device)
 
 
-def source_positions(source: Sequence[int], generated: Sequence[int]) -> list[int] | None:
-    """Where each token of ``generated`` sits in ``source``, each at its next occurrence (the alignment
-    :class:`SourceWordsOnly` decodes under), or None if one of them is not there."""
+def source_positions(source: Sequence[int], generated: Sequence[int], never: Container[int] = ()) -> list[int] | None:
+    """Where each token of ``generated`` sits in ``source``, each at its next occurrence outside the
+    ``never`` positions (the alignment :class:`SourceWordsOnly` decodes under), or None if one of them
+    is not there."""
     positions, at = [], 0
     for token in generated:
         try:
             at = source.index(token, at)
+            while at in never:
+                at = source.index(token, at + 1)
         except ValueError:
             return None
         positions.append(at)
@@ -702,13 +709,14 @@ def _encode(
 
 
 def _kept_text(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]], generated: list[int],
-               decoded: str, terms_out: Lexicon | None = None, lang: str | None = None) -> str:
+               decoded: str, terms_out: Lexicon | None = None, lang: str | None = None,
+               never: Container[int] = ()) -> str:
     """What ``source_words_only`` keeps of ``text``: the source characters of the ``generated`` pieces,
     then the part of ``text`` the model never saw (cut off at ``max_source_length``) as it is, less its
     ``terms_out`` lexicon terms (the toxic penalty's rule where the model had no choice)."""
     special = {tokenizer.pad_token_id, tokenizer.eos_token_id}
     source = [(i, o) for i, o in zip(ids, offsets) if i not in special]
-    positions = source_positions([i for i, _ in source], [t for t in generated if t not in special])
+    positions = source_positions([i for i, _ in source], [t for t in generated if t not in special], never)
     if positions is None:  # cannot happen under SourceWordsOnly; the decoded text is then all there is
         return decoded
     kept = kept_source_text(text, [o for _, o in source], positions)
@@ -757,10 +765,12 @@ def _run(
                     offsets=None if offsets is None else [offsets[i] for i in idx],
                 )
                 generated = model.generate(**batch, logits_processor=processors, **kwargs)
+                constraint = next((p for p in processors if isinstance(p, SourceWordsOnly)), None)
                 for k, (i, text) in enumerate(zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True))):
                     outputs[i] = text if offsets is None else _kept_text(
                         tokenizer, texts[i], encoded[i], offsets[i], generated[k].tolist(), text,
-                        terms_out=lexicon if needs_lexicon(cfg) else None, lang=None if langs is None else langs[i])
+                        terms_out=lexicon if needs_lexicon(cfg) else None, lang=None if langs is None else langs[i],
+                        never=constraint.never[k] if constraint is not None else ())
                 bar.update(len(idx))
     finally:
         model.train(was_training)

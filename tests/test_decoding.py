@@ -479,8 +479,9 @@ def test_source_words_only_generates_a_word_subsequence_without_the_terms(model,
     assert not unshortened, "a source holding a banned term must lose at least that word"
     # generate() gives what was kept in the source's own characters (not the tokenizer's decoding).
     enc = tokenizer(toxic, return_offsets_mapping=True)
-    kept = [kept_source_text(text, offsets[:-1], source_positions(ids[:-1], [t for t in row if t not in (0, 1)]))
-            for text, ids, offsets, row in zip(toxic, enc["input_ids"], enc["offset_mapping"], out.tolist())]
+    kept = [kept_source_text(text, offsets[:-1], source_positions(ids[:-1], [t for t in row if t not in (0, 1)], never))
+            for text, ids, offsets, row, never in zip(toxic, enc["input_ids"], enc["offset_mapping"], out.tolist(),
+                                                      procs[0].never)]
     assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon) == kept
     assert generate(model, tokenizer, toxic, cfg, lexicon=lexicon, langs=["en"] * len(toxic)) == kept
     with pytest.raises(ValueError, match="languages"):
@@ -533,6 +534,16 @@ def test_source_words_only_drops_a_term_but_keeps_what_is_glued_to_it(model, tok
     costs = proc.costs(0, ids[:held[0]])
     assert {t for t, c in costs.items() if c < math.inf} == {ids[comma]}  # after "you are a": only the comma
     assert generate(model, tokenizer, [text], cfg, lexicon=phrase) == [phrase.remove(text)] == ["you are a, man"]
+    # A word of the banned phrase that comes again after it: the alignment passes over the banned one.
+    again = "a piece of crap of a man"
+    enc = tokenizer([again], return_offsets_mapping=True)
+    ids = enc["input_ids"][0]
+    proc = SourceWordsOnly(torch.tensor([ids]), pieces, 0, 1, skip_penalty=math.inf, lexicon=phrase,
+                           toxic_penalty=math.inf, texts=[again], offsets=enc["offset_mapping"])
+    of = [k for k, t in enumerate(tokenizer.convert_ids_to_tokens(ids)) if t == "▁of"]
+    assert len(of) == 2 and of[0] in proc.never[0] and proc.costs(0, ids[:1])[ids[of[1]]] == 0.0
+    assert source_positions(ids, [ids[0], ids[of[1]]], proc.never[0]) == [0, of[1]]
+    assert generate(model, tokenizer, [again], cfg, lexicon=phrase) == [phrase.remove(again)] == ["a of a man"]
     # An offered token is where the alignment puts it: a '!' earlier in the source is not offered for a later one.
     enc = tokenizer(["go! you idiot! go"], return_offsets_mapping=True)
     twice = enc["input_ids"][0]
