@@ -376,6 +376,9 @@ class TrainingConfig:
     extra_loss_weight: float = 0.0
     keep_checkpoints: int = 2
     torch_threads: int | None = None
+    # What the model learns to write: the neutral reference, or kept_source_words (the toxic sentence's
+    # words that the reference keeps: a deletion-only target, for decoding.source_words_only).
+    target: Literal["neutral", "kept_source_words"] = "neutral"
     hf_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @field_validator("extra_loss")

@@ -23,6 +23,7 @@ from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
 from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
+from raydetox.data.targets import Target, training_targets
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.pretraining_corpus import base_texts, recorded_base
 from raydetox.judge import judge_for
@@ -36,11 +37,14 @@ from raydetox.trainer import (
 
 
 def tokenize_pairs(
-    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_source_length: int, max_target_length: int
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_source_length: int, max_target_length: int,
+    target: Target = "neutral",
 ) -> Dataset:
-    """Tokenize toxic → neutral pairs once (batched); keeps ``id`` so stage subsets can be selected."""
+    """Tokenize toxic → ``target`` pairs once (batched; :func:`raydetox.data.targets.training_targets`);
+    keeps ``id`` so stage subsets can be selected."""
     enc = tokenizer(list(frame["toxic"]), max_length=max_source_length, truncation=True)
-    tgt = tokenizer(text_target=list(frame["neutral"]), max_length=max_target_length, truncation=True)
+    labels = training_targets(list(frame["toxic"]), list(frame["neutral"]), target)
+    tgt = tokenizer(text_target=labels, max_length=max_target_length, truncation=True)
     return Dataset.from_dict(
         {
             "id": list(frame["id"]),
@@ -57,7 +61,8 @@ def build_stage_datasets(
     """Tokenize the full train split once and select each stage's rows from it by id; every row carries
     its ``difficulty_cdf`` (what competence pacing samples by)."""
     full = tokenize_pairs(
-        prepared.stages["full"], tokenizer, cfg.model.max_source_length, cfg.model.max_target_length
+        prepared.stages["full"], tokenizer, cfg.model.max_source_length, cfg.model.max_target_length,
+        cfg.training.target,
     ).add_column("difficulty_cdf", difficulty_cdf(prepared.stages["full"]).tolist())
     position = {id_: i for i, id_ in enumerate(full["id"])}
     return {
@@ -126,8 +131,8 @@ def build_trainer(
     model, tokenizer = load_untrained(cfg, prepared)
     model = apply_lora(model, cfg.lora)
     stage_data = build_stage_datasets(prepared, tokenizer, cfg)
-    eval_data = tokenize_pairs(
-        prepared.validation, tokenizer, cfg.model.max_source_length, cfg.model.max_target_length
+    eval_data = tokenize_pairs(  # the loss on the training target; generations are scored on the references
+        prepared.validation, tokenizer, cfg.model.max_source_length, cfg.model.max_target_length, cfg.training.target
     )
     args = training_arguments(cfg, output_dir, **arg_overrides)
     problem = mixed_precision_warning(model.config.model_type, args)

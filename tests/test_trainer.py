@@ -314,3 +314,22 @@ def test_competence_pacing_trains_on_pairs_within_competence_and_resumes(setup, 
         build_trainer(paced, prepared, tmp_path / "b").run_schedule([schedule[0], StageConfig(stage="hard", epochs=2)])
     with pytest.raises(ValueError, match="paced \\['competence'\\]"):
         build_trainer(cfg, prepared, tmp_path / "b").run_schedule(schedule)
+
+
+def test_kept_source_words_target_is_what_the_trainer_learns(setup, tmp_path: Path) -> None:
+    from raydetox.data.targets import kept_source_words
+
+    cfg, prepared, _ = setup
+    deleting = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, target="kept_source_words"))
+    trainer = build_trainer(deleting, prepared, tmp_path)
+    tokenizer = trainer.processing_class
+    full = prepared.stages["full"]
+    rows = trainer.stage_datasets["full"]
+    assert list(rows["id"]) == list(full["id"])
+    wanted = tokenizer(text_target=[kept_source_words(t, n) for t, n in zip(full["toxic"], full["neutral"])],
+                       max_length=cfg.model.max_target_length, truncation=True)["input_ids"]
+    assert list(rows["labels"]) == wanted
+    plain = build_trainer(cfg, prepared, tmp_path / "plain").stage_datasets["full"]
+    assert list(plain["labels"]) != wanted and list(plain["input_ids"]) == list(rows["input_ids"])
+    result = trainer.run_schedule([StageConfig(stage="easy", epochs=1, lr=1e-3)])[0]
+    assert math.isfinite(result.metrics["eval_loss"]) and "eval_j" in result.metrics
