@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from raydetox.config import DecodingConfig
-from raydetox.data.lexicon import BYTE_PIECE, Lexicon
+from raydetox.data.lexicon import BYTE_PIECE, Lexicon, join_around_deletion
 from raydetox.errors import ModelError
 
 __all__ = [
@@ -515,16 +515,22 @@ def source_positions(source: Sequence[int], generated: Sequence[int], never: Con
 def kept_source_text(text: str, offsets: Sequence[tuple[int, int]], positions: Sequence[int]) -> str:
     """The characters of ``text`` under the source pieces at ``positions`` (``offsets``: each piece's
     character span), each with the gap before it: what a rewrite that only drops source words keeps, in
-    the source's own spelling, spaces and case rather than the tokenizer's decoding of the pieces."""
-    out, end = [], 0
+    the source's own spelling, spaces and case rather than the tokenizer's decoding of the pieces. Where
+    pieces were dropped, the whitespace is tidied as the ``delete`` system tidies it."""
+    out, end, prev = "", 0, -1
     for p in positions:
         # From the previous source piece's end: the piece's leading space, whether or not its span holds it.
         start, stop = (offsets[p - 1][1] if p > 0 else 0), offsets[p][1]
         start = max(start, end)  # byte pieces of one character share its span
         if stop > start:
-            out.append(text[start:stop])
+            if p > prev + 1:  # pieces dropped since the last kept one
+                after = len(text[end:]) - len(text[end:].lstrip()) if out else 0
+                out = join_around_deletion(out + text[end:end + after], text[start:stop])
+            else:
+                out += text[start:stop]
             end = stop
-    return "".join(out).strip()
+        prev = p
+    return out.strip()
 
 
 def source_term_ban(

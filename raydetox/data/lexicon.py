@@ -302,7 +302,7 @@ class Lexicon:
             return nfc
         out = nfc[: spans[0][0]]
         for i, (_, end, _) in enumerate(spans):
-            out = _join(out, nfc[end : spans[i + 1][0] if i + 1 < len(spans) else len(nfc)])
+            out = join_around_deletion(out, nfc[end : spans[i + 1][0] if i + 1 < len(spans) else len(nfc)])
         return out
 
     def word_terms(self, text: str, lang: str | None = None) -> list[str]:
@@ -434,8 +434,9 @@ class Lexicon:
         self._matchers = {}
 
 
-def _join(left: str, right: str) -> str:
-    """``left + right`` where a term was deleted between them, with the whitespace there tidied."""
+def join_around_deletion(left: str, right: str) -> str:
+    """``left + right`` where words were deleted between them, with the whitespace there tidied (the
+    ``delete`` system's rule, also :func:`raydetox.decoding.kept_source_text`'s)."""
     lt, rt = left.rstrip(), right.lstrip()
     spaced = len(lt) < len(left) or len(rt) < len(right)
     # No space at the ends, where the term was glued to its neighbours (CJK, hyphens), or before ", . !".
