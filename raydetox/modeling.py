@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,11 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig | None) -> PreTrainedMode
         target_modules=list(cfg.target_modules),
         modules_to_save=list(cfg.modules_to_save) if cfg.modules_to_save else None,
     )
-    return get_peft_model(model, peft_cfg)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` (transformers >= 5.2 warns):
+        # one FutureWarning per trial that the user can do nothing about.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, peft_cfg)
 
 
 def _is_peft(model: Any) -> bool:
