@@ -4,7 +4,8 @@ Prepares the config's data (``--data``, ``--set``), trains its schedule (``--set
 the cached embedded base, then decodes the validation split — never the test split — with the trained
 weights and with the untrained base under each ``--decoding`` setting (``key=value,key=value``; repeatable;
 default: the config's decoding), both scored by the sweep's scorer (judge-based STA and J, copy rate,
-chrF, degenerate share), beside the ``copy`` and ``delete`` systems. Appends one row per (system,
+chrF, degenerate share), beside the ``copy`` and ``delete`` systems and the ``kept (oracle)`` upper bound
+of a deletion-only rewrite (each reference's kept source words: it reads the references). Appends one row per (system,
 decoding) to ``--out/runs.csv`` under ``--label``, so that successive runs build one table, and per decoding the paired-bootstrap interval of trained −
 untrained J over the same sentences to ``--out/paired.csv``; the untrained rows (scores and per-sentence
 predictions) are computed once per decoding and base.
@@ -35,6 +36,7 @@ from raydetox.data.prepare import PreparedData
 from raydetox.decoding import generate
 from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
 from raydetox.judge import judge_for
+from raydetox.data.targets import training_targets
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.modeling import resolve_base
 from raydetox.pretraining_corpus import base_texts
@@ -129,9 +131,13 @@ def main() -> None:
                        "dj_high": diff.high})
         rows.append({"label": args.label, "system": "untrained", "decoding": spec, **{m: scores[m] for m in SHOWN}})
 
-    # The trivial systems on the same rows, for scale (no decoding: they do not generate).
-    for name, outputs in reference_systems(list(pairs["toxic"]), [list(r) for r in pairs["refs"]],
-                                           list(pairs["lang"]), prepared.lexicon).items():
+    # The trivial systems on the same rows, for scale (no decoding: they do not generate), and an oracle
+    # that reads the references: their kept source words, what a perfect deletion-only rewrite writes.
+    systems = reference_systems(list(pairs["toxic"]), [list(r) for r in pairs["refs"]], list(pairs["lang"]),
+                                prepared.lexicon)
+    systems["kept (oracle)"] = training_targets(list(pairs["toxic"]), [r[0] for r in pairs["refs"]],
+                                                "kept_source_words")
+    for name, outputs in systems.items():
         scores, _ = score_outputs(scorer, pairs, outputs)
         rows.append({"label": args.label, "system": name, "decoding": "", **{m: scores[m] for m in SHOWN}})
 
