@@ -36,7 +36,7 @@ from raydetox.data.prepare import PreparedData
 from raydetox.decoding import generate
 from raydetox.experiment import build_trainer, load_untrained, toxic_token_ids
 from raydetox.judge import judge_for
-from raydetox.data.targets import training_targets
+from raydetox.targets import training_targets
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.modeling import resolve_base
 from raydetox.pretraining_corpus import base_texts

@@ -23,7 +23,7 @@ from raydetox.config import DecodingConfig, ExperimentConfig, StageConfig
 from raydetox.data.difficulty import difficulty_cdf
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.prepare import PreparedData
-from raydetox.data.targets import Target, training_targets
+from raydetox.targets import Target, training_targets
 from raydetox.metrics import get_scorer, reference_systems
 from raydetox.pretraining_corpus import base_texts, recorded_base
 from raydetox.judge import judge_for
@@ -40,7 +40,7 @@ def tokenize_pairs(
     frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_source_length: int, max_target_length: int,
     target: Target = "neutral",
 ) -> Dataset:
-    """Tokenize toxic → ``target`` pairs once (batched; :func:`raydetox.data.targets.training_targets`);
+    """Tokenize toxic → ``target`` pairs once (batched; :func:`raydetox.targets.training_targets`);
     keeps ``id`` so stage subsets can be selected."""
     enc = tokenizer(list(frame["toxic"]), max_length=max_source_length, truncation=True)
     labels = training_targets(list(frame["toxic"]), list(frame["neutral"]), target)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from raydetox.data.targets import _tokens, kept_source_words, training_targets
+from raydetox.targets import word_tokens, kept_source_words, training_targets
 
 
 def test_kept_source_words_keeps_what_the_reference_keeps_in_the_source_spelling() -> None:
@@ -24,8 +24,8 @@ def test_kept_source_words_on_the_shared_pairs_is_a_subsequence_of_the_source(mp
     kept = training_targets(list(mpd_pairs["toxic"]), list(mpd_pairs["neutral"]), "kept_source_words")
     assert len(kept) == len(mpd_pairs) == 3600
     for source, target in zip(mpd_pairs["toxic"], kept):
-        rest = iter([m.group() for m in _tokens(source)])
-        assert all(token in rest for token in (m.group() for m in _tokens(target))), (source, target)
+        rest = iter([m.group() for m in word_tokens(source)])
+        assert all(token in rest for token in (m.group() for m in word_tokens(target))), (source, target)
     changed = sum(k != s for k, s in zip(kept, mpd_pairs["toxic"]))
     assert changed > 0.9 * len(kept), "references drop or change words in nearly every pair"
     assert training_targets(["a b"], ["a"], "neutral") == ["a"]

@@ -317,7 +317,7 @@ def test_competence_pacing_trains_on_pairs_within_competence_and_resumes(setup, 
 
 
 def test_kept_source_words_target_is_what_the_trainer_learns(setup, tmp_path: Path) -> None:
-    from raydetox.data.targets import kept_source_words
+    from raydetox.targets import kept_source_words
 
     cfg, prepared, _ = setup
     deleting = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, target="kept_source_words"))

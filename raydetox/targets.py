@@ -27,7 +27,8 @@ _TOKEN = regex.compile(rf"[{_UNSPACED}]|[[\p{{L}}\p{{M}}\p{{N}}\u200c\u200d'’]
 _WORD = regex.compile(rf"[[\p{{L}}\p{{M}}\p{{N}}]--[{_UNSPACED}]]{{2}}", regex.V1)
 
 
-def _tokens(text: str) -> list[regex.Match]:
+def word_tokens(text: str) -> list[regex.Match]:
+    """The word and punctuation tokens :func:`kept_source_words` aligns (a match per token, with its span)."""
     return list(_TOKEN.finditer(text))
 
 
@@ -35,7 +36,7 @@ def kept_source_words(source: str, reference: str) -> str:
     """The tokens of ``source`` that ``reference`` keeps (difflib's matching blocks of the two token
     sequences, case-folded), each in the source's spelling and with the source's own gap before it when
     its neighbour is kept too (else a space where the source has one or two words would run together)."""
-    src, ref = _tokens(source), _tokens(reference)
+    src, ref = word_tokens(source), word_tokens(reference)
     matcher = difflib.SequenceMatcher(None, [m.group().casefold() for m in src], [m.group().casefold() for m in ref],
                                       autojunk=False)
     kept = [i for block in matcher.get_matching_blocks() for i in range(block.a, block.a + block.size)]
