@@ -61,6 +61,7 @@ from raydetox.pretraining_corpus import (
     config_hash,
     embedded_cache_path,
     exclude_texts,
+    library_versions,
     normalize_text,
 )
 
@@ -733,4 +734,5 @@ def _build(
         "n_dropped": {str(k): int(v) for k, v in dropped["reason"].value_counts().sort_index().items()},
         "threads": threads,
         "device": cfg.device,
+        "libraries": library_versions(),  # part of the cache key
     }

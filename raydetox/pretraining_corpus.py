@@ -186,10 +186,22 @@ def assert_no_evaluation_text(texts: pd.DataFrame, pairs: pd.DataFrame, forbidde
 _KEYED_ONLY_WHEN_SET: dict[str, Any] = {"copy_first": 0.0, "device": "cpu"}
 
 
+# The libraries whose versions decide the weights a config and corpus build (the tokenizer's training,
+# the initialisation, the kernels): part of the key, so a cached base is never one another build made.
+KEYED_LIBRARIES: tuple[str, ...] = ("torch", "transformers", "tokenizers", "sentencepiece")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`KEYED_LIBRARIES` (from package metadata: nothing is imported)."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in KEYED_LIBRARIES}
+
+
 def config_hash(cfg: EmbeddedBaseConfig) -> str:
     config = {k: v for k, v in dataclasses.asdict(cfg).items()
               if not (k in _KEYED_ONLY_WHEN_SET and v == _KEYED_ONLY_WHEN_SET[k])}
-    return content_hash({"version": _BUILD_VERSION, "config": config})[:12]
+    return content_hash({"version": _BUILD_VERSION, "config": config, "libraries": library_versions()})[:12]
 
 
 def as_corpus(corpus: Sequence[str] | PretrainingCorpus) -> PretrainingCorpus:

@@ -186,7 +186,7 @@ def test_cache_hit_does_not_rebuild(built, texts) -> None:
     assert not [p for p in (cache / "embedded").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_cache_key_depends_on_config_and_texts(texts, tmp_path) -> None:
+def test_cache_key_depends_on_config_and_texts(texts, tmp_path, monkeypatch) -> None:
     key = embedded_cache_path(texts, TINY, tmp_path)
     assert embedded_cache_path(list(reversed(texts)), TINY, tmp_path) == key
     assert embedded_cache_path(texts[1:], TINY, tmp_path) != key
@@ -196,6 +196,14 @@ def test_cache_key_depends_on_config_and_texts(texts, tmp_path) -> None:
     assert embedded_cache_path(texts, TINY, tmp_path, eval_texts=texts[:5]) != key
     on_gpu = EmbeddedBaseConfig(**{**TINY.__dict__, "device": "cuda"})
     assert embedded_cache_path(texts, on_gpu, tmp_path) != key  # a GPU build's weights differ
+    # Other library versions may build other weights: another key (the versions are read, not imported).
+    import raydetox.pretraining_corpus as corpus
+
+    installed = corpus.library_versions()
+    assert set(installed) == {"torch", "transformers", "tokenizers", "sentencepiece"}
+    upgraded = lambda: {**installed, "tokenizers": installed["tokenizers"] + ".post1"}  # noqa: E731
+    monkeypatch.setattr(corpus, "library_versions", upgraded)
+    assert embedded_cache_path(texts, TINY, tmp_path) != key
 
 
 def test_a_gpu_build_without_a_gpu_is_refused_before_anything_is_built(texts, tmp_path) -> None:
