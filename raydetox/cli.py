@@ -285,6 +285,9 @@ def cmd_detox(args: argparse.Namespace) -> int:
             f"in {args.model} or up to {RUN_SEARCH_DEPTH} folders above it (lexicon.json or data/lexicon.json); "
             "pass --lexicon FILE"
         )
+    if args.lang is not None and (lexicon is None or args.lang not in lexicon.languages):
+        known = f"the lexicon has {lexicon.languages}" if lexicon is not None else "no lexicon was found"
+        raise ConfigError(f"--lang {args.lang!r}: not a language of the lexicon ({known})")
     if args.out:
         check_output_file(args.out, "--out")
     inputs = read_inputs(args.input, args.column)
@@ -292,7 +295,8 @@ def cmd_detox(args: argparse.Namespace) -> int:
     model, tokenizer = load_trained(args.model)
     outputs = generate(model, tokenizer, inputs.texts, cfg.decoding,
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding) if lexicon else None,
-                       max_source_length=cfg.model.max_source_length, lexicon=lexicon)
+                       max_source_length=cfg.model.max_source_length, lexicon=lexicon,
+                       langs=None if args.lang is None else [args.lang] * len(inputs.texts))
     write_outputs(inputs, outputs, Path(args.out) if args.out else sys.stdout, fmt)
     return 0
 
@@ -423,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "lexicon.json or data/lexicon.json above the model, up to 5 folders up)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--decoding", action="append", metavar="KEY=VALUE", help="decoding setting, e.g. num_beams=4")
+    p.add_argument("--lang", help="the inputs' language: the lexicon's terms of that language only are matched "
+                                  "(every_piece, source_words_only; default: every language's, as one list)")
     p.add_argument("--out", help="output file (default: stdout); its suffix chooses the format")
     p.set_defaults(func=cmd_detox)
 

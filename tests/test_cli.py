@@ -80,6 +80,30 @@ def test_detox_rewrites_lines(trained: tuple[Path, Path], tmp_path: Path) -> Non
     assert len(out.read_text(encoding="utf-8").splitlines()) == 2
 
 
+def test_detox_under_source_words_only_in_one_language_is_delete(
+    trained: tuple[Path, Path], tmp_path: Path, mpd_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raydetox.data.lexicon import Lexicon
+
+    _, run = trained
+    ckpt = sorted((run / "curriculum" / "checkpoints").iterdir())[-1]
+    lexicon_file = sorted(run.rglob("lexicon.json"))[0]
+    lexicon = Lexicon.load(lexicon_file)
+    english = pd.read_parquet(mpd_dir / "en-00000-of-00001.parquet")["toxic_sentence"]
+    lines = [t for t in english if lexicon.find(t, "en")][:4] + ["no term here"]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    out = tmp_path / "out.txt"
+    swo = ["--decoding", "toxic_penalty=inf", "--decoding", "source_words_only=true",
+           "--decoding", "source_skip_penalty=inf", "--lexicon", str(lexicon_file)]
+    # With skip inf the model has no choice left: the English terms go, as the delete system drops them.
+    assert main(["detox", "--model", str(ckpt), str(src), "--out", str(out), "--lang", "en", *swo]) == 0
+    assert out.read_text(encoding="utf-8").splitlines() == [lexicon.remove(line, "en") for line in lines]
+    assert any(lexicon.remove(line, "en") != line for line in lines), "the test needs a term to drop"
+    assert main(["detox", "--model", str(ckpt), str(src), "--lang", "xx", *swo]) == 2
+    assert "--lang 'xx': not a language of the lexicon" in capsys.readouterr().err
+
+
 def test_bad_schedule_and_missing_input_are_one_line_errors(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
