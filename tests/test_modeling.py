@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -231,7 +232,9 @@ def test_load_base_from_local_dir_and_missing_path(built, tmp_path) -> None:
 def test_apply_lora_trains_only_adapter_on_q_v(built) -> None:
     model, _ = load_base(ModelConfig(name_or_path=str(built[0])))
     assert apply_lora(model, None) is model
-    peft_model = apply_lora(model, LoraConfig(r=4, alpha=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # peft's deprecation noise is silenced, nothing else
+        peft_model = apply_lora(model, LoraConfig(r=4, alpha=8))
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable}
