@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from raydetox.config import DecodingConfig
-from raydetox.data.lexicon import BYTE_PIECE, Lexicon, join_around_deletion
+from raydetox.data.lexicon import BYTE_PIECE, UNSPACED, Lexicon, join_around_deletion
 from raydetox.errors import ModelError
 
 __all__ = [
@@ -182,7 +182,7 @@ class CopyPenalty(LogitsProcessor):
 # Word-start markers of SentencePiece ("▁") and byte-level BPE ("Ġ") pieces.
 _WORD_START = "\u2581\u0120"
 # Scripts written without spaces: a term may start at any character of a run of them.
-_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
+_UNSPACED = regex.compile(rf"[{UNSPACED}]")
 # How many tokens back a hypothesis's current word is looked for (a longer word cannot be a term's prefix).
 _MAX_WORD_PIECES = 24
 

@@ -103,12 +103,12 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig | None) -> PreTrainedMode
         target_modules=list(cfg.target_modules),
         modules_to_save=list(cfg.modules_to_save) if cfg.modules_to_save else None,
     )
-    with quiet_peft():
+    with _quiet_peft():
         return get_peft_model(model, peft_cfg)
 
 
 @contextlib.contextmanager
-def quiet_peft() -> Iterator[None]:
+def _quiet_peft() -> Iterator[None]:
     """Wrapping a model with peft without the FutureWarning peft 0.21 raises by reading transformers'
     deprecated ``is_gradient_checkpointing`` (transformers >= 5.2): printed at every wrap (each trial,
     each ``detox``), nothing a user can act on."""
@@ -160,7 +160,7 @@ def load_trained(
     from peft import PeftModel
 
     base_model, base_tok = _load_pretrained(base)
-    with loading(f"{path}: adapter"), quiet_peft():
+    with loading(f"{path}: adapter"), _quiet_peft():
         model = PeftModel.from_pretrained(base_model, str(path), is_trainable=trainable)
         tok = load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else base_tok
     if merge:

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import regex
 
-TARGETS = ("neutral", "kept_source_words")
+from raydetox.data.lexicon import UNSPACED, WORD_CHARS
+
 Target = Literal["neutral", "kept_source_words"]
+TARGETS: tuple[str, ...] = get_args(Target)
 
-# One token per character in unspaced scripts (their words are not delimited), a run of letters, marks
-# and digits elsewhere (with in-word joiners and apostrophes), any other visible character alone.
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
-_TOKEN = regex.compile(rf"[{_UNSPACED}]|[[\p{{L}}\p{{M}}\p{{N}}\u200c\u200d'’]--[{_UNSPACED}]]+|\S", regex.V1)
-
-
-_WORD = regex.compile(rf"[[\p{{L}}\p{{M}}\p{{N}}]--[{_UNSPACED}]]{{2}}", regex.V1)
+# One token per character in unspaced scripts (their words are not delimited), a run of word characters
+# elsewhere (with apostrophes), any other visible character alone.
+_TOKEN = regex.compile(rf"[{UNSPACED}]|[[{WORD_CHARS}'’]--[{UNSPACED}]]+|\S", regex.V1)
+# Two letters, marks or digits of spaced script: words that would run together without a space.
+_WORD = regex.compile(rf"[[\p{{L}}\p{{M}}\p{{N}}]--[{UNSPACED}]]{{2}}", regex.V1)
 
 
 def word_tokens(text: str) -> list[regex.Match]:

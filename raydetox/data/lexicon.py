@@ -65,16 +65,18 @@ WORDLIST_SCORE: float = math.inf
 _FORMAT = "raydetox.lexicon"
 _VERSION = 1
 
-_WORD_CHARS = r"\p{L}\p{M}\p{N}\u200c\u200d"  # ZWNJ/ZWJ sit inside Indic and Persian words
+# Characters of a word (ZWNJ/ZWJ sit inside Indic and Persian words), and the scripts written without
+# spaces between words: shared with raydetox.targets, which splits texts into the same words.
+WORD_CHARS = r"\p{L}\p{M}\p{N}\u200c\u200d"
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}"
-_UNSPACED = _CJK + r"\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+UNSPACED = _CJK + r"\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
 # A neighbour that would make a match part of a longer word.
-_JOINER = rf"[[{_WORD_CHARS}]--[{_UNSPACED}]]"
+_JOINER = rf"[[{WORD_CHARS}]--[{UNSPACED}]]"
 # Fails only between two joiners: applied before and after a term, it needs word edges exactly where
 # the term's own first/last character is a joiner (so "13." needs no edge after its dot).
 _EDGE = rf"(?:(?<!{_JOINER})|(?!{_JOINER}))"
 
-_TOKEN = regex.compile(rf"[{_WORD_CHARS}]+", regex.V1)
+_TOKEN = regex.compile(rf"[{WORD_CHARS}]+", regex.V1)
 _SCRIPT_RUNS = regex.compile(rf"([{_CJK}]+)|[^{_CJK}]+", regex.V1)
 _HAS_LETTER = regex.compile(r"\p{L}")
 _ONLY_PUNCT = regex.compile(r"[\p{P}\s]+")
