@@ -108,6 +108,10 @@ def rank_variants(df: pd.DataFrame, cfg: SweepConfig) -> pd.DataFrame:
     return ranked.sort_values("objective_mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
+TIE_RTOL = 1e-6
+"""Relative difference of two variants' mean objectives below which :func:`best_row` calls them tied."""
+
+
 def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
     """The best variant's row (stage or decode) under the objective, recomputed from its metrics under
     ``cfg``: the variant with the highest MEAN objective across seeds. The row returned is that variant's
@@ -121,7 +125,13 @@ def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
             f"every row is refused by the objective: degenerate share above sweep.max_degenerate_rate "
             f"({cfg.max_degenerate_rate:g}) in every variant (set sweep.degenerate_action: penalise to rank them)"
         )
-    top = eligible.iloc[0]
+    # Objectives equal but for float noise (the same outputs scored in other batches differ by ~1e-9) are
+    # a tie, and a schedule must beat the reference points to be chosen: on a tie the untrained base wins,
+    # then the baseline; otherwise the ranking's order (deterministic, not the noise's).
+    means = eligible["objective_mean"].to_numpy(float)
+    tied = eligible[np.isclose(means, means[0], rtol=TIE_RTOL, atol=0.0)]
+    preference = 2 * _flag(tied, "is_untrained").astype(int) + _flag(tied, "is_baseline").astype(int)
+    top = tied.iloc[int(np.argmax(preference.to_numpy()))]
     members = df[variant_key(df) == top["variant_key"]]
     order = members.sort_values("seed", kind="stable") if "seed" in members else members
     row = order.iloc[0].copy()

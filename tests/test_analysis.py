@@ -463,6 +463,22 @@ def test_best_variant_is_ranked_by_its_mean_over_seeds_not_its_luckiest_run() ->
         best_row(df.assign(eval_degenerate_rate=0.5), cfg)
 
 
+def test_a_tie_with_the_untrained_base_is_won_by_the_base_not_by_float_noise() -> None:
+    df = _seeded_rows()
+    b = df[df["ordering"] == "B"].iloc[0]
+
+    def untrained(score: float) -> pd.DataFrame:
+        row = {**b.to_dict(), "trial_id": "U", "ordering": "untrained", "is_untrained": True, "seed": 0,
+               "config/variant/ordering": "untrained", "config/seed": 0, "stage_index": 0,
+               "eval_bertscore_f1": score, "eval_degenerate_rate": 0.01}
+        return pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+
+    # B's mean is 0.79: the same outputs scored in other batches differ by ~1e-9, and that is a tie.
+    assert best_row(untrained(0.79 - 4e-9), SweepConfig())["ordering"] == "untrained"
+    assert best_row(untrained(0.79 + 4e-9), SweepConfig())["ordering"] == "untrained"
+    assert best_row(untrained(0.78), SweepConfig())["ordering"] == "B"  # a real margin is no tie
+
+
 def test_analyze_says_when_every_row_is_refused(sweep_dir: Path, tmp_path: Path) -> None:
     """Every row loops: the report says no row is eligible and shows the least bad one, penalised."""
     results = tmp_path / "refused"
