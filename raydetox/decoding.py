@@ -518,18 +518,27 @@ def kept_source_text(text: str, offsets: Sequence[tuple[int, int]], positions: S
     the source's own spelling, spaces and case rather than the tokenizer's decoding of the pieces. Where
     pieces were dropped, the whitespace is tidied as the ``delete`` system tidies it."""
     out, end, prev = "", 0, -1
+    # After a deletion, (what was kept before it, the kept text since): joined once the text since holds
+    # more than whitespace, since a bare "▁" piece (before digits, emoji, rare words) carries no word.
+    pending: tuple[str, str] | None = None
     for p in positions:
         # From the previous source piece's end: the piece's leading space, whether or not its span holds it.
         start, stop = (offsets[p - 1][1] if p > 0 else 0), offsets[p][1]
         start = max(start, end)  # byte pieces of one character share its span
         if stop > start:
-            if p > prev + 1:  # pieces dropped since the last kept one
+            if p > prev + 1 and pending is None:  # pieces dropped since the last kept one
                 after = len(text[end:]) - len(text[end:].lstrip()) if out else 0
-                out = join_around_deletion(out + text[end:end + after], text[start:stop])
-            else:
+                pending = (out + text[end:end + after], "")
+            if pending is None:
                 out += text[start:stop]
+            else:
+                pending = (pending[0], pending[1] + text[start:stop])
+                if pending[1].strip():
+                    out, pending = join_around_deletion(*pending), None
             end = stop
         prev = p
+    if pending is not None:
+        out = join_around_deletion(*pending)
     return out.strip()
 
 

@@ -507,6 +507,20 @@ def test_kept_source_text_keeps_the_source_spelling(tokenizer) -> None:
     assert source_positions(ids, [ids[0], ids[2]]) == [0, 2] and source_positions(ids, [ids[2], ids[0]]) is None
 
 
+@pytest.mark.parametrize("text", ["you idiot 123 people", "you idiot 😀 friend", "you idiot Łukasz here"])
+def test_kept_source_text_keeps_the_space_of_a_bare_word_start_piece_after_a_deletion(text) -> None:
+    # How the embedded base's tokenizer spells digits, emoji and rare words: a bare "▁" piece holding the
+    # word's space alone, then the word's pieces (its offsets, as it returns them, for "you idiot 123 people":
+    # ▁you (0,3) ▁idiot (3,9) ▁ (9,10) 1 (10,11) 2 (11,12) 3 (12,13) ▁people (13,20)).
+    word = text.split()[2]
+    offsets = [(0, 3), (3, 9), (9, 10)] + [(10 + i, 11 + i) for i in range(len(word))]
+    offsets.append((offsets[-1][1], len(text)))
+    kept = kept_source_text(text, offsets, [0] + list(range(2, len(offsets))))  # without ▁idiot
+    assert kept == Lexicon.from_terms({"en": ["idiot"]}).remove(text) == text.replace("idiot ", "")
+    assert kept_source_text(text, offsets, [0, 2, len(offsets) - 1]) == "you " + text.split()[3], \
+        "a bare piece kept without its word is no word"
+
+
 def test_source_words_only_drops_a_term_but_keeps_what_is_glued_to_it(model, tokenizer) -> None:
     text = "you are an idiot! go home"
     enc = tokenizer([text], return_offsets_mapping=True)
