@@ -124,6 +124,7 @@ def build_trainer(
     **arg_overrides: Any,
 ) -> CurriculumSeq2SeqTrainer:
     """Model, tokenizer, datasets, scorer and trainer for one run of ``cfg`` on ``prepared``."""
+    prepared.require_training_splits()
     if cfg.training.torch_threads:
         torch.set_num_threads(cfg.training.torch_threads)
     # Seed before the LoRA weights are drawn: HF seeds only when the Trainer is built, after the model.
@@ -143,7 +144,7 @@ def build_trainer(
         args=args,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         train_dataset=stage_data["full"],
-        eval_dataset=eval_data if len(eval_data) else None,
+        eval_dataset=eval_data,
         processing_class=tokenizer,
         callbacks=list(callbacks),
         stage_datasets=stage_data,

@@ -482,6 +482,8 @@ def _prepare_inputs(
     prepared_dir = local_dir / DATA_DIR
     # A resumed sweep must see the data its finished trials saw; a new one prepares afresh.
     prepared = None if resume and (prepared_dir / "manifest.json").is_file() else prepare(cfg, prepared_dir)
+    if prepared is not None:
+        prepared.require_training_splits()  # here, not in every trial after Ray has started
     if prepared is not None and (texts := base_texts(cfg, prepared)) is not None:
         base = cached_base(texts, cfg.model.embedded, cfg.model.cache_dir)
         if base is None:  # only a base still to build needs the model stack here

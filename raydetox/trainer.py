@@ -17,6 +17,7 @@ counted over the whole schedule (competence; :mod:`raydetox.pacing`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -99,6 +100,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
         # One concise line per stage comes from on_stage_end hooks; HF's per-call metric dicts are noise.
         self.remove_callback(PrinterCallback)
         self.stage_datasets = stage_datasets
+        self._fingerprints: dict[str, str] = {}
         self.eval_pairs = eval_pairs
         self.scorer = scorer
         self.decoding = decoding or DecodingConfig()
@@ -150,12 +152,29 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
                 f"{self.state_path}: competence pacing spreads its steps over the whole schedule, and the finished "
                 f"stages belong to {raw['schedule']}; use a fresh output_dir or resume=False"
             )
+        # Same schedule, other rows (the data file changed, or other cleaning): the finished stages' weights
+        # would be passed off as trained on this data.
+        recorded = raw.get("data", {})
+        changed = sorted({r.stage for r in done if r.stage in recorded and recorded[r.stage] != self._data_fingerprint(r.stage)})
+        if changed:
+            raise ResultsError(
+                f"{self.state_path}: finished stage(s) {changed} were trained on other rows than this run's (the "
+                "data or its preparation changed); use a fresh output_dir or --no-resume (resume=False)"
+            )
         return done
+
+    def _data_fingerprint(self, stage: str) -> str:
+        """sha256 of a stage's training rows (ids, inputs, labels) as this trainer was given them."""
+        if stage not in self._fingerprints:  # computed once: the state is saved after every stage
+            rows = self.stage_datasets[stage].select_columns(["id", "input_ids", "labels"]).to_dict()
+            self._fingerprints[stage] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        return self._fingerprints[stage]
 
     def _save_state(self, schedule: Sequence[StageConfig]) -> None:
         payload = {
             "schedule": [asdict(s) for s in schedule],
             "stages": [asdict(r) for r in self.stage_results],
+            "data": {s.stage: self._data_fingerprint(s.stage) for s in schedule if s.stage in self.stage_datasets},
         }
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))

@@ -221,3 +221,60 @@ def test_cli_process_has_no_traceback(cli_config: Path, tmp_path: Path) -> None:
         f"raydetox prepare: error: {path}: row 2, column 'lang': 'english' is not a language code "
         "(expected an ISO 639 code like 'en' or 'uk', optionally with a subtag like 'pt-BR')\n"
     )
+
+
+# ------------------------------------------------------------------------------ detox inputs (no model)
+
+
+def test_detox_text_lines_end_at_cr_lf_or_crlf_and_refuse_nul(tmp_path: Path) -> None:
+    from raydetox.detox import read_inputs
+
+    old_mac = tmp_path / "cr.txt"
+    old_mac.write_bytes(b"one idiot\rtwo idiot\r\rthree\r")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_bytes("one idiot\r\ntwo idiot\n\rthree\u2028still three\n".encode())
+    assert read_inputs(old_mac).texts == ["one idiot", "two idiot", "", "three"]
+    assert read_inputs(old_mac).ids == ["1", "2", "3", "4"]
+    assert read_inputs(mixed).texts == ["one idiot", "two idiot", "", "three\u2028still three"]
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"ok line\nbad\x00line\n")
+    with pytest.raises(DataError, match=re.escape(f"{nul}: line 2: NUL character (\\x00) at position 3 of ")):
+        read_inputs(nul)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_blank_line_of_a_one_column_table_is_an_empty_input(fmt: str, tmp_path: Path) -> None:
+    from raydetox.detox import read_inputs
+
+    one = tmp_path / f"one.{fmt}"
+    one.write_text("\ntext\nhello idiot\n\n   \nNone\n\"\"\n\"two\nlines\"\nlast\n", encoding="utf-8")
+    inputs = read_inputs(one, "text")
+    # Every line after the header is an input, in order: row numbers stay the lines' own.
+    assert inputs.texts == ["hello idiot", "", "   ", "None", "", "two\nlines", "last"]
+    assert inputs.ids == [str(i) for i in range(1, 8)]
+    # With several columns a blank line holds no row: it stays skipped (the pairs' rule).
+    two = tmp_path / f"two.{fmt}"
+    sep = "\t" if fmt == "tsv" else ","
+    two.write_text(f"id{sep}text\na{sep}hello\n\nb{sep}bye\n", encoding="utf-8")
+    assert read_inputs(two, "text").texts == ["hello", "bye"] and read_inputs(two, "text").ids == ["a", "b"]
+
+
+def test_a_json_array_file_is_read_as_its_rows(tmp_path: Path) -> None:
+    from raydetox.data.io import read_table
+    from raydetox.detox import read_inputs
+
+    array = tmp_path / "in.json"
+    array.write_text('[{"id": "a", "text": "you idiot"},\n {"id": "b", "text": null}]\n', encoding="utf-8")
+    inputs = read_inputs(array, "text")
+    assert inputs.ids == ["a", "b"] and inputs.texts == ["you idiot", ""]
+    assert read_table(array)["text"].tolist()[0] == "you idiot"
+    lines = tmp_path / "lines.json"  # JSON Lines under .json, as before
+    lines.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    assert read_inputs(lines, "text").texts == ["one", "two"]
+    for text, message in [('[{"text": "a"}, "b"]', "row 2: expected a JSON object per array element, got str"),
+                          ('[{"text": "a"},\n {"text": }]', "line 2: invalid JSON: Expecting value"),
+                          ('[{"text": "\\udc00"}]', "row 1, column 'text': invalid Unicode: a lone surrogate")]:
+        array.write_text(text, encoding="utf-8")
+        with pytest.raises(DataError) as info:
+            read_inputs(array, "text")
+        assert str(info.value).startswith(f"{array}: {message}"), info.value

@@ -153,6 +153,40 @@ def test_without_lexicon_the_lexicon_rules_are_skipped_with_a_warning() -> None:
         clean_pairs(table, CleaningConfig(drop_already_neutral=False, drop_still_toxic=False))
 
 
+def test_sides_of_only_invisible_characters_are_empty(mpd_pairs: pd.DataFrame) -> None:
+    rows = mpd_pairs[mpd_pairs["lang"] == "en"].head(6).reset_index(drop=True)
+    blank = {  # zero-width space, BOM, word joiner, ZWJ, soft hyphen (all Unicode Cf) amid whitespace
+        0: ("toxic", "\u200b"), 1: ("toxic", " \u200b\ufeff\n"),
+        2: ("neutral", "\u2060\u200d"), 3: ("neutral", "\u00ad "),
+    }
+    for i, (side, text) in blank.items():
+        rows.loc[i, side] = text
+    rows.loc[4, "toxic"] = "\u200b" + rows.loc[4, "toxic"]  # visible text beside one: not empty
+    result = clean_pairs(rows, CleaningConfig(), HAND_LEXICON)
+    assert_partition(rows, result)
+    got = reasons_by_id(result)
+    ids = rows["id"].tolist()
+    assert [got[ids[i]] for i in range(4)] == ["empty_toxic", "empty_toxic", "empty_neutral", "empty_neutral"]
+    assert not got[ids[4]].startswith("empty")
+    detail = result.dropped.set_index("id")["detail"]
+    assert detail[ids[0]] == "toxic text is empty" and detail[ids[2]] == "neutral text is empty"
+
+
+def test_rows_of_a_language_the_lexicon_lacks_are_matched_against_no_terms(mpd_pairs: pd.DataFrame) -> None:
+    table = mpd_pairs[mpd_pairs["lang"].isin(["en", "de", "uk"])].groupby("lang").head(30).reset_index(drop=True)
+    lexicon = Lexicon.learn(table[table["lang"] == "en"], LexiconConfig())
+    with pytest.warns(UserWarning) as caught:
+        result = clean_pairs(table, CleaningConfig(), lexicon)
+    assert [str(w.message) for w in caught] == [
+        "the lexicon has no terms for language(s) de (30 rows), uk (30 rows) of the pairs (it has ['en']): "
+        "their texts are matched against no terms (nothing found, nothing deleted)"
+    ]
+    assert_partition(table, result)
+    other = result.dropped[result.dropped["lang"] != "en"]
+    assert "still_toxic" not in set(other["reason"])  # no term, so none kept by a rewrite
+    assert (result.counts.loc[["de", "uk"], "kept"] > 0).all()
+
+
 def test_bad_tables_raise_naming_the_problem() -> None:
     table = hand_table()
     with pytest.raises(ValueError, match=r"missing column\(s\) \['neutral'\]"):

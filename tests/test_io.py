@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raydetox.config import DataConfig
-from raydetox.data.io import ColumnMap, DataError, detect_columns, detect_format, load_pairs
+from raydetox.data.io import CAPPED, ColumnMap, DataError, detect_columns, detect_format, load_pairs
 from raydetox.data.pairs import PAIR_COLUMNS
 
 LANGS = ["am", "ar", "de", "en", "es", "hi", "ru", "uk", "zh"]
@@ -122,6 +122,36 @@ def test_languages_filter_and_max_rows(mpd_dir: Path) -> None:
         load_pairs(cfg(mpd_dir, languages=["en", "xx"]))
 
 
+def test_max_rows_per_lang_shares_the_cap_among_splits(tmp_path: Path, mpd_dir: Path) -> None:
+    # A file that lists each language's train rows first (like a concatenation of split files).
+    en = pd.read_parquet(mpd_dir / "en-00000-of-00001.parquet").head(60)
+    de = pd.read_parquet(mpd_dir / "de-00000-of-00001.parquet").head(12)
+    rows = pd.concat([en.assign(lang="en", part=["train"] * 50 + ["test"] * 10),
+                      de.assign(lang="de", part=["train"] * 8 + ["dev"] * 2 + ["test"] * 2)], ignore_index=True)
+    path = tmp_path / "pairs.csv"
+    rows.to_csv(path, index=False)
+    df = load_pairs(cfg(path, split_column="part", max_rows_per_lang=40))
+    assert df.groupby(["lang", "split"]).size().to_dict() == {
+        ("de", "dev"): 2, ("de", "test"): 2, ("de", "train"): 8, ("en", "test"): 7, ("en", "train"): 33
+    }
+    # The first rows of each split, in source order.
+    assert df.loc[df["lang"] == "en", "toxic"].tolist() == en["toxic_sentence"].tolist()[:33] + en[
+        "toxic_sentence"].tolist()[50:57]
+    assert df.attrs[CAPPED] == [
+        {"lang": "en", "split": "train", "rows": 50, "kept": 33, "left_out": 17},
+        {"lang": "en", "split": "test", "rows": 10, "kept": 7, "left_out": 3},
+    ]
+    # A split far smaller than the cap's share still keeps a row.
+    few = load_pairs(cfg(path, split_column="part", max_rows_per_lang=4, languages=["de"]))
+    assert few.groupby("split").size().to_dict() == {"train": 2, "dev": 1, "test": 1}
+    # Without a split column: the first rows per language, as before; what the cap left out is counted too.
+    plain = load_pairs(cfg(path, max_rows_per_lang=40))
+    assert plain.groupby("lang").size().to_dict() == {"de": 12, "en": 40}
+    assert plain["toxic"].tolist()[:40] == en["toxic_sentence"].tolist()[:40]
+    assert plain.attrs[CAPPED] == [{"lang": "en", "split": None, "rows": 60, "kept": 40, "left_out": 20}]
+    assert load_pairs(cfg(path)).attrs[CAPPED] == []
+
+
 # ------------------------------------------------------------------------------------ round trips
 
 
@@ -132,6 +162,16 @@ def test_jsonl_round_trip(tmp_path: Path, real_rows: pd.DataFrame) -> None:
     df = load_pairs(cfg(path))
     assert_same_pairs(df, real_rows)
     assert df["id"].iloc[0] == "pairs-1"
+
+
+def test_json_array_round_trip(tmp_path: Path, real_rows: pd.DataFrame) -> None:
+    path = tmp_path / "pairs.json"  # one JSON array of objects, as JSON tools write (not JSON Lines)
+    real_rows.to_json(path, orient="records", force_ascii=False, indent=1)
+    assert path.read_text(encoding="utf-8").startswith("[")
+    assert_same_pairs(load_pairs(cfg(path)), real_rows)
+    (tmp_path / "bad.json").write_text('[{"toxic": "a", "neutral": "b"}, "c"]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.json: row 2: expected a JSON object"):
+        load_pairs(cfg(tmp_path / "bad.json"))
 
 
 def test_csv_round_trip_bom_crlf_quoting(tmp_path: Path, real_rows: pd.DataFrame) -> None:

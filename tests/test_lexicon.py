@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raydetox.config import LexiconConfig
+from raydetox.config import ConfigError, LexiconConfig
 from raydetox.data.io import DataError
 from raydetox.data.lexicon import WORDLIST_SCORE, Lexicon, read_wordlist, tokenize
 
@@ -133,9 +133,10 @@ def test_wordlists_templated_missing_and_vetoed(pairs: pd.DataFrame, shared_data
 
     # learn=False: exactly the word list, nothing vetoed; a language without a file is recorded.
     odd = pairs[pairs["lang"] == "en"].head(20).assign(lang="xx")
-    listed = Lexicon.learn(
-        pd.concat([pairs[pairs["lang"] == "en"], odd]), LexiconConfig(learn=False, wordlists=[LDNOOBW]), shared_data
-    )
+    with pytest.warns(UserWarning, match=r"no word list for language\(s\) xx \(.*ldnoobw_v2/xx\.txt\)"):
+        listed = Lexicon.learn(
+            pd.concat([pairs[pairs["lang"] == "en"], odd]), LexiconConfig(learn=False, wordlists=[LDNOOBW]), shared_data
+        )
     assert set(listed.terms["en"]) == set(en_list) and listed.vetoed == {}
     assert listed.terms["xx"] == {}
     assert listed.missing_wordlists == [str(shared_data / "lexicons/ldnoobw_v2/xx.txt")]
@@ -155,6 +156,70 @@ def test_plain_wordlist_applies_to_every_language_and_must_exist(pairs: pd.DataF
     (tmp_path / "latin1.txt").write_bytes("schei\xdfe\n".encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.txt"):
         Lexicon.learn(two, LexiconConfig(wordlists=["latin1.txt"]), base_dir=tmp_path)
+
+
+def test_templated_wordlist_that_matches_no_file_is_a_config_error(pairs: pd.DataFrame, tmp_path: Path) -> None:
+    en = pairs[pairs["lang"] == "en"].head(50)
+    # A wrong path (here: relative to the wrong folder) silently shrank the en lexicon to the learned terms.
+    with pytest.raises(ConfigError, match=r"lexicon.wordlists: 'lexicons/ldnoobw_v2/\{lang\}.txt' matches no file"):
+        Lexicon.learn(en, LexiconConfig(wordlists=[LDNOOBW]), base_dir=tmp_path)
+    # Files for other languages only: the path is right, en has no list; warned, not an error.
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "de.txt").write_text("dummkopf\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"no word list for language\(s\) en \(.*lists/en\.txt\)"):
+        lex = Lexicon.learn(en, LexiconConfig(wordlists=["lists/{lang}.txt"]), base_dir=tmp_path)
+    assert lex.missing_wordlists == [str(tmp_path / "lists" / "en.txt")]
+
+
+# ------------------------------------------------------------------------------- languages it lacks
+
+
+def test_evaluation_only_languages_get_their_word_lists(pairs: pd.DataFrame, shared_data: Path) -> None:
+    en = pairs[pairs["lang"] == "en"]
+    cfg = LexiconConfig(wordlists=[LDNOOBW])
+    lex = Lexicon.learn(en, cfg, shared_data, languages=["en", "de", "fr"])
+    assert lex.languages == ["de", "en", "fr"]
+    for lang in ("de", "fr"):  # no pairs: the list as it is, nothing learned or vetoed
+        assert set(lex.terms[lang]) == set(read_wordlist(shared_data / f"lexicons/ldnoobw_v2/{lang}.txt"))
+        assert lang not in lex.vetoed
+    assert lex.terms["en"] == Lexicon.learn(en, cfg, shared_data).terms["en"]  # learned from the pairs only
+    assert lex.find("tu es un enculé", "fr") == ["enculé"]
+
+
+def test_unknown_language_has_no_terms_and_one_warning_with_row_counts(with_lists: Lexicon) -> None:
+    lex = Lexicon(with_lists.terms)  # its own warned-about set
+    langs = ["fr", "en", "fr", "it", "fr"]
+    with pytest.warns(UserWarning) as caught:
+        assert lex.warn_unknown(langs, "pairs") == {"fr": 3, "it": 1}
+        # The delete system (`raydetox baselines`) on held-out French: deletes nothing, says nothing more.
+        texts = ["tu es un enculé", "what the fuck", "ferme ta gueule, enculé", "che cazzo", "merde"]
+        assert [lex.remove(t, lang) for t, lang in zip(texts, langs)] == [
+            "tu es un enculé", "what the", "ferme ta gueule, enculé", "che cazzo", "merde"
+        ]
+        assert lex.token_ids(None, "fr") == []  # no term, no tokenizer call
+    assert [str(w.message) for w in caught] == [
+        f"the lexicon has no terms for language(s) fr (3 rows), it (1 rows) of the pairs (it has {list(LANGS)}): "
+        "their texts are matched against no terms (nothing found, nothing deleted)"
+    ]
+    assert lex.warn_unknown(["en", "de"]) == {}
+
+
+def test_for_languages_loads_the_recorded_word_lists(with_lists: Lexicon, shared_data: Path, tmp_path: Path) -> None:
+    assert with_lists.wordlists == [str(shared_data / LDNOOBW)]  # absolute: usable from any folder
+    with_lists.save(tmp_path / "lexicon.json")
+    loaded = Lexicon.load(tmp_path / "lexicon.json")
+    assert loaded.wordlists == with_lists.wordlists
+    wider = loaded.for_languages(["fr", "en", "fr", "qq"])  # qq: no list exists for it
+    assert wider.languages == sorted([*LANGS, "fr"]) and "fr" not in loaded.terms
+    assert set(wider.terms["fr"]) == set(read_wordlist(shared_data / "lexicons/ldnoobw_v2/fr.txt"))
+    assert wider.terms["en"] == loaded.terms["en"] and wider.vetoed == loaded.vetoed
+    assert wider.remove("tu es un enculé", "fr") == "tu es un"
+    # A lexicon file that predates the recorded lists loads, and has nothing to add.
+    data = json.loads((tmp_path / "lexicon.json").read_text(encoding="utf-8"))
+    del data["wordlists"]
+    (tmp_path / "old.json").write_text(json.dumps(data), encoding="utf-8")
+    old = Lexicon.load(tmp_path / "old.json")
+    assert old.wordlists == [] and old.for_languages(["fr"]) is old
 
 
 # --------------------------------------------------------------------------------------------- matching
@@ -191,8 +256,14 @@ def test_word_boundaries_case_phrases_and_counts() -> None:
     assert lex.find("він п’яний", "uk") == ["п'яний"]  # typographic apostrophe
     assert lex.find("fuck", None) == ["fuck"] and lex.find("scheiße", "en") == []
     assert lex.is_toxic("what the fuck", "en") and not lex.is_toxic("what the duck", "en")
-    with pytest.raises(KeyError, match="'fr'"):
-        lex.find("merde", "fr")
+    # A language without an entry has no terms (held-out data may hold one), said once, not per text.
+    with pytest.warns(UserWarning, match=r"no terms for language 'fr'") as caught:
+        assert lex.find("merde fuck", "fr") == [] and lex.remove("merde fuck", "fr") == "merde fuck"
+        assert not lex.is_toxic("fuck", "fr") and lex.count("fuck", "fr") == 0 and lex.spans("fuck", "fr") == []
+    assert len(caught) == 1
+    assert "fr" not in lex.terms  # looking it up adds no entry
+    with pytest.raises(TypeError, match="language"):
+        lex.find("merde", 3)  # type: ignore[arg-type]  # a programming error still fails
     with pytest.raises(TypeError):
         lex.find(None, "en")  # type: ignore[arg-type]
 

@@ -139,3 +139,99 @@ def test_prepare_identifies_languages_and_reports_them(unlabelled_pairs: Path, t
         assert unidentified["detail"].str.fullmatch(
             r"language identifier's best guess '\w+' has probability 0\.\d\d, under data\.min_lang_confidence"
         ).all()
+
+
+# ----------------------------------------------------------------- evaluation-only languages, word lists, cap
+
+
+def _prepare(data: Path, out: Path, *sets: str) -> int:
+    return main(["prepare", str(REPO / "experiments/quickstart.yaml"), "--data", str(data), "--out", str(out),
+                 *[a for s in sets for a in ("--set", s)]])
+
+
+def _split_file(path: Path, frames: list[pd.DataFrame]) -> Path:
+    pd.concat(frames)[["lang", "toxic", "neutral", "split"]].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def en_de_test_only(tmp_path_factory: pytest.TempPathFactory, mpd_pairs: pd.DataFrame) -> Path:
+    """Real pairs with a split column: 40 English (30 train, 5 validation, 5 test), 10 German in test only."""
+    en = mpd_pairs[mpd_pairs["lang"] == "en"].head(40).assign(split=["train"] * 30 + ["validation"] * 5 + ["test"] * 5)
+    de = mpd_pairs[mpd_pairs["lang"] == "de"].head(10).assign(split="test")
+    return _split_file(tmp_path_factory.mktemp("split") / "pairs.csv", [en, de])
+
+
+def test_a_language_only_in_the_test_split_is_prepared_for_evaluation(
+    en_de_test_only: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    from raydetox.data.lexicon import Lexicon, read_wordlist
+    from raydetox.data.stages import BUCKETS
+
+    wordlists = f"lexicon.wordlists=['{shared_data}/lexicons/ldnoobw_v2/{{lang}}.txt']"
+    with pytest.warns(UserWarning, match=r"language\(s\) de have no training pair .*evaluation only"):
+        assert _prepare(en_de_test_only, tmp_path, "data.split_column=split", wordlists) == 0
+    table = pd.read_parquet(tmp_path / "pairs.parquet")
+    dropped = pd.read_csv(tmp_path / "dropped.csv")
+    assert len(table) + len(dropped) == 50
+    de = table[table["lang"] == "de"]
+    assert len(de) and set(de["split"]) == {"test"} and set(de["bucket"]) <= set(BUCKETS)
+    assert set(pd.read_parquet(tmp_path / "stages/test.parquet")["lang"]) == {"en", "de"}
+    assert set(pd.read_parquet(tmp_path / "stages/full.parquet")["lang"]) == {"en"}
+    # Its word list was loaded for cleaning and scoring; nothing is learned from evaluation rows.
+    lexicon = Lexicon.load(tmp_path / "lexicon.json")
+    assert set(lexicon.terms["de"]) == set(read_wordlist(shared_data / "lexicons/ldnoobw_v2/de.txt"))
+    report = (tmp_path / "report.md").read_text()
+    assert "- evaluation-only languages (no training pair): de" in report
+    assert re.search(r"## Languages for evaluation only\n\n.*\n\n\| lang .*\n.*\n\| de ", report), report
+
+
+def test_no_training_pair_left_is_one_line_naming_the_file_and_language(
+    tmp_path: Path, mpd_pairs: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    en = mpd_pairs[mpd_pairs["lang"] == "en"].head(12).assign(split=["train"] * 8 + ["test"] * 4)
+    en.loc[en.index[:8], "neutral"] = en["toxic"].iloc[:8].tolist()  # every train pair a copy: dropped
+    path = _split_file(tmp_path / "copies.csv", [en])
+    out = tmp_path / "out"
+    assert _prepare(path, out, "data.split_column=split") == 2
+    assert capsys.readouterr().err == (
+        f"raydetox prepare: error: {path}: no training pair kept: cleaning dropped all 8 train rows (identical 8) "
+        f"of language(s) en; each with its reason in {out / 'dropped.csv'}\n"
+    )
+    assert (pd.read_csv(out / "dropped.csv")["reason"] == "identical").sum() == 8
+    assert not (out / "manifest.json").exists()
+
+
+def test_missing_word_lists_are_warned_and_reported_and_a_wrong_path_is_an_error(
+    en_de_test_only: Path, tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "en.txt").write_bytes((shared_data / "lexicons/ldnoobw_v2/en.txt").read_bytes())
+    with pytest.warns(UserWarning, match=rf"no word list for language\(s\) de \({lists / 'de.txt'}\)"):
+        assert _prepare(en_de_test_only, tmp_path / "out", "data.split_column=split",
+                        f"lexicon.wordlists=['{lists}/{{lang}}.txt']") == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Word lists not found\n\n" in report and f"- `{lists / 'de.txt'}`" in report
+    # No file for any language: the path is wrong (it used to leave en with 4 learned terms, silently).
+    assert _prepare(en_de_test_only, tmp_path / "bad", "data.split_column=split",
+                    f"lexicon.wordlists=['{tmp_path}/nowhere/{{lang}}.txt']") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"raydetox prepare: error: lexicon.wordlists: '{tmp_path}/nowhere/{{lang}}.txt' matches "
+                          "no file for any language") and err.count("\n") == 1, err
+
+
+def test_max_rows_per_lang_keeps_every_split_and_reports_what_it_left_out(
+    tmp_path: Path, mpd_pairs: pd.DataFrame
+) -> None:
+    en = mpd_pairs[mpd_pairs["lang"] == "en"].head(60).assign(split=["train"] * 50 + ["test"] * 10)
+    path = _split_file(tmp_path / "train_first.csv", [en])
+    assert _prepare(path, tmp_path / "out", "data.split_column=split", "data.max_rows_per_lang=40") == 0
+    table = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    dropped = pd.read_csv(tmp_path / "out" / "dropped.csv")
+    assert len(table) + len(dropped) == 40
+    assert (pd.concat([table, dropped])["split"].value_counts().to_dict()) == {"train": 33, "test": 7}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "- left out before that by data.max_rows_per_lang: 20 rows (see below)" in report
+    assert re.search(r"^\| en +\| train +\| +50 \| +33 \| +17 \|$", report, re.MULTILINE), report
+    assert re.search(r"^\| en +\| test +\| +10 \| +7 \| +3 \|$", report, re.MULTILINE), report

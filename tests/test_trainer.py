@@ -12,7 +12,9 @@ import torch
 from transformers import TrainerCallback
 
 from raydetox.config import ConfigError, StageConfig
+from raydetox.errors import ResultsError
 from raydetox.data.difficulty import difficulty_cdf
+from raydetox.data.io import DataError
 from raydetox.data.prepare import prepare
 from raydetox.experiment import build_trainer, run_training
 from raydetox.data.lexicon import Lexicon
@@ -44,6 +46,30 @@ def test_schedule_order_lr_and_examples_per_stage(setup, tmp_path: Path) -> None
         for key in ("eval_loss", "eval_perplexity", "eval_copy_rate", "eval_chrf", "eval_bertscore_f1", "eval_j"):
             assert key in result.metrics, key
         assert "eval_copy_rate/en" in result.metrics
+
+
+@pytest.mark.parametrize("empty", ["validation", "test"])
+def test_a_run_without_validation_or_test_rows_is_refused_before_the_model_loads(setup, tmp_path: Path, empty) -> None:
+    cfg, prepared, _ = setup
+    hollow = dataclasses.replace(prepared, **{empty: getattr(prepared, empty).iloc[:0]})
+    with pytest.raises(DataError, match=rf"{prepared.out_dir}: the {empty} split holds no rows"):
+        build_trainer(cfg, hollow, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    prepared.require_training_splits()  # the real splits pass
+
+
+def test_resume_refuses_finished_stages_trained_on_other_rows(setup, tmp_path: Path) -> None:
+    cfg, prepared, _ = setup
+    first = cfg.schedule[0].stage
+    build_trainer(cfg, prepared, tmp_path).run_schedule(cfg.schedule[:1])
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert set(state["data"]) == {first}, "the state records the rows each scheduled stage trains on"
+    build_trainer(cfg, prepared, tmp_path).run_schedule(cfg.schedule[:1])  # the same rows resume
+    fewer = dataclasses.replace(prepared, stages={**prepared.stages, first: prepared.stages[first].iloc[1:]})
+    with pytest.raises(ResultsError, match=rf"finished stage\(s\) \['{first}'\] were trained on other rows.*--no-resume"):
+        build_trainer(cfg, fewer, tmp_path).run_schedule(cfg.schedule[:1])
+    redone = build_trainer(cfg, fewer, tmp_path).run_schedule(cfg.schedule[:1], resume=False)
+    assert redone[0].n_examples == len(prepared.stages[first]) - 1
 
 
 def test_lora_checkpoints_hold_only_the_adapter(setup, tmp_path: Path) -> None:

@@ -49,6 +49,13 @@ REASONS: tuple[str, ...] = (
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}"
 _TOKEN = regex.compile(rf"[{_CJK}]|[[\p{{L}}\p{{M}}\p{{N}}]--[{_CJK}]]+", regex.V1)
+_FORMAT_CHARS = regex.compile(r"\p{Cf}+")
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty once whitespace and format characters (Unicode Cf: zero-width space and
+    joiners, BOM, soft hyphen, bidi marks) are removed: nothing a reader sees, nothing to rewrite."""
+    return not _FORMAT_CHARS.sub("", text).strip()
 
 
 def tokenize(text: str) -> list[str]:
@@ -160,11 +167,16 @@ def clean_pairs(
 ) -> CleanResult:
     """Apply the cleaning rules of ``cfg`` (see :data:`REASONS` for their order) to a pairs table.
 
+    ``empty_toxic`` / ``empty_neutral``: the side is blank (:func:`is_blank`: only whitespace and
+    zero-width/format characters).
+
     ``unidentified_language``: the language identifier left the row ``und`` (its ``lang_confidence`` is
     under ``data.min_lang_confidence``); ``drop_unidentified=False`` (``data.keep_unidentified``) keeps it.
 
     ``too_long``: the toxic or neutral text is longer than ``cfg.max_chars`` characters.
     ``already_neutral`` and ``still_toxic`` need ``lexicon``; without one they are skipped with a warning.
+    Rows of a language the lexicon has no entry for are matched against no terms, with one warning
+    naming those languages and their row counts (:meth:`~raydetox.data.lexicon.Lexicon.warn_unknown`).
     ``noisy`` compares the neutral side with the toxic side: sentence chrF (sacrebleu, neutral as the
     hypothesis), token overlap, and the character length ratio len(neutral) / len(toxic).
     """
@@ -176,9 +188,11 @@ def clean_pairs(
     langs = table["lang"].astype(str).tolist()
     marks = _Marks(n)
 
-    marks.drop([i for i in range(n) if not toxic[i].strip()], "empty_toxic", "toxic text is empty")
+    marks.drop([i for i in range(n) if is_blank(toxic[i])], "empty_toxic", "toxic text is empty")
     alive = marks.alive()
-    marks.drop([i for i in alive if not neutral[i].strip()], "empty_neutral", "neutral text is empty")
+    marks.drop([i for i in alive if is_blank(neutral[i])], "empty_neutral", "neutral text is empty")
+    if lexicon is not None:
+        lexicon.warn_unknown(langs, "pairs", stacklevel=3)  # names the caller: the step that brought them
 
     if drop_unidentified:
         undetermined = unidentified(table).to_numpy()

@@ -19,6 +19,7 @@ import csv
 import functools
 import io
 import json
+import logging
 import math
 import stat
 from collections.abc import Callable, Mapping
@@ -60,6 +61,10 @@ _PLACEHOLDERS = frozenset(
     {"nan", "NaN", "-nan", "-NaN", "None", "null", "NULL", "NA", "N/A", "n/a", "<NA>", "#N/A", "#NA"}
 )
 _HUB_PROBE_SECONDS = 10.0
+CAPPED = "capped_rows"
+"""Key of :func:`load_pairs`' ``DataFrame.attrs``: the rows ``data.max_rows_per_lang`` left out."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -472,9 +477,28 @@ def read_file_table(path: str | Path, fmt: str) -> FileTable:
     if fmt in ("tsv", "csv"):
         return FileTable(_read_delimited(path, fmt).reset_index(drop=True), str(path))
     if fmt == "jsonl":
+        if path.suffix.lower() == ".json" and (array := _json_array(path)) is not None:
+            return FileTable(array, str(path))
         frame, lines = _read_jsonl(path)
         return FileTable(frame.reset_index(drop=True), str(path), lines=lines)
     return FileTable(_read_parquet(path).reset_index(drop=True), str(path))
+
+
+def _json_array(path: Path) -> pd.DataFrame | None:
+    """The rows of a ``.json`` file holding one JSON array of objects (as JSON tools write), or None when
+    it holds JSON Lines instead."""
+    text = _decode(path, _read_bytes(path))
+    if not text.lstrip().startswith("["):
+        return None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data":  # one array per line: JSON Lines, which its reader refuses by line
+            return None
+        raise DataError(f"{path}: line {err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+    except RecursionError as err:  # the json module parses nested arrays/objects recursively
+        raise DataError(f"{path}: invalid JSON: arrays/objects nested too deeply") from err
+    return _json_array_frame(path, rows)
 
 
 def _read_file(path: Path, fmt: str, **hints: Any) -> _Part:
@@ -821,12 +845,61 @@ def _expand(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _quotas(sizes: list[int], limit: int) -> list[int]:
+    """``limit`` rows shared among groups of ``sizes`` in proportion (largest remainders, earlier groups
+    first on ties), every non-empty group keeping at least one row when ``limit`` allows it."""
+    if sum(sizes) <= limit:
+        return list(sizes)
+    floor = [1 if n else 0 for n in sizes] if limit >= sum(1 for n in sizes if n) else [0] * len(sizes)
+    rest, share = limit - sum(floor), [n - f for n, f in zip(sizes, floor)]
+    exact = [rest * n / sum(share) for n in share]
+    quota = [math.floor(e) for e in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - quota[i]), i))
+    for i in by_remainder[: rest - sum(quota)]:
+        quota[i] += 1
+    return [f + q for f, q in zip(floor, quota)]
+
+
+def _cap_rows(table: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The first ``limit`` rows per language (``data.max_rows_per_lang``), and a record per (language,
+    split) of the rows it left out.
+
+    With a ``split`` column the cap is shared among the language's splits in proportion to their sizes,
+    each split keeping at least one row (the first rows of each split, in source order): a file listing
+    its train rows first would otherwise lose its validation and test rows.
+    """
+    if "split" not in table.columns:
+        keep = table.groupby("lang", sort=False).cumcount().to_numpy() < limit
+        left = table.loc[~keep, "lang"].value_counts(sort=False)
+        sizes = table["lang"].value_counts(sort=False)
+        records = [{"lang": lang, "split": None, "rows": int(sizes[lang]), "kept": int(sizes[lang] - n),
+                    "left_out": int(n)} for lang, n in left.items()]
+        return table[keep], records
+    keys = pd.DataFrame({"lang": table["lang"].astype(str), "split": table["split"].fillna("").astype(str)})
+    position = keys.groupby(["lang", "split"], sort=False).cumcount().to_numpy()
+    sizes = keys.groupby(["lang", "split"], sort=False).size()
+    quota: dict[tuple[str, str], int] = {}
+    records = []
+    for lang, groups in sizes.groupby(level="lang", sort=False):
+        splits = [split for _, split in groups.index]
+        for split, n, q in zip(splits, groups.tolist(), _quotas(groups.tolist(), limit)):
+            quota[(lang, split)] = q
+            if q < n:
+                records.append({"lang": lang, "split": split, "rows": n, "kept": q, "left_out": n - q})
+    keep = position < np.array([quota[k] for k in zip(keys["lang"], keys["split"])], dtype=int)
+    return table[keep], records
+
+
 def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
     """Read ``source`` (default ``cfg.source``) into the canonical pairs table.
 
     Resolves the format (``cfg.format`` or :func:`detect_format`), maps and validates columns, optionally
     expands references (``cfg.expand_refs``), then keeps ``cfg.languages`` and the first
-    ``cfg.max_rows_per_lang`` rows per language. Empty text cells become "" (cleaning drops them).
+    ``cfg.max_rows_per_lang`` rows per language; with a split column (``cfg.split_column``, or the
+    splits of a dataset) that cap is shared among the language's splits in proportion to their sizes,
+    each keeping at least one row (:func:`_cap_rows`). The rows the cap left out are logged and listed
+    in ``table.attrs[CAPPED]`` (one record per language and split). Empty text cells become "" (cleaning
+    drops them).
     Rows whose language was identified (no language column, file name or default) also get
     ``lang_guess`` and ``lang_confidence``; those under ``cfg.min_lang_confidence`` have lang ``und``.
     """
@@ -854,8 +927,14 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
             )
         # Unidentified rows stay: cleaning reports them (or keeps them as und), never a silent filter.
         table = table[table["lang"].isin(cfg.languages) | unidentified(table)]
+    capped: list[dict[str, Any]] = []
     if cfg.max_rows_per_lang is not None:
-        table = table.groupby("lang", sort=False).head(cfg.max_rows_per_lang)
+        table, capped = _cap_rows(table, cfg.max_rows_per_lang)
+        if capped:
+            left = ", ".join(f"{r['lang']}" + (f" {r['split']}" if r["split"] is not None else "")
+                             + f" {r['left_out']}" for r in capped)
+            log.info("%s: data.max_rows_per_lang=%d left out %d rows (%s)", src, cfg.max_rows_per_lang,
+                     sum(r["left_out"] for r in capped), left)
 
     columns = ["id", "lang", "toxic", "neutral", "refs"]
     columns += [c for c in ("toxicity_score", "split", "lang_guess", "lang_confidence") if c in table.columns]
@@ -865,32 +944,44 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
     for c in ("id", "lang", "toxic", "neutral", "split", "lang_guess"):
         if c in table.columns:
             table[c] = table[c].astype(str)
+    table.attrs[CAPPED] = capped
     return table
 
 
 # ---------------------------------------------------------------------------------------------- texts
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file, one text each (BOM dropped, ``\\n`` or ``\\r\\n`` ends).
+    """The lines of a UTF-8 text file, one text each (BOM dropped; ``\\n``, ``\\r\\n`` or ``\\r`` ends).
 
-    Lines split at ``\\n`` only: ``str.splitlines`` would also cut at U+2028, form feeds and friends,
-    turning one input into several. Errors are :class:`DataError` lines naming the file (and line).
+    Lines split at those ends only: ``str.splitlines`` would also cut at U+2028, form feeds and friends,
+    turning one input into several. A lone ``\\r`` ends a line as old Mac files end them (read whole, such
+    a file would be one sentence). A NUL character is an error naming its line, as in the pairs' cells.
+    Errors are :class:`DataError` lines naming the file (and line).
     """
     path = Path(path)
     why = _not_a_file(path)
     if why is not None:
         raise DataError(f"{path}: {why}")
-    lines = _decode(path, _read_bytes(path)).split("\n")
+    lines = _LINE_END.split(_decode(path, _read_bytes(path)))
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line starts no new one
-    return [line.removesuffix("\r") for line in lines]
+    for lineno, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            raise DataError(
+                f"{path}: line {lineno}: NUL character (\\x00) at position {line.index(chr(0))} of "
+                f"{_short(line)}: the file is corrupt or not UTF-8 text"
+            )
+    return lines
 
 
 def read_table(path: str | Path, default: str = "csv") -> pd.DataFrame:
     """A table file (CSV/TSV/JSONL/parquet by suffix, else ``default``) read by the same strict readers
-    as the pairs: CSV/TSV cells are strings ("" when empty); errors are :class:`DataError` lines."""
-    return read_file_table(path, FILE_SUFFIXES.get(Path(path).suffix.lower(), default)).frame
+    as the pairs: CSV/TSV cells are strings ("" when empty); errors are :class:`DataError` lines.
+    See :func:`_read_input_table` for what a table may be beyond a pairs file."""
+    return _read_input_table(Path(path), FILE_SUFFIXES.get(Path(path).suffix.lower(), default)).frame
 
 
 def read_column(path: str | Path, column: str, id_column: str | None = None) -> tuple[list[str], list[str]]:
@@ -898,11 +989,12 @@ def read_column(path: str | Path, column: str, id_column: str | None = None) -> 
     read by the same strict readers as the pairs.
 
     Ids come from ``id_column``, else an ``id``/``idx`` column, else the 1-based row number. Texts are
-    kept as written (a cell ``NaN`` is text here); a missing cell is "". Errors are :class:`DataError`
-    lines naming the file, the row and the column.
+    kept as written (a cell ``NaN`` is text here); a missing cell is "", and so is a blank line of a
+    one-column CSV/TSV (see :func:`_read_input_table`). Errors are :class:`DataError` lines naming the
+    file, the row and the column.
     """
     path = Path(path)
-    table = read_file_table(path, FILE_SUFFIXES.get(path.suffix.lower(), "tsv"))
+    table = _read_input_table(path, FILE_SUFFIXES.get(path.suffix.lower(), "tsv"))
     frame = table.frame
     columns = [str(c) for c in frame.columns]
     if column not in frame.columns:
@@ -915,3 +1007,41 @@ def read_column(path: str | Path, column: str, id_column: str | None = None) -> 
     ids = _ids_as_given(table, found) if found else [str(i + 1) for i in range(len(frame))]
     return ids, text_cells(table, column, placeholders=False)
 
+
+def _read_input_table(path: Path, fmt: str) -> FileTable:
+    """:func:`read_file_table`, and what a table of texts may also be that a pairs file may not: a
+    one-column CSV/TSV whose blank lines are empty cells. The strict reader skips blank lines (in a table
+    of several columns they hold no row), but in one column a blank line is an empty text, and skipping it
+    would renumber every later row and lose an input's output.
+    """
+    table = read_file_table(path, fmt)
+    if fmt not in ("csv", "tsv") or len(table.frame.columns) != 1:
+        return table
+    text = _decode(path, _read_bytes(path))
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # as the strict reader: a huge cell is no parse error
+    try:
+        # The strict reader parsed this text already: the same parser cannot fail on it now.
+        sep = "\t" if fmt == "tsv" else _csv_separator(text)[0]
+        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True))
+    finally:
+        csv.field_size_limit(limit)
+    header = next(i for i, r in enumerate(records) if r and not (len(r) == 1 and not r[0].strip()))
+    cells = [r[0] if r else "" for r in records[header + 1 :]]
+    return FileTable(pd.DataFrame({table.frame.columns[0]: cells}, dtype=object), table.origin)
+
+
+def _json_array_frame(path: Path, rows: Any) -> pd.DataFrame:
+    """The rows of a JSON array file: each element an object whose strings are valid Unicode."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: row {i + 1}: expected a JSON object per array element, got {type(row).__name__}")
+        for key, value in row.items():
+            try:
+                (key + (value if isinstance(value, str) else "")).encode("utf-8")
+            except UnicodeEncodeError as err:  # JSON may escape half of a UTF-16 pair ("\ud800")
+                raise DataError(
+                    f"{path}: row {i + 1}, column {key!r}: invalid Unicode: a lone surrogate "
+                    f"{err.object[err.start]!r} (an escaped half of a UTF-16 pair)"
+                ) from err
+    return pd.DataFrame.from_records(rows)

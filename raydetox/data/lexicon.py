@@ -38,15 +38,23 @@ text (``不得house``). This is how ``zh``/``ja`` get substring matching: by scr
 code, so the romanised entries of the zh/ja lists (``ai chai``) still need word edges. Spaces in a
 phrase match any run of whitespace. One regex per language is compiled lazily from a character trie
 of its terms (a flat alternation of the ~13k English terms matches ~100× slower) and cached.
+
+Languages it lacks. Held-out data may hold a language the training pairs did not: a language without an
+entry has no terms (nothing is found in its texts, nothing deleted), by rule rather than by error.
+:meth:`Lexicon.warn_unknown` says so once for a whole batch, with the row counts; a single lookup of
+such a language warns once per lexicon otherwise. :meth:`Lexicon.for_languages` gives such languages
+the word lists the lexicon was built with (recorded in ``wordlists``), where they exist.
 """
 
 from __future__ import annotations
 
 import difflib
+import glob
 import json
 import math
 import os
 import unicodedata
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +66,7 @@ import regex
 
 from raydetox.config import ConfigError, LexiconConfig
 from raydetox.data.io import DataError
+from raydetox.data.langid import UNDETERMINED
 
 WORDLIST_SCORE: float = math.inf
 """Score of a term that comes from a word list (or :meth:`Lexicon.from_terms`)."""
@@ -165,16 +174,21 @@ class Lexicon:
 
     Terms are stored normalised (:func:`normalize_term`). ``missing_wordlists`` lists the templated
     word-list paths that did not exist for some language; ``vetoed`` the word-list terms that
-    :meth:`learn` dropped per language because the references keep them. Treat ``terms`` as
-    read-only once the lexicon has been used for matching: the compiled patterns are cached.
+    :meth:`learn` dropped per language because the references keep them; ``wordlists`` the word-list
+    paths it was built with (absolute, ``{lang}`` kept). A language without an entry has no terms (see
+    the module doc). Treat ``terms`` as read-only once the lexicon has been used for matching: the
+    compiled patterns are cached.
     """
 
     terms: dict[str, dict[str, float]]
     missing_wordlists: list[str] = field(default_factory=list)
     vetoed: dict[str, list[str]] = field(default_factory=dict)
+    wordlists: list[str] = field(default_factory=list)
     _matchers: dict[str | None, _Matcher | None] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+    # Languages without an entry already warned about: one warning each, not one per text.
+    _warned: set[str] = field(default_factory=set, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.terms, Mapping):
@@ -198,6 +212,7 @@ class Lexicon:
         self.terms = clean
         self.missing_wordlists = [str(p) for p in self.missing_wordlists]
         self.vetoed = {str(lang): [str(t) for t in v] for lang, v in self.vetoed.items()}
+        self.wordlists = [str(p) for p in self.wordlists]
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -207,31 +222,63 @@ class Lexicon:
         pairs: pd.DataFrame,
         cfg: LexiconConfig,
         base_dir: str | os.PathLike[str] | None = None,
+        languages: Iterable[str] = (),
     ) -> Lexicon:
         """Learn per-language terms from ``pairs`` (see the module doc) and add ``cfg.wordlists``.
 
-        Every language of ``pairs`` gets an entry, even an empty one. Relative word-list paths are
-        resolved from ``base_dir`` (default: the working directory); a ``{lang}`` path missing for a
-        language is skipped and recorded in ``missing_wordlists``; a missing plain path is an error.
-        A plain (non-templated) word list applies to every language of the pairs. With ``cfg.learn``
-        and ``cfg.veto_wordlists``, word-list terms the references keep are dropped (listed in ``vetoed``).
+        Every language of ``pairs`` and of ``languages`` gets an entry, even an empty one: a language
+        only in ``languages`` (one the data holds for evaluation only) gets its word lists' terms,
+        unvetoed (no pairs to judge them by), and no learned term. Relative word-list paths are resolved
+        from ``base_dir`` (default: the working directory); a ``{lang}`` path missing for a language is
+        skipped, recorded in ``missing_wordlists`` and warned about; a missing plain path, or a
+        ``{lang}`` path that matches no file for any language (a wrong path), is an error. A plain
+        (non-templated) word list applies to every language. With ``cfg.learn`` and
+        ``cfg.veto_wordlists``, word-list terms the references keep are dropped (listed in ``vetoed``).
         """
         _check_config(cfg)
         toxic, refs, langs = _pairs_columns(pairs)
-        rows: dict[str, list[int]] = {}
+        rows: dict[str, list[int]] = {lang: [] for lang in languages}
         for i, lang in enumerate(langs):
             rows.setdefault(lang, []).append(i)
         words, missing = read_wordlists(cfg.wordlists, sorted(rows), base_dir)
+        if missing:
+            listed = ", ".join(f"{lang} ({', '.join(paths)})" for lang, paths in sorted(missing.items()))
+            warnings.warn(
+                f"lexicon.wordlists: no word list for language(s) {listed}: their terms are only the learned "
+                "ones and those of the other lists", stacklevel=2,
+            )
         terms: dict[str, dict[str, float]] = {}
         vetoed: dict[str, list[str]] = {}
         for lang in sorted(rows):
             lang_toxic, lang_refs = [toxic[i] for i in rows[lang]], [refs[i] for i in rows[lang]]
-            terms[lang] = _learn_scores(lang_toxic, lang_refs, cfg) if cfg.learn else {}
+            terms[lang] = _learn_scores(lang_toxic, lang_refs, cfg) if cfg.learn and lang_toxic else {}
             listed = words[lang]
-            if cfg.learn and cfg.veto_wordlists and listed:
+            if cfg.learn and cfg.veto_wordlists and listed and lang_toxic:
                 listed, vetoed[lang] = _veto(lang, listed, lang_toxic, lang_refs, cfg)
             terms[lang].update(dict.fromkeys(listed, WORDLIST_SCORE))
-        return cls(terms, missing, {lang: v for lang, v in vetoed.items() if v})
+        missing_paths = [p for lang in sorted(rows) for p in missing.get(lang, [])]
+        resolved = [str(_resolve(spec, base_dir)) for spec in cfg.wordlists]
+        return cls(terms, missing_paths, {lang: v for lang, v in vetoed.items() if v}, resolved)
+
+    def for_languages(self, langs: Iterable[str]) -> Lexicon:
+        """This lexicon plus an entry for each language of ``langs`` it lacks and that one of its recorded
+        ``wordlists`` exists for: that list's terms, unvetoed (no training pairs to judge them by).
+
+        For held-out data in languages the training pairs did not hold; a language no recorded list
+        exists for (or a lexicon saved before lists were recorded) stays without an entry.
+        """
+        new = sorted({str(lang) for lang in langs} - set(self.terms))
+        templated = [p for p in self.wordlists if "{lang}" in p]
+        plain = [p for p in self.wordlists if "{lang}" not in p and Path(p).is_file()]
+        added: dict[str, dict[str, float]] = {}
+        for lang in new:
+            found = [p.replace("{lang}", lang) for p in templated if Path(p.replace("{lang}", lang)).is_file()]
+            if found or plain:
+                listed = (t for path in [*found, *plain] for t in read_wordlist(path))
+                added[lang] = dict.fromkeys(listed, WORDLIST_SCORE)
+        if not added:
+            return self
+        return Lexicon({**self.terms, **added}, self.missing_wordlists, self.vetoed, self.wordlists)
 
     @classmethod
     def from_terms(cls, terms: Mapping[str, Iterable[str]]) -> Lexicon:
@@ -245,12 +292,45 @@ class Lexicon:
 
     # -- matching -----------------------------------------------------------------------------------
 
+    def unknown_languages(self, langs: Iterable[str]) -> dict[str, int]:
+        """{language: rows} of the entries of ``langs`` (one per row) that the lexicon has no entry for."""
+        counts = Counter(str(lang) for lang in langs)
+        return {lang: n for lang, n in sorted(counts.items()) if lang not in self.terms}
+
+    def warn_unknown(self, langs: Iterable[str], what: str = "rows", stacklevel: int = 2) -> dict[str, int]:
+        """Warn once, naming them with their row counts, when languages of ``langs`` (one per row of
+        ``what``) have no entry: their texts are matched against no terms. Returns the counts; later
+        lookups of those languages do not warn again."""
+        unknown = self.unknown_languages(langs)
+        if unknown:
+            listed = ", ".join(f"{lang} ({n} rows)" for lang, n in unknown.items())
+            warnings.warn(
+                f"the lexicon has no terms for language(s) {listed} of the {what} (it has {self.languages}): "
+                "their texts are matched against no terms (nothing found, nothing deleted)", stacklevel=stacklevel,
+            )
+            self._warned.update(unknown)
+        return unknown
+
+    def _terms_of(self, lang: str | None) -> Iterable[str]:
+        """The terms matched for ``lang`` (``None``: every language; a language without an entry: none)."""
+        if lang is None:
+            return {t for d in self.terms.values() for t in d}
+        if not isinstance(lang, str):
+            raise TypeError(f"Lexicon: a language is a string code, got {type(lang).__name__}: {lang!r}")
+        if lang not in self.terms:
+            if lang not in self._warned:
+                self._warned.add(lang)
+                warnings.warn(
+                    f"the lexicon has no terms for language {lang!r} (it has {self.languages}): its texts are "
+                    "matched against no terms (nothing found, nothing deleted)", stacklevel=3,
+                )
+            return {}
+        return self.terms[lang]
+
     def _matcher(self, lang: str | None) -> _Matcher | None:
         if lang in self._matchers:
             return self._matchers[lang]
-        if lang is not None and lang not in self.terms:
-            raise KeyError(f"Lexicon has no language {lang!r}; it has {self.languages}")
-        keys = self.terms[lang] if lang is not None else {t for d in self.terms.values() for t in d}
+        keys = self._terms_of(lang)
         variant_to_term: dict[str, str] = {}
         for key in keys:
             variant_to_term.setdefault(key, key)
@@ -328,9 +408,7 @@ class Lexicon:
         """
         if max_pieces is not None and max_pieces < 1:
             raise ValueError(f"token_ids: max_pieces must be >= 1 or None, got {max_pieces}")
-        if lang is not None and lang not in self.terms:
-            raise KeyError(f"Lexicon has no language {lang!r}; it has {self.languages}")
-        terms = self.terms[lang] if lang is not None else {t for d in self.terms.values() for t in d}
+        terms = self._terms_of(lang)
         variants: dict[str, None] = {}
         for term in sorted(terms):
             if " " in term and not phrases:
@@ -369,6 +447,7 @@ class Lexicon:
             "version": _VERSION,
             "missing_wordlists": self.missing_wordlists,
             "vetoed": self.vetoed,
+            "wordlists": self.wordlists,
             "terms": {
                 lang: {t: (None if math.isinf(s) else s) for t, s in scored.items()}
                 for lang, scored in self.terms.items()
@@ -395,17 +474,20 @@ class Lexicon:
         if data.get("version") != _VERSION:
             raise DataError(f"{path}: unsupported lexicon version {data.get('version')!r}, expected {_VERSION}")
         terms, missing, vetoed = data.get("terms"), data.get("missing_wordlists", []), data.get("vetoed", {})
+        wordlists = data.get("wordlists", [])  # absent from files written before it was recorded
         if not isinstance(terms, dict) or not all(isinstance(v, dict) for v in terms.values()):
             raise DataError(f"{path}: key 'terms' must map language -> {{term: score}}")
         if not isinstance(missing, list):
             raise DataError(f"{path}: key 'missing_wordlists' must be a list")
         if not isinstance(vetoed, dict) or not all(isinstance(v, list) for v in vetoed.values()):
             raise DataError(f"{path}: key 'vetoed' must map language -> [term]")
+        if not isinstance(wordlists, list):
+            raise DataError(f"{path}: key 'wordlists' must be a list")
         scored = {
             lang: {t: (WORDLIST_SCORE if s is None else s) for t, s in d.items()} for lang, d in terms.items()
         }
         try:
-            return cls(scored, missing, vetoed)
+            return cls(scored, missing, vetoed, wordlists)
         except TypeError as err:
             raise DataError(f"{path}: {err}") from None
 
@@ -427,13 +509,16 @@ class Lexicon:
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled patterns are rebuilt lazily on the other side (Ray ships lexicons to workers).
-        return {"terms": self.terms, "missing_wordlists": self.missing_wordlists, "vetoed": self.vetoed}
+        return {"terms": self.terms, "missing_wordlists": self.missing_wordlists, "vetoed": self.vetoed,
+                "wordlists": self.wordlists}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.terms = state["terms"]
         self.missing_wordlists = state["missing_wordlists"]
         self.vetoed = state["vetoed"]
+        self.wordlists = state.get("wordlists", [])
         self._matchers = {}
+        self._warned = set()
 
 
 def join_around_deletion(left: str, right: str) -> str:
@@ -580,24 +665,45 @@ def read_wordlist(path: str | os.PathLike[str]) -> list[str]:
     return list(dict.fromkeys(t for t in terms if t and not _ONLY_PUNCT.fullmatch(t)))
 
 
+def _resolve(spec: str, base_dir: str | os.PathLike[str] | None) -> Path:
+    """A word-list path as read: relative ones from ``base_dir`` (default: the working directory)."""
+    return (Path(base_dir) if base_dir is not None else Path.cwd()) / Path(spec).expanduser()
+
+
 def read_wordlists(
     paths: Iterable[str], langs: Iterable[str], base_dir: str | os.PathLike[str] | None = None
-) -> tuple[dict[str, list[str]], list[str]]:
-    """({lang: terms}, missing templated paths) for ``paths`` (``{lang}`` substituted per language)."""
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """({lang: terms}, {lang: missing templated paths}) for ``paths`` (``{lang}`` substituted per language).
+
+    ``und`` (:data:`~raydetox.data.langid.UNDETERMINED`) gets no templated list and is not missing one.
+    A ``{lang}`` path that exists for none of ``langs`` and matches no file for any other language either
+    is a wrong path, not languages without a list: a :class:`ConfigError` naming ``lexicon.wordlists``.
+    """
     langs = list(langs)
     words: dict[str, dict[str, None]] = {lang: {} for lang in langs}
-    missing: list[str] = []
+    missing: dict[str, list[str]] = {}
     for spec in paths:
         if "{lang}" in spec:
+            template = _resolve(spec, base_dir)
+            found = 0
             for lang in langs:
-                path = base / Path(spec.replace("{lang}", lang)).expanduser()
+                if lang == UNDETERMINED:
+                    continue  # rows the identifier could not place: no language, so no list of one
+                path = Path(str(template).replace("{lang}", lang))
                 if path.is_file():
                     words[lang].update(dict.fromkeys(read_wordlist(path)))
+                    found += 1
                 else:
-                    missing.append(str(path))
+                    missing.setdefault(lang, []).append(str(path))
+            pattern = "*".join(glob.escape(part) for part in str(template).split("{lang}"))
+            if langs and not found and not any(Path(p).is_file() for p in glob.iglob(pattern)):
+                raise ConfigError(
+                    f"lexicon.wordlists: {spec!r} matches no file for any language (no "
+                    f"{os.path.normpath(template)}; relative paths are read from {_resolve('', base_dir)}): "
+                    "check the path"
+                )
         else:
-            path = base / Path(spec).expanduser()
+            path = _resolve(spec, base_dir)
             if not path.is_file():
                 raise DataError(f"lexicon.wordlists: word list {spec!r} not found (at {path})")
             terms = dict.fromkeys(read_wordlist(path))

@@ -5,21 +5,26 @@ back, so trainers and Ray workers never repeat the cleaning or the scoring.
 
 Order matters: the split comes first so the lexicon is learned from training pairs only (the
 toxicity metric must not have seen the test set), and bucket thresholds come from the train split.
+A language whose rows are all in validation/test (or whose train rows cleaning dropped) is prepared for
+evaluation only: its word lists are loaded, its rows cleaned, scored and bucketed against themselves
+(:func:`~raydetox.data.stages.assign_buckets`), and the report lists it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from raydetox.config import STAGES, CleaningConfig, ExperimentConfig, dump_config
 from raydetox.data.clean import CleanResult, clean_pairs, clean_train_apart
 from raydetox.data.difficulty import score_difficulty
-from raydetox.data.io import DataError, load_pairs
+from raydetox.data.io import CAPPED, DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.split import split_pairs
 from raydetox.data.stages import assign_buckets, stage_subsets
@@ -42,6 +47,20 @@ class PreparedData:
     def languages(self) -> list[str]:
         return sorted(self.stages["full"]["lang"].unique())
 
+    def require_training_splits(self) -> None:
+        """Raise :class:`DataError` (naming the prepared dir and the counts) unless the train, validation
+        and test splits all hold rows: training evaluates every stage on validation, the report and the
+        confirmation score test."""
+        counts = {"train": len(self.stages["full"]), "validation": len(self.validation), "test": len(self.test)}
+        empty = [name for name, n in counts.items() if n == 0]
+        if empty:
+            raise DataError(
+                f"{self.out_dir}: the {' and '.join(empty)} split{'s hold' if len(empty) > 1 else ' holds'} no rows "
+                f"after cleaning ({counts}); "
+                "training needs all three: give more rows (data.max_rows_per_lang), other split fractions "
+                "(split.*), or mark them in data.split_column (see dropped.csv for what cleaning removed)"
+            )
+
 
 def _stage_path(out_dir: Path, name: str) -> Path:
     return out_dir / "stages" / f"{name}.parquet"
@@ -55,8 +74,10 @@ def prepare(
     Writes ``stages/{easy,medium,hard,full,validation,test}.parquet``, ``pairs.parquet`` (every kept row
     with its split, scores and bucket), ``dropped.parquet``/``dropped.csv`` (every dropped row with its
     reason), ``counts.csv``, ``lexicon.json``, ``config.yaml``, ``report.md`` and ``difficulty.png``;
-    ``manifest.json`` last, as the mark of success. When cleaning keeps no pair, only the dropped rows and
-    counts are written and a :class:`DataError` names the drop reasons. ``train_cleaning`` cleans the
+    ``manifest.json`` last, as the mark of success. When cleaning keeps no pair, or no train pair, only the
+    dropped rows and counts are written and a :class:`DataError` names the drop reasons (a split with no
+    train row at all is one too); a language with no train pair left is kept for evaluation only, with a
+    warning (module doc). ``train_cleaning`` cleans the
     train split's rows with other rules than ``cfg.cleaning`` (a cleaning ablation): the validation and
     test rows stay those of ``cfg.cleaning``.
     """
@@ -66,9 +87,15 @@ def prepare(
     (out / "manifest.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
 
+    src = source if source is not None else cfg.data.source
     pairs = load_pairs(cfg.data, source)
+    capped = pairs.attrs.get(CAPPED, [])
     pairs = split_pairs(pairs, cfg.split, split_column=cfg.data.split_column)
-    lexicon = Lexicon.learn(pairs[pairs["split"] == "train"], cfg.lexicon, base_dir=Path.cwd())
+    train = pairs[pairs["split"] == "train"]
+    if train.empty:
+        raise DataError(f"{src}: no train rows: the split puts all {len(pairs)} rows in validation/test")
+    # Word lists for every language of the data (evaluation-only ones too); learned terms from train only.
+    lexicon = Lexicon.learn(train, cfg.lexicon, base_dir=Path.cwd(), languages=sorted(set(pairs["lang"])))
     drop_unidentified = not cfg.data.keep_unidentified
     cleaned: CleanResult = (
         clean_pairs(pairs, cfg.cleaning, lexicon, drop_unidentified=drop_unidentified) if train_cleaning is None
@@ -78,8 +105,23 @@ def prepare(
         paths = cleaned.write(out)
         reasons = ", ".join(f"{r} {n}" for r, n in cleaned.dropped["reason"].value_counts().items())
         raise DataError(
-            f"{source if source is not None else cfg.data.source}: no pair kept: all {len(pairs)} rows dropped "
-            f"({reasons}); each with its reason in {paths['dropped_csv']}"
+            f"{src}: no pair kept: all {len(pairs)} rows dropped ({reasons}); each with its reason in "
+            f"{paths['dropped_csv']}"
+        )
+    kept_train = cleaned.kept["split"] == "train"
+    if not kept_train.any():
+        paths = cleaned.write(out)
+        gone = cleaned.dropped[cleaned.dropped["split"] == "train"]
+        reasons = ", ".join(f"{r} {n}" for r, n in gone["reason"].value_counts().items())
+        raise DataError(
+            f"{src}: no training pair kept: cleaning dropped all {len(gone)} train rows ({reasons}) of language(s) "
+            f"{', '.join(sorted(set(train['lang'])))}; each with its reason in {paths['dropped_csv']}"
+        )
+    eval_only = sorted(set(cleaned.kept["lang"]) - set(cleaned.kept.loc[kept_train, "lang"]))
+    if eval_only:
+        warnings.warn(
+            f"{src}: language(s) {', '.join(eval_only)} have no training pair (validation/test rows only): "
+            "prepared for evaluation only", stacklevel=2,
         )
     scored = score_difficulty(cleaned.kept, cfg.curriculum, lexicon)
     table = assign_buckets(scored, cfg.curriculum)
@@ -97,7 +139,7 @@ def prepare(
 
     prepared = PreparedData(out, stages, evals["validation"], evals["test"], lexicon, cleaned.dropped)
     write_report(prepared, table, cleaned, n_input=len(pairs), seconds=time.perf_counter() - t0,
-                 identified=identified_counts(pairs))
+                 identified=identified_counts(pairs), capped=capped)
     return prepared
 
 
@@ -152,10 +194,16 @@ def write_report(
     n_input: int,
     seconds: float,
     identified: pd.Series | None = None,
+    capped: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Markdown report: counts per language, per drop reason, per split and stage; difficulty histogram;
-    the languages identified from the text (``identified``, see :func:`identified_counts`)."""
+    the languages identified from the text (``identified``, see :func:`identified_counts`); the rows
+    ``data.max_rows_per_lang`` left out before all this (``capped``: :data:`raydetox.data.io.CAPPED`);
+    the languages without training pairs; the templated word lists not found."""
     out = prepared.out_dir
+    capped = capped or []
+    eval_only = sorted(set(table["lang"]) - set(prepared.languages))
+    missing = prepared.lexicon.missing_wordlists
     _plot_difficulty(table, out / "difficulty.png")
     per_stage = pd.DataFrame(
         {name: frame.groupby("lang").size() for name, frame in prepared.stages.items()}
@@ -169,7 +217,10 @@ def write_report(
         "",
         f"- input pairs: {n_input}; kept: {len(cleaned.kept)}; dropped: {len(cleaned.dropped)} "
         f"(kept + dropped = {len(cleaned.kept) + len(cleaned.dropped)})",
+        *([f"- left out before that by data.max_rows_per_lang: {sum(r['left_out'] for r in capped)} rows "
+           "(see below)"] if capped else []),
         f"- languages: {', '.join(prepared.languages)}",
+        *([f"- evaluation-only languages (no training pair): {', '.join(eval_only)}"] if eval_only else []),
         f"- time: {seconds:.1f} s",
         "- dropped rows with their reasons: `dropped.csv` / `dropped.parquet`",
         "",
@@ -190,10 +241,28 @@ def write_report(
             identified.to_frame().to_markdown(),
             "",
         ] if identified is not None else []),
+        *([
+            "## Rows left out by data.max_rows_per_lang",
+            "",
+            "The first rows of each language (with a split column, of each of its splits, in proportion to "
+            "the splits' sizes) were kept; these were never read further:",
+            "",
+            pd.DataFrame(capped).fillna("").to_markdown(index=False),
+            "",
+        ] if capped else []),
         "## Kept pairs per language and split",
         "",
         per_split.to_markdown(),
         "",
+        *([
+            "## Languages for evaluation only",
+            "",
+            "No training pair (none in the split, or cleaning dropped them): their validation/test rows are "
+            "scored and bucketed against their own rows; no curriculum stage holds them.",
+            "",
+            per_split.loc[eval_only].to_markdown(),
+            "",
+        ] if eval_only else []),
         "## Curriculum stages (train split) per language",
         "",
         per_stage.to_markdown(),
@@ -202,6 +271,15 @@ def write_report(
         "",
         lex.to_markdown(),
         "",
+        *([
+            "## Word lists not found",
+            "",
+            "Templated (`{lang}`) word lists of `lexicon.wordlists` missing for a language: its terms are "
+            "only the learned ones and those of its other lists.",
+            "",
+            *[f"- `{path}`" for path in missing],
+            "",
+        ] if missing else []),
         "## Difficulty",
         "",
         "![difficulty histogram](difficulty.png)",

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from raydetox.config import CurriculumConfig
-from raydetox.data.io import DataError
 from raydetox.data.split import reference_rows
 
 BUCKETS: tuple[str, ...] = ("easy", "medium", "hard")
@@ -31,7 +30,9 @@ def assign_buckets(scored: pd.DataFrame, cfg: CurriculumConfig) -> pd.DataFrame:
     With ``cfg.cut_points = [a, b]``: easy if difficulty < a, medium if < b, else hard. Otherwise per
     language: the train rows (all rows without a ``split`` column) are ordered by (difficulty, seeded
     hash of id) and cut at ``cfg.quantiles``; every row of that language is bucketed against the same
-    thresholds in that order, so evaluation rows fall where a train row of equal difficulty would.
+    thresholds in that order, so evaluation rows fall where a train row of equal difficulty would. A
+    language without train rows (held for evaluation only) is cut at the quantiles of its own rows, as
+    :func:`~raydetox.data.difficulty.score_difficulty` ranks it against itself.
     """
     missing = [c for c in ("id", "lang", "difficulty") if c not in scored.columns]
     if missing:
@@ -55,7 +56,7 @@ def assign_buckets(scored: pd.DataFrame, cfg: CurriculumConfig) -> pd.DataFrame:
         rows = np.flatnonzero(langs == lang)
         ref = rows[reference[rows]]
         if len(ref) == 0:
-            raise DataError(f"assign_buckets: language {lang!r} has no train rows to take quantiles from")
+            ref = rows  # evaluation only: no train row to place it against
         ref = ref[np.lexsort((tie[ref], difficulty[ref]))]
         level = np.zeros(len(rows), dtype=int)
         for q in cfg.quantiles:
