@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from raydetox.config import (
+    STAGES,
     ConfigError,
     DecodingConfig,
     ExperimentConfig,
@@ -21,7 +22,7 @@ from raydetox.config import (
     parse_value,
     set_dotted,
 )
-from raydetox.errors import RaydetoxError
+from raydetox.errors import RaydetoxError, short
 from raydetox.preflight import (
     RUN_SEARCH_DEPTH,
     check_job_path,
@@ -87,6 +88,44 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
     return cfg
 
 
+def _output_file(path: str, option: str = "--out") -> Path:
+    """``path`` checked as a writable file and its missing folders created, before any work: an output
+    path's folders are made as users expect, and a file in their way fails now, not after the work."""
+    check_output_file(path, option)
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. made read-only or taken by a file since the check
+        raise ConfigError(f"{option} {out}: cannot create its folder {out.parent}: {err.strerror or err}") from None
+    return out
+
+
+def _warn(command: str, message: str) -> None:
+    print(f"raydetox {command}: warning: {message}", file=sys.stderr)
+
+
+def _warn_truncated(command: str, tokenizer: Any, texts: Sequence[str], ids: Sequence[str], what: str,
+                    cfg: ExperimentConfig) -> None:
+    """Say how many ``texts`` exceed ``model.max_source_length`` tokens, naming the first few: the model
+    sees only their first tokens, which :func:`raydetox.decoding.generate` cuts off without a word."""
+    limit = cfg.model.max_source_length
+    if not texts:
+        return
+    # Cut at limit + 1 (as generate cuts at limit, special tokens counted alike): a longer text then shows
+    # without tokenizing a huge input in full.
+    lengths = [len(ids_) for ids_ in tokenizer(list(texts), truncation=True, max_length=limit + 1)["input_ids"]]
+    over = [i for i, n in enumerate(lengths) if n > limit]
+    if not over:
+        return
+    shown = ", ".join(str(ids[i]) for i in over[:5]) + (", ..." if len(over) > 5 else "")
+    rest = ("decoding.source_words_only keeps the rest of each as written, less its lexicon terms under a toxic "
+            "penalty" if cfg.decoding.source_words_only else "the rest of each is not rewritten and is missing "
+            "from its output")
+    many = f"{len(over)} inputs exceed" if len(over) > 1 else "1 input exceeds"
+    _warn(command, f"{many} model.max_source_length={limit} tokens and the model sees only the first {limit} "
+                   f"({rest}): {what} {shown}")
+
+
 def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
     """``--config`` with ``--set``/``--decoding`` overrides, or the defaults with the overrides."""
     overrides = _parse_set(args.set or [])
@@ -117,22 +156,37 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+_SCHEDULE_FORM = "STAGE[:EPOCHS[:LR]] items separated by commas, e.g. easy:1:1e-3,full:1:2e-4"
+
+
 def _parse_schedule(text: str) -> list[StageConfig]:
-    """``easy:1:1e-3,medium:1:5e-4`` → stages (epochs and lr optional: ``easy,full:2``)."""
+    """``easy:1:1e-3,medium:1:5e-4`` → stages (epochs and lr optional: ``easy,full:2``); every problem is
+    one :class:`ConfigError` line naming the item."""
+    from pydantic import ValidationError
+
     stages = []
     for item in filter(None, (p.strip() for p in text.split(","))):
-        name, *rest = item.split(":")
+        name, *rest = (f.strip() for f in item.split(":"))
+        if len(rest) > 2:  # a fourth field would be silently ignored
+            raise ConfigError(f"--schedule item {item!r}: {len(rest) + 1} fields; expected STAGE:EPOCHS:LR "
+                              "(epochs and lr optional)")
+        if name not in STAGES:
+            raise ConfigError(f"--schedule item {item!r}: unknown stage {name!r}; expected one of {list(STAGES)}")
+        fields: dict[str, Any] = {"stage": name}
+        for key, value in zip(("epochs", "lr"), rest):
+            try:
+                fields[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"--schedule item {item!r}: {key} {value!r} is not a number "
+                                  "(expected STAGE:EPOCHS:LR)") from None
         try:
-            fields: dict[str, Any] = {"stage": name}
-            if rest:
-                fields["epochs"] = float(rest[0])
-            if len(rest) > 1:
-                fields["lr"] = float(rest[1])
             stages.append(StageConfig(**fields))
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"--schedule {item!r}: {err}") from None
+        except ValidationError as err:  # pydantic's own text is a multi-line dump with a URL
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg'].removeprefix('Value error, ')} "
+                                 f"(got {short(e.get('input'))})" for e in err.errors())
+            raise ConfigError(f"--schedule item {item!r}: {problems}") from None
     if not stages:
-        raise ConfigError("--schedule: no stages given")
+        raise ConfigError(f"--schedule {text!r}: no stages given; expected {_SCHEDULE_FORM}")
     return stages
 
 
@@ -144,7 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     out = Path(args.out or Path(cfg.output_dir) / cfg.name)
-    schedule = _parse_schedule(args.schedule) if args.schedule else list(cfg.schedule)
+    # An empty --schedule '' is a mistake to name, not a request for the config's schedule.
+    schedule = _parse_schedule(args.schedule) if args.schedule is not None else list(cfg.schedule)
     check_output_dir(out, "--out" if args.out else "output_dir")
     prepared = prepare(cfg, out / "data")
     runs = {"curriculum": run_training(cfg, prepared, out / "curriculum", schedule, resume=not args.no_resume)}
@@ -185,13 +240,18 @@ def _find_judge(model_dir: Path):
 
 
 def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexicon | None):
-    """Pairs for evaluate/baselines, and the lexicon (given, found above the model, else learned)."""
+    """Pairs for evaluate/baselines, and the lexicon (given, found above the model, else learned).
+
+    Rows that cannot be scored are said on stderr and, with ``--out``, written to ``OUT.skipped.csv``
+    (id, lang, reason, detail, texts; as prepare's ``dropped.csv``) beside the scores."""
     from raydetox.data.clean import clean_pairs
     from raydetox.data.io import DataError, load_pairs
     from raydetox.data.lexicon import Lexicon
 
     pairs = load_pairs(cfg.data, args.data)
-    if lexicon is None:
+    if lexicon is not None:  # languages the training pairs lacked: the word lists it was built with
+        lexicon = lexicon.for_languages(pairs["lang"])
+    else:
         lexicon = Lexicon.learn(pairs, cfg.lexicon, base_dir=Path.cwd())
         if cfg.decoding.toxic_penalty > 0:
             print("lexicon for decoding.toxic_penalty: learned from the evaluation pairs (pass --lexicon to use "
@@ -200,11 +260,18 @@ def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexico
     cleaned = clean_pairs(pairs, dataclasses.replace(cfg.cleaning, drop_duplicates=False, drop_identical=False,
                                                       drop_already_neutral=False, drop_still_toxic=False,
                                                       drop_noisy=False), lexicon)
+    skipped = None
+    if args.out:  # written even when empty: a file of an earlier run never stands for this one
+        skipped = Path(args.out).with_suffix(".skipped.csv")
+        cleaned.dropped.to_csv(skipped, index=False)
     if len(cleaned.dropped):
         reasons = ", ".join(f"{r}: {n}" for r, n in cleaned.dropped["reason"].value_counts().items())
+        where = f"; every skipped row is in {skipped}" if skipped else "; --out writes every skipped row beside it"
         if cleaned.kept.empty:
-            raise DataError(f"{args.data}: no row can be scored: all {len(cleaned.dropped)} dropped ({reasons})")
-        print(f"skipping {len(cleaned.dropped)} rows ({reasons}): {cleaned.dropped['id'].tolist()[:10]}...")
+            raise DataError(f"{args.data}: no row can be scored: all {len(cleaned.dropped)} dropped ({reasons}){where}")
+        ids = cleaned.dropped["id"].tolist()
+        _warn(args.command, f"skipping {len(ids)} rows ({reasons}): {ids[:10]}{'...' if len(ids) > 10 else ''}"
+                            f"{where}")
     return cleaned.kept, lexicon
 
 
@@ -227,10 +294,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _optional_config(args)
     check_model_dir(args.model)  # before any data is read: a wrong path costs one line
     if args.out:
-        check_output_file(args.out, "--out")
+        _output_file(args.out)
     lexicon = _lexicon(args.lexicon, args.model, cfg.decoding)
     model, tokenizer = load_trained(args.model)
     pairs, lexicon = _eval_pairs(args, cfg, lexicon)
+    _warn_truncated("evaluate", tokenizer, list(pairs["toxic"]), list(pairs["id"]), "ids", cfg)
     outputs = generate(model, tokenizer, list(pairs["toxic"]), cfg.decoding,
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding), max_source_length=cfg.model.max_source_length,
                        progress=True, lexicon=lexicon)
@@ -253,7 +321,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
     cfg = _optional_config(args)
     if args.out:
-        check_output_file(args.out, "--out")
+        _output_file(args.out)
     pairs, lexicon = _eval_pairs(args, cfg, _lexicon(args.lexicon, None, cfg.decoding))
     refs = [list(r) for r in pairs["refs"]]
     scorer = get_scorer(cfg.metrics, lexicon)
@@ -285,18 +353,28 @@ def cmd_detox(args: argparse.Namespace) -> int:
             f"in {args.model} or up to {RUN_SEARCH_DEPTH} folders above it (lexicon.json or data/lexicon.json); "
             "pass --lexicon FILE"
         )
-    if args.lang is not None and (lexicon is None or args.lang not in lexicon.languages):
+    # Codes as the data loader reads them (EN and en are one language).
+    lang = None if args.lang is None else args.lang.strip().lower()
+    if lang is not None and (lexicon is None or lang not in lexicon.languages):
         known = f"the lexicon has {lexicon.languages}" if lexicon is not None else "no lexicon was found"
         raise ConfigError(f"--lang {args.lang!r}: not a language of the lexicon ({known})")
+    fmt = output_format(args.column is not None, args.out)  # an unknown suffix fails before any work
     if args.out:
-        check_output_file(args.out, "--out")
+        _output_file(args.out)
     inputs = read_inputs(args.input, args.column)
-    fmt = output_format(inputs, args.out)
     model, tokenizer = load_trained(args.model)
-    outputs = generate(model, tokenizer, inputs.texts, cfg.decoding,
-                       toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding) if lexicon else None,
-                       max_source_length=cfg.model.max_source_length, lexicon=lexicon,
-                       langs=None if args.lang is None else [args.lang] * len(inputs.texts))
+    # A blank input has nothing to rewrite: its output is empty (the model would invent one for it).
+    todo = [i for i, text in enumerate(inputs.texts) if text.strip()]
+    texts = [inputs.texts[i] for i in todo]
+    _warn_truncated("detox", tokenizer, texts, [inputs.ids[i] for i in todo],
+                    "ids" if inputs.table else "lines", cfg)
+    generated = generate(model, tokenizer, texts, cfg.decoding,
+                         toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding) if lexicon else None,
+                         max_source_length=cfg.model.max_source_length, lexicon=lexicon,
+                         langs=None if lang is None else [lang] * len(texts))
+    outputs = [""] * len(inputs.texts)
+    for i, output in zip(todo, generated, strict=True):
+        outputs[i] = output
     write_outputs(inputs, outputs, Path(args.out) if args.out else sys.stdout, fmt)
     return 0
 
@@ -409,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
         p.add_argument("--decoding", action="append", metavar="KEY=VALUE",
                        help="decoding setting, e.g. toxic_penalty=.inf (same as --set decoding.KEY=VALUE)")
-        p.add_argument("--out", help="write the scores as JSON (evaluate: and the per-sentence predictions "
-                                     "beside it, OUT with suffix .predictions.parquet)")
+        p.add_argument("--out", help="write the scores as JSON (its folders are created), the rows that cannot "
+                                     "be scored beside it (OUT with suffix .skipped.csv: id, lang, reason) and, "
+                                     "evaluate, the per-sentence predictions (suffix .predictions.parquet)")
         p.set_defaults(func=func)
 
     p = sub.add_parser(
@@ -418,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Plain text in, plain text out: one output a line, a line break inside an output written as \\n "
                "(a backslash as \\\\, a carriage return as \\r). A table in (--column) gives a table out: "
                "columns id (the input's id/idx column, else its row number), input, output; CSV unless --out "
-               "ends in .tsv, .jsonl or .parquet.")
+               "ends in .tsv, .jsonl or .parquet (another suffix than those, .csv or .txt is refused). A blank "
+               "input gives an empty output; inputs longer than model.max_source_length tokens are named on "
+               "stderr (the model sees only their first tokens).")
     p.add_argument("--model", required=True, help="trained model or adapter dir")
     p.add_argument("input", help="text file (one sentence a line) or a CSV/TSV/JSONL/parquet table with --column")
     p.add_argument("--column", help="column (JSONL: key) holding the sentences of a table input")
@@ -429,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoding", action="append", metavar="KEY=VALUE", help="decoding setting, e.g. num_beams=4")
     p.add_argument("--lang", help="the inputs' language: the lexicon's terms of that language only are matched "
                                   "(every_piece, source_words_only; default: every language's, as one list)")
-    p.add_argument("--out", help="output file (default: stdout); its suffix chooses the format")
+    p.add_argument("--out", help="output file (default: stdout; its folders are created); its suffix chooses "
+                                 "the format")
     p.set_defaults(func=cmd_detox)
 
     p = sub.add_parser("sweep", help="Ray Tune sweep over schedules and decoding penalties")
@@ -481,6 +563,35 @@ def ray_resource_error(err: BaseException) -> BaseException | None:
     return None
 
 
+def _bug(command: str, err: Exception) -> int:
+    """Report an exception that is no input problem (call inside its ``except``): the traceback, and
+    whether the machine (a Ray resource failure, exit 3) or raydetox (a bug, exit 1) failed."""
+    traceback.print_exc()
+    resource = ray_resource_error(err)
+    if resource is not None:
+        print(f"raydetox {command}: Ray failed: {type(resource).__name__}: "
+              f"{str(resource).strip().splitlines()[0] if str(resource).strip() else ''} — a problem of the "
+              "machine or cluster (memory, disk, a dead worker or node), not of your input or of raydetox: "
+              "free the resource (or lower ray.max_concurrent_trials / batch sizes) and rerun with --resume",
+              file=sys.stderr)
+        return 3
+    print(f"raydetox {command}: this is a bug in raydetox, not a problem with your input: please "
+          "report it with the traceback above", file=sys.stderr)
+    return 1
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real file behind stdout
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydetox`` console script."""
     parser = build_parser()
@@ -492,25 +603,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError as err:
+        if not _stdout_gone():  # another pipe broke (a worker's, a subprocess's): not the reader's doing
+            return _bug(args.command, err)
+        # The reader of stdout went away (`raydetox config | head -1`): stop quietly, as Unix tools do.
+        # Python's recipe: point stdout at devnull, so that the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except RaydetoxError as err:
         # An input problem: one line naming the file/row/column/key, no traceback.
         message = " ".join(line.strip() for line in str(err).splitlines())
         print(f"raydetox {args.command}: error: {message}", file=sys.stderr)
         return 2
     except Exception as err:  # not an input problem: raydetox broke, and the traceback is what a fix needs
-        traceback.print_exc()
-        resource = ray_resource_error(err)
-        if resource is not None:
-            print(f"raydetox {args.command}: Ray failed: {type(resource).__name__}: "
-                  f"{str(resource).strip().splitlines()[0] if str(resource).strip() else ''} — a problem of the "
-                  "machine or cluster (memory, disk, a dead worker or node), not of your input or of raydetox: "
-                  "free the resource (or lower ray.max_concurrent_trials / batch sizes) and rerun with --resume",
-                  file=sys.stderr)
-            return 3
-        print(f"raydetox {args.command}: this is a bug in raydetox, not a problem with your input: please "
-              "report it with the traceback above", file=sys.stderr)
-        return 1
+        return _bug(args.command, err)
 
 
 if __name__ == "__main__":

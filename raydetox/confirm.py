@@ -429,6 +429,13 @@ def confirm(
         notes.append("untrained: the sweep recorded no base (it predates data/base_path.json); the newest "
                      "cached embedded base of its config stands in, which may not be the one its trials used")
     notes += [f"{s.name}: {note}" for s in sets for note in s.notes]
+    # Holdouts may hold languages the training pairs did not: their word lists where the lexicon's exist.
+    lexicon = lexicon.for_languages(pd.concat([s.pairs["lang"] for s in sets]))
+    for s in sets:
+        unknown = lexicon.warn_unknown(s.pairs["lang"], f"{s.name} rows")
+        if unknown:
+            notes.append(f"{s.name}: the lexicon has no terms for {', '.join(f'{k} ({n} rows)' for k, n in unknown.items())}: "
+                         "delete copies those rows and no toxic term is banned there")
     if judge is not None:
         test = sets[0].pairs
         judge.assert_unseen(test["id"], test["toxic"])  # the judge never trained on the test split

@@ -29,6 +29,7 @@ _UNESCAPES: dict[str, str] = {v: k for k, v in _ESCAPES.items()}
 _ESCAPED = re.compile("|".join(re.escape(e) for e in sorted(_UNESCAPES, key=len, reverse=True)))
 _JSON_LINE_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
 OUTPUT_FORMATS: tuple[str, ...] = ("text", "csv", "tsv", "jsonl", "parquet")
+TEXT_SUFFIXES: tuple[str, ...] = ("", ".txt")  # --out suffixes that follow the input's format
 
 
 def escape_line(text: str) -> str:
@@ -70,11 +71,16 @@ def read_inputs(path: str | Path, column: str | None = None) -> DetoxInputs:
     return DetoxInputs([str(i + 1) for i in range(len(texts))], texts, table=False)
 
 
-def output_format(inputs: DetoxInputs, out: str | Path | None) -> str:
-    """``--out``'s table suffix decides (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``, …); otherwise a
-    table input is written as CSV and plain text as plain text."""
-    fmt = FILE_SUFFIXES.get(Path(out).suffix.lower()) if out is not None else None
-    return fmt or ("csv" if inputs.table else "text")
+def output_format(table: bool, out: str | Path | None) -> str:
+    """``--out``'s table suffix decides (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``, …); with ``.txt``,
+    no suffix or no ``--out`` a ``table`` input is written as CSV and plain text as plain text. Any other
+    suffix is a :class:`ConfigError` listing the supported ones (``.xlsx`` would otherwise get CSV)."""
+    suffix = Path(out).suffix.lower() if out is not None else ""
+    if suffix not in FILE_SUFFIXES and suffix not in TEXT_SUFFIXES:
+        supported = ", ".join(s for s in (*FILE_SUFFIXES, *TEXT_SUFFIXES) if s)
+        raise ConfigError(f"--out {out}: unsupported suffix {suffix!r}; supported: {supported} (or none: the "
+                          "input's format)")
+    return FILE_SUFFIXES.get(suffix) or ("csv" if table else "text")
 
 
 def write_outputs(inputs: DetoxInputs, outputs: list[str], out: str | Path | TextIO, fmt: str) -> None:

@@ -450,3 +450,201 @@ def test_ray_resource_failures_are_told_apart_from_bugs() -> None:
         assert ray_resource_error(outer) is crashed
     assert ray_resource_error(ray.exceptions.RayTaskError("trial", "traceback", KeyError("x"))) is None
     assert ray_resource_error(ValueError("plain")) is None
+
+
+# ------------------------------------------------------------------------ outputs, inputs and pipes
+
+
+def _ckpt(trained: tuple[Path, Path]) -> str:
+    return str(sorted((trained[1] / "curriculum" / "checkpoints").iterdir())[-1])
+
+
+LONG = " ".join(["you are a stupid idiot"] * 30)  # well over the default model.max_source_length (64 tokens)
+
+
+def test_out_folders_are_made_before_the_work_or_refused_up_front(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = trained
+    src = tmp_path / "in.txt"
+    src.write_text("you are a stupid idiot\n", encoding="utf-8")
+    pairs = ["--data", str(CORPUS / "bom.csv"), "--set", "data.default_lang=en"]
+    runs = {
+        "detox": ["detox", "--model", _ckpt(trained), str(src)],
+        "evaluate": ["evaluate", "--model", _ckpt(trained), "--config", str(config), *pairs],
+        "baselines": ["baselines", *pairs],
+    }
+    for command, args in runs.items():
+        out = tmp_path / command / "new" / "folders" / "out.json"
+        assert main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
+        assert out.is_file(), command
+    capsys.readouterr()
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    # Malformed inputs: had they been read first, their error would be the one printed.
+    bad = {"detox": ["detox", "--model", _ckpt(trained), str(CORPUS / "empty.tsv")],
+           "evaluate": ["evaluate", "--model", _ckpt(trained), "--data", str(CORPUS / "unbalanced_quote.tsv")],
+           "baselines": ["baselines", "--data", str(CORPUS / "unbalanced_quote.tsv")]}
+    for command, args in bad.items():
+        assert main([*args, "--out", str(taken / "sub" / "out.json")]) == 2
+        line = _one_error_line(capsys, command)
+        assert f"--out {taken / 'sub' / 'out.json'}: {taken} is not a directory" in line, line
+    assert taken.read_text() == "keep me\n"
+
+
+def test_detox_says_which_inputs_are_truncated_and_leaves_blank_ones_empty(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text(f"you are a stupid idiot\n   \n\n{LONG}\nthis is fucking great\n\t\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    capsys.readouterr()
+    assert main(["detox", "--model", _ckpt(trained), str(src), "--out", str(out)]) == 0
+    written = out.read_text(encoding="utf-8").split("\n")
+    # One output a line, in order; the blank and whitespace-only inputs give empty outputs.
+    assert len(written) == 7 and written[-1] == "" and written[1] == written[2] == written[5] == ""
+    assert written[0].strip() and written[3].strip() and written[4].strip()
+    err = capsys.readouterr().err
+    assert ("raydetox detox: warning: 1 input exceeds model.max_source_length=64 tokens and the model sees only "
+            "the first 64 (the rest of each is not rewritten and is missing from its output): lines 4\n") in err, err
+    # A table: ids named; under source_words_only the tail is kept, and the warning says so.
+    table = tmp_path / "in.csv"
+    pd.DataFrame({"id": ["a", "b", "c"], "text": [LONG, "   ", "you idiot"]}).to_csv(table, index=False)
+    out = tmp_path / "out.jsonl"
+    assert main(["detox", "--model", _ckpt(trained), str(table), "--column", "text", "--out", str(out),
+                 "--decoding", "source_words_only=true", "--decoding", "no_repeat_ngram_size=0"]) == 0
+    back = read_table(out)
+    assert back["id"].tolist() == ["a", "b", "c"] and back["output"].tolist()[1] == ""
+    err = capsys.readouterr().err
+    assert "1 input exceeds model.max_source_length=64 tokens" in err and "source_words_only keeps the rest" in err
+    assert err.rstrip().endswith(": ids a"), err
+
+
+def test_detox_reads_one_column_blank_lines_cr_line_ends_and_refuses_nul(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one.csv"
+    one.write_text("text\nhello idiot\n\nNone\nnull\nN/A\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    assert main(["detox", "--model", _ckpt(trained), str(one), "--column", "text", "--out", str(out)]) == 0
+    back = read_table(out)
+    assert back["id"].tolist() == ["1", "2", "3", "4", "5"] and back["input"].tolist()[1:3] == ["", "None"]
+    assert back["output"].tolist()[1] == ""
+    old_mac = tmp_path / "cr.txt"
+    old_mac.write_bytes(b"one idiot\rtwo idiot\rthree\r")
+    out = tmp_path / "out.txt"
+    assert main(["detox", "--model", _ckpt(trained), str(old_mac), "--out", str(out)]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"ok line\nbad\x00line\n")
+    capsys.readouterr()
+    assert main(["detox", "--model", _ckpt(trained), str(nul), "--out", str(tmp_path / "nul-out.txt")]) == 2
+    line = _one_error_line(capsys, "detox")
+    assert f"error: {nul}: line 2: NUL character (\\x00) at position 3 of 'bad\\x00line'" in line, line
+    array = tmp_path / "in.json"
+    array.write_text(json.dumps([{"id": "x", "text": "you idiot"}, {"id": "y", "text": ""}]), encoding="utf-8")
+    assert main(["detox", "--model", _ckpt(trained), str(array), "--column", "text", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").splitlines()[0] == "id,input,output"
+
+
+def test_detox_refuses_an_unknown_output_suffix_first_and_takes_any_case_of_lang(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = trained
+    missing = tmp_path / "nope.txt"  # read first, it would be the error
+    assert main(["detox", "--model", _ckpt(trained), str(missing), "--out", str(tmp_path / "out.xlsx")]) == 2
+    line = _one_error_line(capsys, "detox")
+    assert f"--out {tmp_path / 'out.xlsx'}: unsupported suffix '.xlsx'; supported: .tsv, .tab, .csv," in line, line
+    assert ".parquet" in line and ".txt" in line and not (tmp_path / "out.xlsx").exists()
+    src = tmp_path / "in.txt"
+    src.write_text("you are a stupid idiot\n", encoding="utf-8")
+    lexicon = ["--lexicon", str(sorted(run.rglob("lexicon.json"))[0])]
+    outs = {}
+    for lang in ("en", " EN "):
+        outs[lang] = tmp_path / f"out-{lang.strip()}.txt"
+        assert main(["detox", "--model", _ckpt(trained), str(src), "--lang", lang, *lexicon, "--out", str(outs[lang]),
+                     "--decoding", "toxic_penalty=inf", "--decoding", "toxic_ban=every_piece"]) == 0, lang
+    assert outs["en"].read_text(encoding="utf-8") == outs[" EN "].read_text(encoding="utf-8")
+
+
+def test_evaluate_writes_skipped_rows_beside_its_output_and_warns_of_truncation(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = trained
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"id": ["p1", "p2", "p3", "p4"],
+                  "toxic": ["you are a stupid idiot", "   ", LONG, "this is fucking great"],
+                  "neutral": ["you are wrong", "hello", "you are wrong", "this is great"]}).to_csv(pairs, index=False)
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--model", _ckpt(trained), "--data", str(pairs), "--config", str(config),
+                 "--set", "data.default_lang=en", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    skipped = tmp_path / "scores.skipped.csv"
+    assert (f"raydetox evaluate: warning: skipping 1 rows (empty_toxic: 1): ['p2']; every skipped row is in "
+            f"{skipped}") in err, err
+    # The tiny run's config: model.max_source_length 32.
+    assert "1 input exceeds model.max_source_length=32 tokens" in err and err.count(": ids p3\n") == 1, err
+    rows = pd.read_csv(skipped, keep_default_na=False)
+    assert rows[["id", "reason"]].values.tolist() == [["p2", "empty_toxic"]]
+    assert json.loads(out.read_text())["n"] == 3
+
+
+def test_baselines_skipped_rows_file_and_all_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"toxic": ["", "you are a stupid idiot", "you ass"],
+                  "neutral": ["hi", "you are wrong", ""]}).to_csv(pairs, index=False)
+    out = tmp_path / "b.json"
+    assert main(["baselines", "--data", str(pairs), "--set", "data.default_lang=en", "--out", str(out)]) == 0
+    rows = pd.read_csv(tmp_path / "b.skipped.csv", keep_default_na=False)
+    assert rows[["id", "reason"]].values.tolist() == [["pairs-1", "empty_toxic"], ["pairs-3", "empty_neutral"]]
+    assert f"every skipped row is in {tmp_path / 'b.skipped.csv'}" in capsys.readouterr().err
+    pd.DataFrame({"toxic": ["", " "], "neutral": ["hi", "yo"]}).to_csv(pairs, index=False)
+    assert main(["baselines", "--data", str(pairs), "--set", "data.default_lang=en", "--out", str(out)]) == 2
+    line = _one_error_line(capsys, "baselines")
+    assert "no row can be scored: all 2 dropped (empty_toxic: 2)" in line and "b.skipped.csv" in line, line
+    assert len(pd.read_csv(tmp_path / "b.skipped.csv")) == 2
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [
+    ("", "--schedule '': no stages given; expected STAGE[:EPOCHS[:LR]] items separated by commas"),
+    (" , ", "--schedule ' , ': no stages given"),
+    ("easy:1:1e-3:5", "--schedule item 'easy:1:1e-3:5': 4 fields; expected STAGE:EPOCHS:LR (epochs and lr optional)"),
+    ("easy:1,extreme:1", "--schedule item 'extreme:1': unknown stage 'extreme'; expected one of "
+                         "['easy', 'medium', 'hard', 'full']"),
+    ("easy:x", "--schedule item 'easy:x': epochs 'x' is not a number"),
+    ("easy:1:0", "--schedule item 'easy:1:0': lr must be > 0 and finite (got 0.0)"),
+])
+def test_bad_schedule_is_one_line_naming_the_item(
+    schedule: str, expected: str, exp_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Malformed data: the schedule is refused before it is read.
+    args = ["train", str(exp_config), "--data", str(CORPUS / "unbalanced_quote.tsv"), "--out", str(tmp_path / "run")]
+    assert main([*args, "--schedule", schedule]) == 2
+    line = _one_error_line(capsys, "train")
+    assert line.startswith(f"raydetox train: error: {expected}") and "pydantic" not in line, line
+
+
+def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # The reader is gone before the command writes (`raydetox config | head -0`): no traceback, no bug report.
+    proc = subprocess.Popen([sys.executable, "-m", "raydetox.cli", "config"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and err == "", err
+
+
+def test_a_broken_pipe_elsewhere_stays_a_bug_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not stdout's reader gone (stdout is fine): a worker's or subprocess's pipe broke, which needs the traceback.
+    def broken(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("raydetox.cli.cmd_config", broken)
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("raydetox config: this is a bug")
