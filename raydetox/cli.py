@@ -272,7 +272,18 @@ def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexico
         ids = cleaned.dropped["id"].tolist()
         _warn(args.command, f"skipping {len(ids)} rows ({reasons}): {ids[:10]}{'...' if len(ids) > 10 else ''}"
                             f"{where}")
-    return cleaned.kept, lexicon
+    from raydetox.metrics import normalize_whitespace
+
+    kept = cleaned.kept
+    placeholders = sum(
+        all(normalize_whitespace(r) == normalize_whitespace(toxic) for r in refs if r.strip())
+        for toxic, refs in zip(kept["toxic"], kept["refs"])
+    )
+    if placeholders:  # TextDetox's test inputs repeat the input as their "neutral" side
+        _warn(args.command, f"{placeholders} of {len(kept)} rows have only references identical to their input (a "
+                            "file of toxic inputs?): on them exact_match, BLEU, chrF and J measure copying; "
+                            "`raydetox analyze --confirm --holdout FILE` scores such rows without references")
+    return kept, lexicon
 
 
 def _print_scores(name: str, scores: dict[str, float], out: str | None) -> None:

@@ -605,6 +605,23 @@ def test_baselines_skipped_rows_file_and_all_skipped(tmp_path: Path, capsys: pyt
     assert len(pd.read_csv(tmp_path / "b.skipped.csv")) == 2
 
 
+def test_baselines_warns_when_the_references_only_repeat_the_inputs(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # TextDetox's test inputs: `neutral_sentence` is the toxic input again, a placeholder.
+    inputs = pd.read_csv(shared_data / "textdetox_inputs" / "textdetox2024_test_inputs.tsv", sep="\t",
+                         keep_default_na=False)
+    inputs = inputs[inputs["lang"] == "en"].head(20)
+    pairs = tmp_path / "inputs.tsv"
+    inputs.to_csv(pairs, sep="\t", index=False)
+    assert main(["baselines", "--data", str(pairs)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 20 of 20 rows have only references identical to their input" in err, err
+    inputs.assign(neutral_sentence="a real rewrite").to_csv(pairs, sep="\t", index=False)
+    assert main(["baselines", "--data", str(pairs)]) == 0
+    assert "identical to their input" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("schedule", "expected"), [
     ("", "--schedule '': no stages given; expected STAGE[:EPOCHS[:LR]] items separated by commas"),
     (" , ", "--schedule ' , ': no stages given"),
