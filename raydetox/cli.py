@@ -446,7 +446,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from raydetox.analysis import analyze
+    from raydetox.data.io import DataError
 
+    # Before the analysis: a file in the --out path's way, or a holdout that is not there, fails now.
+    if args.out:
+        check_output_dir(args.out, "--out")
+    for holdout in args.holdout or ():
+        if not Path(holdout).is_file():
+            raise DataError(f"--holdout {holdout}: {'is not a file' if Path(holdout).exists() else 'not found'}")
     report = analyze(args.results_dir, args.out, confirm=args.confirm, holdouts=args.holdout or ())
     print(report.summary())
     return 0

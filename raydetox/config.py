@@ -652,6 +652,15 @@ class SweepConfig:
             raise ValueError(f"a pacing is listed twice in {v}")
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        # A repeated seed trains the same run twice: the spread across seeds would shrink for nothing.
+        twice = sorted({s for s in v if v.count(s) > 1}) if v else []
+        if twice:
+            raise ValueError(f"seed(s) {twice} listed twice in {v}: each seed is one more run of every variant")
+        return v
+
     @field_validator("permute_stages")
     @classmethod
     def _known_permuted(cls, v: list[str] | None) -> list[str] | None:

@@ -71,6 +71,12 @@ def ray_environment(address: str | None) -> dict[str, str]:
     return train_env
 
 
+def ray_address(cfg: ExperimentConfig, address: str | None = None) -> str | None:
+    """The Ray a sweep joins: ``address`` (``--address``), else ``RAY_ADDRESS`` (what ``ray job submit``
+    sets for its entrypoint), else the config's ``ray.address``; None: a local in-process Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or cfg.ray.address
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start (or join) Ray. Local by default: in-process, every listener on 127.0.0.1, no dashboard.
 
@@ -516,6 +522,7 @@ def run_sweep(
     sweep gets the ones passed to the resuming call). ``fail_once_at_stage`` injects one failure per
     trial (fault tests).
     """
+    address = ray_address(cfg, address)
     storage, name, local_dir = sweep_paths(cfg, storage_path)
     exp_uri = f"{storage}/{name}"
     # The cheap checks first: nothing is prepared, built, started or deleted for a sweep that cannot run.
@@ -526,7 +533,7 @@ def run_sweep(
     local_dir.mkdir(parents=True, exist_ok=True)
     n_cpus = os.cpu_count() or 1
     ray_was_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-    started_local_ray = not ray_was_up and not (address or os.environ.get("RAY_ADDRESS"))
+    started_local_ray = not ray_was_up and not address
     ray_environment(address)  # before anything in the thread imports ray
     # Ray's start (seconds, mostly spent waiting on its processes) overlaps the data, base and judge.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raydetox-prepare") as pool:

@@ -428,6 +428,20 @@ def test_analyze_binary_result_file_is_one_line(tmp_path: Path, capsys: pytest.C
     assert f"{results / 'trial_a' / 'result.json'}: not UTF-8 text" in _one_error_line(capsys, "analyze")
 
 
+def test_analyze_refuses_an_out_path_under_a_file_and_a_missing_holdout_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = _results_dir(tmp_path, [GOOD_ROW], SCHEDULE)
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    for out in (taken, taken / "sub"):
+        assert main(["analyze", str(results), "--out", str(out)]) == 2
+        assert f"--out {out}: " in _one_error_line(capsys, "analyze")
+    assert main(["analyze", str(results), "--out", str(tmp_path / "a"), "--holdout", str(tmp_path / "nope.tsv")]) == 2
+    assert f"--holdout {tmp_path / 'nope.tsv'}: not found" in _one_error_line(capsys, "analyze")
+    assert not (tmp_path / "a").exists(), "refused before any analysis file is written"
+
+
 def test_ray_resource_failures_are_told_apart_from_bugs() -> None:
     """An out-of-memory kill or a dead worker (also wrapped in a RayTaskError or raised from another
     error) is reported as the machine's problem, exit 3; an exception of raydetox's code inside a Ray

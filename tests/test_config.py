@@ -123,6 +123,7 @@ def _config_error(tmp_path: Path, text: str) -> tuple[Path, str]:
         ("sweep:\n  copy_rate_bound: -0.5\n", "sweep.copy_rate_bound", "greater than or equal to 0"),
         ("sweep:\n  orderings: [[easy, hard, easy]]\n", "sweep.orderings", "['easy'] listed twice"),
         ("sweep:\n  orderings: []\n", "sweep.orderings", "at least one ordering"),
+        ("sweep:\n  seeds: [0, 1, 0]\n", "sweep.seeds", "seed(s) [0] listed twice"),
         ("data:\n  languages: []\n", "data.languages", "at least one"),
         ("data:\n  languages: [en, EN]\n", "data.languages", "listed twice"),
         ("data:\n  neutral_columns: []\n", "data.neutral_columns", "at least one"),

@@ -20,7 +20,15 @@ from raydetox.analysis import analyze
 from raydetox.config import ConfigError
 from raydetox.errors import ResultsError
 from raydetox.results import load_results
-from raydetox.sweep import decode_grid, param_space, run_sweep, trial_name, untrained_duplicate, variants
+from raydetox.sweep import (
+    decode_grid,
+    param_space,
+    ray_address,
+    run_sweep,
+    trial_name,
+    untrained_duplicate,
+    variants,
+)
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -52,6 +60,19 @@ def _cfg(mpd_dir: Path, tmp_path: Path, cache: Path, **extra):
 
 def _rows(exp_dir: Path) -> pd.DataFrame:
     return load_results(exp_dir)
+
+
+def test_the_config_s_ray_address_is_joined_unless_the_flag_or_ray_address_says_otherwise(
+    mpd_dir: Path, tmp_path: Path, embedded_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local = tiny_config(mpd_dir, tmp_path, embedded_cache)
+    cluster = tiny_config(mpd_dir, tmp_path, embedded_cache, **{"ray.address": "ray://head:10001"})
+    assert ray_address(local) is None, "no address anywhere: a local in-process Ray"
+    assert ray_address(cluster) == "ray://head:10001", "the config's key was once ignored: a cluster run went local"
+    assert ray_address(cluster, "10.0.0.1:6379") == "10.0.0.1:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # `ray job submit` sets it for its entrypoint
+    assert ray_address(cluster) == ray_address(local) == "http://127.0.0.1:8265"
 
 
 def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedded_cache: Path) -> None:
