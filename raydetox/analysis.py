@@ -8,6 +8,7 @@ sweep can be analysed. The choice is made by :mod:`raydetox.selection`; plots by
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -34,6 +35,7 @@ from raydetox.results import (
     ROW_METRICS,
     load_results,
     objective_column,
+    skipped_trial,
     trial_dirs,
 )
 from raydetox.selection import (
@@ -80,6 +82,7 @@ class AnalysisReport:
     confirmation: Confirmation | None = None
     ablations: pd.DataFrame | None = None  # each ablated factor's effect (sweep.ablations), else None
     untrained: pd.Series | None = None  # the untrained base's row decoded as the best row (sweep.untrained)
+    missing: list[str] = dataclasses.field(default_factory=list)  # what the results lack (missing_results)
     # Wall seconds of each phase: "analysis" (selection on validation, tables, plots, report) and, when
     # run, "confirmation" (generation and scoring on the test split and holdouts).
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -90,6 +93,9 @@ class AnalysisReport:
         lines = [
             f"{self.n_rows} rows from {self.n_trials} trials in {self.results_dir} "
             f"({_human_bytes(self.disk_bytes)} on disk)",
+            *([f"incomplete: {len(self.missing)} problem(s) in the results, listed in the report:"]
+              + [f"  {line}" for line in self.missing[:5]] + (["  ..."] if len(self.missing) > 5 else [])
+              if self.missing else []),
             *([self.refusal_note.replace("**", "")] if self.refusal_note else []),
             f"best: trial {best['trial_id']} {best['ordering']} after stage {int(best['stage_index'])} "
             f"({best['phase']}, toxic_penalty {label(float(best['toxic_penalty']))}, copy_penalty "
@@ -196,6 +202,35 @@ def _disk_breakdown(results_dir: Path, exclude: Sequence[Path]) -> pd.DataFrame:
     return pd.DataFrame({"bytes": table, "size": table.map(_human_bytes)}).rename_axis("entry")
 
 
+def missing_results(results_dir: Path, df: pd.DataFrame) -> list[str]:
+    """What a sweep's results lack, one line each, so that an analysis never passes over it: trial
+    directories with no result row (an interrupted trial, a deleted or truncated ``result.json``),
+    trials that reported fewer stages than their schedule or fewer decoding rows than the other trials,
+    and rows whose objective is NaN (a metric it needs is missing or NaN: no mean over seeds counts them)."""
+    lines = []
+    reported = set(df["trial_dir"])
+    for path in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name.startswith("trial_")):
+        trial = path.name
+        if trial not in reported and not skipped_trial(path):
+            lines.append(f"{trial}: no result row ({RESULT_FILE} missing, empty or not a file): interrupted? "
+                         "`raydetox sweep --resume` finishes it")
+    decodes = df[df["phase"] == "decode"].groupby("trial_dir").size()
+    for trial, rows in df.groupby("trial_dir", sort=True):
+        schedule = rows["schedule"].iloc[0]
+        planned = len(json.loads(schedule)) if isinstance(schedule, str) else None
+        stages = rows.loc[rows["phase"] == "stage", "stage_index"]
+        done = int(stages.max()) if len(stages) else 0
+        if planned is not None and done < planned:
+            lines.append(f"{trial}: reported {done} of its {planned} stages: interrupted? `raydetox sweep --resume`")
+        if len(decodes) and decodes.get(trial, 0) < decodes.max():
+            lines.append(f"{trial}: {decodes.get(trial, 0)} decoding rows where other trials have {decodes.max()}")
+    for row in df[df["objective"].isna()].itertuples(index=False):
+        lines.append(f"{row.trial_dir}/{RESULT_FILE}: {row.phase} row (stage {row.stage_index}, toxic_penalty "
+                     f"{label(float(row.toxic_penalty))}, copy_penalty {label(float(row.copy_penalty))}) has no "
+                     "objective: a metric it needs is missing or NaN; its variant is ranked over its other seeds")
+    return lines
+
+
 def analyze(
     results_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -230,6 +265,7 @@ def analyze(
         raise ResultsError(f"{files}: no row reports {needed}, which sweep.objective {sweep.objective!r} "
                            f"(from {config_path}) needs")
     df["objective"] = objective_column(df, sweep)
+    missing = missing_results(results_dir, df)
     refusal_note = ""
     try:
         best = best_row(df, sweep)
@@ -304,6 +340,7 @@ def analyze(
         best_checkpoint=checkpoint,
         ablations=effects,
         untrained=untrained,
+        missing=missing,
     )
     text = _report_markdown(report, df, experiment, chosen, best_languages, plot_notes,
                             _disk_breakdown(results_dir, [out_dir]))
@@ -461,6 +498,9 @@ def _report_markdown(
         f"- objective: {_objective_text(experiment.sweep)}; chosen over every stage and decoding row "
         "(not the last checkpoint)",
         "",
+        *(["## What the results lack", "",
+           "Each line is a trial or row this analysis could not use; the choice below is made without it.", "",
+           *[f"- {line}" for line in report.missing], ""] if report.missing else []),
         "## Best schedule",
         "",
         *([report.refusal_note, ""] if report.refusal_note else []),
@@ -481,9 +521,12 @@ def _report_markdown(
         "",
     ]
     if report.baseline is None:
-        parts += ["No baseline trial in this sweep (`sweep.include_baseline: false`).", ""]
+        parts += ["The baseline trials have reported no row usable here (see what the results lack above)."
+                  if experiment.sweep.include_baseline else
+                  "No baseline trial in this sweep (`sweep.include_baseline: false`).", ""]
     if report.untrained is None:
-        parts += ["No untrained row in this sweep (`sweep.untrained: false`).", ""]
+        parts += ["The untrained trial has reported no row usable here (see what the results lack above)."
+                  if experiment.sweep.untrained else "No untrained row in this sweep (`sweep.untrained: false`).", ""]
     parts += [_side_by_side(report.baseline, best, report.untrained).to_markdown(index=False, disable_numparse=True), ""]
     if best_languages is not None:
         parts += ["## Best row per language", "", best_languages.to_markdown(floatfmt=".4f"), ""]

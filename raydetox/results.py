@@ -41,6 +41,25 @@ DATA_DIR = "data"
 UNTRAINED = "untrained"
 
 
+SKIPPED = "skipped"
+"""Key of the one report of a trial that runs nothing (a duplicate of another): why it was skipped."""
+
+
+def skipped_trial(trial_dir: Path) -> bool:
+    """Whether a trial directory's result file holds a :data:`SKIPPED` report (a trial that ran nothing)."""
+    try:
+        lines = (trial_dir / RESULT_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for line in lines:
+        try:
+            if SKIPPED in json.loads(line):
+                return True
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return False
+
+
 def trial_dir_name(trial_id: str) -> str:
     """The directory of a trial inside the sweep's results directory."""
     return f"trial_{trial_id}"

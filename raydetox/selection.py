@@ -153,10 +153,10 @@ def baseline_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = No
     way) its best stage row, under the run's own decoding. ``None`` without a baseline trial."""
     base = df[baseline_mask(df)]
     if like is not None and len(same := _decoded_like(base, like)):
-        return best_row(same, cfg)
+        return _reference_row(same, cfg)
     stage_rows = base[base["phase"] == "stage"]
     candidates = stage_rows if len(stage_rows) else base
-    return best_row(candidates, cfg) if len(candidates) else None
+    return _reference_row(candidates, cfg) if len(candidates) else None
 
 
 def untrained_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = None) -> pd.Series | None:
@@ -165,7 +165,18 @@ def untrained_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = N
     rows = df[untrained_mask(df)]
     if like is not None and len(same := _decoded_like(rows, like)):
         rows = same
-    return best_row(rows, cfg) if len(rows) else None
+    return _reference_row(rows, cfg) if len(rows) else None
+
+
+def _reference_row(rows: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
+    """:func:`best_row` of a reference point's rows; when none is eligible (objective NaN or refused on every
+    row) its first row with that objective: a reference is reported as it is, never a reason to stop."""
+    try:
+        return best_row(rows, cfg)
+    except (NoEligibleRowError, ResultsError):
+        row = rows.iloc[0].copy()
+        row["objective"] = float(objective_column(rows.iloc[:1], cfg).iloc[0])
+        return row
 
 
 def best_config(experiment: ExperimentConfig, row: pd.Series) -> ExperimentConfig:

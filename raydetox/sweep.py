@@ -31,6 +31,7 @@ from raydetox.results import (
     CHECKPOINT_SCORE,
     DATA_DIR,
     PREDICTIONS_DIR,
+    SKIPPED,
     STAGE_LINE_PATTERN,
     TRAIN_DIR,
     UNTRAINED,
@@ -217,7 +218,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     if untrained_duplicate(config, setup["experiment"]["sweep"]):
         # The first seed's and rank's untrained trial reports these rows. Tune requires every trial to
         # report its metric: one report without a phase, which is no result row (load_results skips it).
-        tune.report({"objective": -math.inf, "skipped": "duplicate of the untrained trial of the first seed and rank"})
+        tune.report({"objective": -math.inf, SKIPPED: "duplicate of the untrained trial of the first seed and rank"})
         return
     experiment = dict(setup["experiment"])
     if "lora_r" in config and experiment.get("lora"):

@@ -428,6 +428,30 @@ def test_analyze_binary_result_file_is_one_line(tmp_path: Path, capsys: pytest.C
     assert f"{results / 'trial_a' / 'result.json'}: not UTF-8 text" in _one_error_line(capsys, "analyze")
 
 
+def test_analyze_names_what_the_results_lack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    two = {"schedule": [{"stage": "easy", "epochs": 1.0, "lr": 1e-3}, {"stage": "full", "epochs": 1.0, "lr": 1e-3}],
+           "variant": {"ordering": "easy>full"}}
+    results = _results_dir(tmp_path, [GOOD_ROW, {**GOOD_ROW, "stage_index": 2}], two)
+    def trial(name: str, rows: list[dict], params: object = two) -> Path:
+        (results / name).mkdir()
+        (results / name / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (results / name / "params.json").write_text(json.dumps(params))
+        return results / name
+
+    trial("trial_b", [{**GOOD_ROW, "trial_id": "b", "stage": "easy"}])  # interrupted after its first stage
+    trial("trial_c", [])  # started, never reported
+    trial("trial_d", [{"objective": float("-inf"), "skipped": "duplicate"}])  # ran nothing, on purpose
+    trial("trial_e", [{**GOOD_ROW, "trial_id": "e", "eval_bertscore_f1": None}, {**GOOD_ROW, "trial_id": "e", "stage_index": 2}])
+    assert main(["analyze", str(results)]) == 0
+    out = capsys.readouterr().out
+    expected = ["trial_b: reported 1 of its 2 stages", "trial_c: no result row",
+                "trial_e/result.json: stage row (stage 1, toxic_penalty 0, copy_penalty 0) has no objective"]
+    assert "incomplete: 3 problem(s) in the results" in out and all(e in out for e in expected), out
+    assert "trial_d" not in out and "trial_a" not in out
+    report = (results / "analysis" / "report.md").read_text()
+    assert "## What the results lack" in report and all(e in report for e in expected)
+
+
 def test_analyze_refuses_an_out_path_under_a_file_and_a_missing_holdout_before_the_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
