@@ -251,6 +251,9 @@ def analyze(
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "analysis"
     config_path = Path(config) if config is not None else results_dir / EXPERIMENT_FILE
+    if not results_dir.is_dir():
+        raise ResultsError(f"{results_dir}: {'not a directory' if results_dir.exists() else 'not found'} (a sweep's "
+                           "results directory: STORAGE/NAME, as `raydetox sweep` prints it)")
     if not config_path.is_file():
         raise ResultsError(f"{config_path}: experiment config not found (raydetox sweep writes it beside the "
                                 f"trial directories; analyze(config=...) takes another path)")

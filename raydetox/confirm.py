@@ -157,7 +157,15 @@ def load_holdout(path: str | os.PathLike[str]) -> EvalSet:
     Rows with an empty input cannot be rewritten and are left out (and said so).
     """
     path = Path(path)
-    pairs = load_pairs(DataConfig(), str(path))
+    try:
+        pairs = load_pairs(DataConfig(), str(path))
+    except DataError as err:
+        if "no reference column" not in str(err):
+            raise
+        # analyze has no --set for data.neutral_columns: say what the file itself needs.
+        found = str(err).removesuffix("; set data.toxic_column and data.neutral_columns")
+        raise DataError(f"{found}; a holdout of toxic inputs only still needs a reference column, with empty cells "
+                        "(e.g. an empty neutral_sentence, as TextDetox's test inputs have one)") from None
     notes = []
     empty = pairs["toxic"].str.strip() == ""
     if empty.any():

@@ -461,6 +461,10 @@ def test_analyze_refuses_an_out_path_under_a_file_and_a_missing_holdout_before_t
     for out in (taken, taken / "sub"):
         assert main(["analyze", str(results), "--out", str(out)]) == 2
         assert f"--out {out}: " in _one_error_line(capsys, "analyze")
+    assert main(["analyze", str(tmp_path / "no-sweep")]) == 2
+    assert f"{tmp_path / 'no-sweep'}: not found (a sweep's results directory" in _one_error_line(capsys, "analyze")
+    assert main(["analyze", str(taken)]) == 2
+    assert f"{taken}: not a directory" in _one_error_line(capsys, "analyze")
     assert main(["analyze", str(results), "--out", str(tmp_path / "a"), "--holdout", str(tmp_path / "nope.tsv")]) == 2
     assert f"--holdout {tmp_path / 'nope.tsv'}: not found" in _one_error_line(capsys, "analyze")
     assert not (tmp_path / "a").exists(), "refused before any analysis file is written"

@@ -19,8 +19,8 @@ from sacrebleu.metrics import CHRF
 
 from raydetox.cli import main
 from raydetox.config import DataConfig, dump_config, load_config
-from raydetox.confirm import BEST, SENTENCE_COLUMNS, TEST_SPLIT, EvalSet, _summarise, compare
-from raydetox.data.io import load_pairs, read_table
+from raydetox.confirm import BEST, SENTENCE_COLUMNS, TEST_SPLIT, EvalSet, _summarise, compare, load_holdout
+from raydetox.data.io import DataError, load_pairs, read_table
 from raydetox.data.lexicon import Lexicon
 from raydetox.metrics import get_scorer, ref_streams
 from raydetox.judge import POINTER_FILE
@@ -268,6 +268,21 @@ def test_detox_with_the_checkpoint_reproduces_a_final_stage_row(confirmed, tmp_p
         assert scores[key] == row[key], key
     for key in ("eval_bertscore_f1", "eval_bertscore_src_f1"):
         assert scores[key] == pytest.approx(row[key], abs=1e-6), key
+
+
+def test_a_holdout_of_toxic_inputs_needs_an_empty_reference_column_and_says_so(shared_data: Path, tmp_path: Path) -> None:
+    inputs = pd.read_csv(shared_data / "textdetox_inputs" / "textdetox2024_test_inputs.tsv", sep="\t",
+                         keep_default_na=False).groupby("lang").head(2)
+    bare = tmp_path / "inputs.tsv"
+    inputs[["toxic_sentence", "lang"]].to_csv(bare, sep="\t", index=False)
+    with pytest.raises(DataError, match="a holdout of toxic inputs only still needs a reference column") as err:
+        load_holdout(bare)
+    assert "data.neutral_columns" not in str(err.value), "analyze takes no --set: no hint it cannot follow"
+    inputs.assign(neutral_sentence="").to_csv(bare, sep="\t", index=False)
+    held = load_holdout(bare)
+    assert len(held.pairs) == len(inputs) and not any(len(r) for r in held.pairs["refs"])
+    inputs.to_csv(bare, sep="\t", index=False)  # TextDetox's own: the input repeated as a placeholder
+    assert not any(len(r) for r in load_holdout(bare).pairs["refs"])
 
 
 def test_paired_comparison_on_a_crafted_difference() -> None:
