@@ -28,6 +28,7 @@ from raydetox.config import ExperimentConfig, SweepConfig, config_to_dict, dump_
 from raydetox.errors import ResultsError
 from raydetox.plots import label, plot_ablation_effects, plot_penalty_heatmap, plot_pareto, plot_stage_curves
 from raydetox.results import (
+    CONFIRMATION_FILES,
     DESCRIBE_COLUMNS,
     EXPERIMENT_FILE,
     OBJECTIVE_METRICS,
@@ -259,6 +260,11 @@ def analyze(
                                 f"trial directories; analyze(config=...) takes another path)")
     experiment = load_config(config_path)
     sweep = experiment.sweep
+    if holdouts:  # a holdout that cannot be read fails now, not after the analysis has written its files
+        from raydetox.confirm import load_holdout
+
+        for path in holdouts:
+            load_holdout(path)
     # Measured before writing, and without a previous analysis, so it is the sweep's own footprint.
     disk_bytes = disk_usage(results_dir, exclude=[out_dir])
     df = load_results(results_dir)
@@ -283,6 +289,9 @@ def analyze(
     untrained = untrained_row(df, sweep, like=best)
     variants = rank_variants(df, sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not (confirm or holdouts):  # an earlier run's confirmation would pass for this analysis's
+        for name in CONFIRMATION_FILES.values():
+            (out_dir / name).unlink(missing_ok=True)
 
     results_parquet, results_csv = out_dir / "results.parquet", out_dir / "results.csv"
     table = pa.Table.from_pandas(df, preserve_index=False)

@@ -42,7 +42,7 @@ from raydetox.data.lexicon import Lexicon
 from raydetox.errors import ResultsError
 from raydetox.judge import recorded_judge
 from raydetox.metrics import Scorer, get_scorer, normalize_whitespace, ref_streams, reference_systems, resolve_device
-from raydetox.results import DATA_DIR, UNTRAINED
+from raydetox.results import CONFIRMATION_FILES, DATA_DIR, UNTRAINED
 from raydetox.selection import baseline_mask, best_config, checkpoint_of, seed_of, seed_rows, untrained_mask
 from raydetox.stats import Interval, Verdict, bootstrap_interval, paired_bootstrap, seed_summary, verdict
 
@@ -479,11 +479,7 @@ def confirm(
     table = pd.DataFrame.from_records(rows).reindex(columns=list(TABLE_COLUMNS))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "csv": out_dir / "confirmation.csv",
-        "parquet": out_dir / "confirmation.parquet",
-        "predictions": out_dir / "confirmation_predictions.parquet",
-    }
+    paths = {kind: out_dir / name for kind, name in CONFIRMATION_FILES.items()}
     table.to_csv(paths["csv"], index=False)
     table.to_parquet(paths["parquet"], index=False)
     predictions.drop(columns="row").to_parquet(paths["predictions"], index=False, compression="zstd")

@@ -41,6 +41,11 @@ DATA_DIR = "data"
 UNTRAINED = "untrained"
 
 
+CONFIRMATION_FILES: dict[str, str] = {
+    "csv": "confirmation.csv", "parquet": "confirmation.parquet", "predictions": "confirmation_predictions.parquet",
+}
+"""What a confirmation writes into the analysis dir (``raydetox.confirm.confirm``), by kind."""
+
 SKIPPED = "skipped"
 """Key of the one report of a trial that runs nothing (a duplicate of another): why it was skipped."""
 

@@ -452,6 +452,18 @@ def test_analyze_names_what_the_results_lack(tmp_path: Path, capsys: pytest.Capt
     assert "## What the results lack" in report and all(e in report for e in expected)
 
 
+def test_analyze_without_confirm_removes_an_earlier_confirmation_from_its_out_dir(tmp_path: Path) -> None:
+    results = _results_dir(tmp_path, [GOOD_ROW], {**SCHEDULE, "variant": {"ordering": "full"}})
+    out = tmp_path / "analysis"
+    out.mkdir()
+    stale = [out / name for name in ("confirmation.csv", "confirmation.parquet", "confirmation_predictions.parquet")]
+    for path in stale:
+        path.write_text("another sweep's confirmation")
+    (out / "notes.txt").write_text("the user's own")
+    assert main(["analyze", str(results), "--out", str(out)]) == 0
+    assert not any(p.exists() for p in stale) and (out / "notes.txt").is_file()
+
+
 def test_analyze_refuses_an_out_path_under_a_file_and_a_missing_holdout_before_the_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -467,6 +479,9 @@ def test_analyze_refuses_an_out_path_under_a_file_and_a_missing_holdout_before_t
     assert f"{taken}: not a directory" in _one_error_line(capsys, "analyze")
     assert main(["analyze", str(results), "--out", str(tmp_path / "a"), "--holdout", str(tmp_path / "nope.tsv")]) == 2
     assert f"--holdout {tmp_path / 'nope.tsv'}: not found" in _one_error_line(capsys, "analyze")
+    (tmp_path / "empty.tsv").write_text("")
+    assert main(["analyze", str(results), "--out", str(tmp_path / "a"), "--holdout", str(tmp_path / "empty.tsv")]) == 2
+    assert f"{tmp_path / 'empty.tsv'}" in _one_error_line(capsys, "analyze")
     assert not (tmp_path / "a").exists(), "refused before any analysis file is written"
 
 
