@@ -200,9 +200,12 @@ def _checkpoint_runs(
             continue
         runs.append(Run(system, decoding, path, str(seed_row["trial_id"]), seed_of(seed_row)))
     if not runs:
+        # best_config.yaml is the best row's schedule: it re-trains that row, not a reference point.
+        how = ("re-train it with best_config.yaml" if system == BEST else
+               f"re-run the sweep (--overwrite) with a higher training.keep_checkpoints to keep the {system}'s")
         raise ResultsError(
             f"{results_dir}: no checkpoint on disk for the {system} row (trial {row['trial_id']}, stage "
-            f"{int(row['stage_index'])}): checkpoint retention removed it; re-train it with best_config.yaml"
+            f"{int(row['stage_index'])}): checkpoint retention removed it; {how}"
         )
     return runs
 

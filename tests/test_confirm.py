@@ -285,6 +285,25 @@ def test_a_holdout_of_toxic_inputs_needs_an_empty_reference_column_and_says_so(s
     assert not any(len(r) for r in load_holdout(bare).pairs["refs"])
 
 
+def test_a_lost_checkpoint_is_refused_with_the_way_to_get_it_back(tmp_path: Path) -> None:
+    from raydetox.config import DecodingConfig
+    from raydetox.confirm import _checkpoint_runs
+    from raydetox.errors import ResultsError
+
+    trial = tmp_path / "results" / "trial_a"
+    trial.mkdir(parents=True)
+    row = {"trial_id": "a", "phase": "stage", "stage_index": 1, "stage": "full", "toxic_penalty": 0.0,
+           "copy_penalty": 0.0, "eval_bertscore_f1": 0.8, "eval_copy_rate": 0.2}
+    (trial / "result.json").write_text(json.dumps(row) + "\n")
+    (trial / "params.json").write_text(json.dumps({"schedule": [{"stage": "full", "epochs": 1.0, "lr": 1e-3}]}))
+    df = load_results(tmp_path / "results")
+    with pytest.raises(ResultsError, match="retention removed it; re-train it with best_config.yaml"):
+        _checkpoint_runs(tmp_path / "results", df, df.iloc[0], BEST, DecodingConfig(), [])
+    # best_config.yaml re-trains the best row, not a reference point's.
+    with pytest.raises(ResultsError, match="higher training.keep_checkpoints to keep the baseline's"):
+        _checkpoint_runs(tmp_path / "results", df, df.iloc[0], "baseline", DecodingConfig(), [])
+
+
 def test_paired_comparison_on_a_crafted_difference() -> None:
     rng = np.random.default_rng(7)
     base = rng.uniform(0.1, 0.6, 300)
