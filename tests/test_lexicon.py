@@ -220,6 +220,12 @@ def test_for_languages_loads_the_recorded_word_lists(with_lists: Lexicon, shared
     (tmp_path / "old.json").write_text(json.dumps(data), encoding="utf-8")
     old = Lexicon.load(tmp_path / "old.json")
     assert old.wordlists == [] and old.for_languages(["fr"]) is old
+    # Lists recorded where they no longer are (a removed checkout): said, not silently missing.
+    data["wordlists"] = [str(tmp_path / "gone" / "lists" / "{lang}.txt")]
+    (tmp_path / "moved.json").write_text(json.dumps(data), encoding="utf-8")
+    moved = Lexicon.load(tmp_path / "moved.json")
+    with pytest.warns(UserWarning, match=r"word lists are no longer where it was built .*gone.*: language\(s\) fr get"):
+        assert moved.for_languages(["fr", "en"]) is moved
 
 
 # --------------------------------------------------------------------------------------------- matching

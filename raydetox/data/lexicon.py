@@ -270,6 +270,11 @@ class Lexicon:
         new = sorted({str(lang) for lang in langs} - set(self.terms))
         templated = [p for p in self.wordlists if "{lang}" in p]
         plain = [p for p in self.wordlists if "{lang}" not in p and Path(p).is_file()]
+        # Recorded as absolute paths: a lexicon moved to another machine (or a removed checkout) finds none.
+        gone = [p for p in self.wordlists if not Path(p.split("{lang}")[0] + "x").parent.is_dir()]  # its folder
+        if new and gone:
+            warnings.warn(f"the lexicon's word lists are no longer where it was built ({', '.join(gone)}): "
+                          f"language(s) {', '.join(new)} get no word-list terms from them", stacklevel=2)
         added: dict[str, dict[str, float]] = {}
         for lang in new:
             found = [p.replace("{lang}", lang) for p in templated if Path(p.replace("{lang}", lang)).is_file()]
