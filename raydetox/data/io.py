@@ -302,8 +302,9 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def _csv_records(path: Path, text: str, sep: str, name: str) -> list[list[str]]:
-    """Records of a delimited text, parsed strictly; blank lines skipped; errors name the line.
+def _csv_records(path: Path, text: str, sep: str, name: str, blank_cells: bool = False) -> list[list[str]]:
+    """Records of a delimited text, parsed strictly; blank lines skipped (with ``blank_cells``, after the
+    header of a one-column text, each is a cell of its own instead); errors name the line.
 
     Strict parsing matters: a field that starts with an unbalanced quote would otherwise swallow the
     rows after it into one cell without any error.
@@ -327,7 +328,10 @@ def _csv_records(path: Path, text: str, sep: str, name: str) -> list[list[str]]:
                     f"{path}: cannot parse as {name} at line {reader.line_num}: {reason} ({quoted}a field that "
                     'starts with \'"\' is quoted, and a quote inside it must be doubled: "")'
                 ) from err
-            if record and not (len(record) == 1 and not record[0].strip()):
+            blank = not record or (len(record) == 1 and not record[0].strip())
+            if blank and blank_cells and records and len(records[0]) == 1:
+                records.append(record or [""])  # its cell as written ("   " stays "   ")
+            elif not blank:
                 records.append(record)
                 if len(records) > 1 and len(record) != len(records[0]):
                     n, m, row = len(record), len(records[0]), len(records) - 1
@@ -352,8 +356,9 @@ def _csv_separator(text: str) -> tuple[str, str]:
     return ",", "CSV"
 
 
-def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
-    """A TSV/CSV file as a table of strings (quoted fields may span lines; empty cells are "").
+def _read_delimited(path: Path, fmt: str, blank_cells: bool = False) -> pd.DataFrame:
+    """A TSV/CSV file as a table of strings (quoted fields may span lines; empty cells are ""; with
+    ``blank_cells`` a blank line of a one-column file is an empty cell, see :func:`_csv_records`).
 
     Every row must have as many fields as the header; a malformed row is an error naming its line.
     """
@@ -361,7 +366,7 @@ def _read_delimited(path: Path, fmt: str) -> pd.DataFrame:
     if not text.strip():
         raise DataError(f"{path}: empty file (no header): no rows")
     sep, name = ("\t", "TSV") if fmt == "tsv" else _csv_separator(text)
-    records = _csv_records(path, text, sep, name)
+    records = _csv_records(path, text, sep, name, blank_cells)
     if not records:  # e.g. a line holding only "" (an empty quoted field): blank, like an empty line
         raise DataError(f"{path}: no header: every line is blank: no rows")
     header = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(records[0])]
@@ -390,15 +395,7 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
             raise DataError(
                 f"{path}: line {lineno}: expected a JSON object per line, got {type(obj).__name__}"
             )
-        # JSON may escape half of a UTF-16 pair ("\ud800"): a string no file format can store later.
-        for key, value in obj.items():
-            try:
-                (key + (value if isinstance(value, str) else "")).encode("utf-8")
-            except UnicodeEncodeError as err:
-                raise DataError(
-                    f"{path}: line {lineno}, column {key!r}: invalid Unicode: a lone surrogate "
-                    f"{err.object[err.start]!r} (an escaped half of a UTF-16 pair)"
-                ) from err
+        _check_unicode(obj, f"{path}: line {lineno}")
         records.append(obj)
         lines.append(lineno)
     return pd.DataFrame.from_records(records), lines
@@ -466,7 +463,7 @@ def _not_a_file(path: Path) -> str | None:
     return "is not a regular file (socket or device)"
 
 
-def read_file_table(path: str | Path, fmt: str) -> FileTable:
+def read_file_table(path: str | Path, fmt: str, blank_cells: bool = False) -> FileTable:
     """The table in the file ``path`` of format ``fmt`` ('tsv', 'csv', 'jsonl' or 'parquet'), read by the
     strict readers of the pairs (CSV/TSV cells are strings, "" when empty); errors are :class:`DataError`
     lines naming the file (and row)."""
@@ -475,7 +472,7 @@ def read_file_table(path: str | Path, fmt: str) -> FileTable:
     if why is not None:
         raise DataError(f"{path}: {why}")
     if fmt in ("tsv", "csv"):
-        return FileTable(_read_delimited(path, fmt).reset_index(drop=True), str(path))
+        return FileTable(_read_delimited(path, fmt, blank_cells).reset_index(drop=True), str(path))
     if fmt == "jsonl":
         if path.suffix.lower() == ".json" and (array := _json_array(path)) is not None:
             return FileTable(array, str(path))
@@ -1014,21 +1011,7 @@ def _read_input_table(path: Path, fmt: str) -> FileTable:
     of several columns they hold no row), but in one column a blank line is an empty text, and skipping it
     would renumber every later row and lose an input's output.
     """
-    table = read_file_table(path, fmt)
-    if fmt not in ("csv", "tsv") or len(table.frame.columns) != 1:
-        return table
-    text = _decode(path, _read_bytes(path))
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, len(text) + 1))  # as the strict reader: a huge cell is no parse error
-    try:
-        # The strict reader parsed this text already: the same parser cannot fail on it now.
-        sep = "\t" if fmt == "tsv" else _csv_separator(text)[0]
-        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True))
-    finally:
-        csv.field_size_limit(limit)
-    header = next(i for i, r in enumerate(records) if r and not (len(r) == 1 and not r[0].strip()))
-    cells = [r[0] if r else "" for r in records[header + 1 :]]
-    return FileTable(pd.DataFrame({table.frame.columns[0]: cells}, dtype=object), table.origin)
+    return read_file_table(path, fmt, blank_cells=True)
 
 
 def _json_array_frame(path: Path, rows: Any) -> pd.DataFrame:
@@ -1036,12 +1019,18 @@ def _json_array_frame(path: Path, rows: Any) -> pd.DataFrame:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {i + 1}: expected a JSON object per array element, got {type(row).__name__}")
-        for key, value in row.items():
-            try:
-                (key + (value if isinstance(value, str) else "")).encode("utf-8")
-            except UnicodeEncodeError as err:  # JSON may escape half of a UTF-16 pair ("\ud800")
-                raise DataError(
-                    f"{path}: row {i + 1}, column {key!r}: invalid Unicode: a lone surrogate "
-                    f"{err.object[err.start]!r} (an escaped half of a UTF-16 pair)"
-                ) from err
+        _check_unicode(row, f"{path}: row {i + 1}")
     return pd.DataFrame.from_records(rows)
+
+
+def _check_unicode(obj: dict[str, Any], where: str) -> None:
+    """A :class:`DataError` naming ``where`` and the column if a key or string of a JSON object holds a
+    lone surrogate: JSON may escape half of a UTF-16 pair ("\ud800"), which no file format can store later."""
+    for key, value in obj.items():
+        try:
+            (key + (value if isinstance(value, str) else "")).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DataError(
+                f"{where}, column {key!r}: invalid Unicode: a lone surrogate "
+                f"{err.object[err.start]!r} (an escaped half of a UTF-16 pair)"
+            ) from err
