@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from raydetox import gc_policy
 from raydetox.config import (
     STAGES,
     ConfigError,
@@ -612,6 +613,7 @@ def _stdout_gone() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydetox`` console script."""
+    gc_policy.relax_young_generation()
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

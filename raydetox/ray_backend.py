@@ -26,10 +26,14 @@ from raydetox.compat import (
 
 def train_loop_entry(config: dict) -> None:
     """Ray Train's per-worker function of a ``ray_train`` trial: imports the training stack in the worker
-    (never in the trial or controller that pickle this reference), then runs
-    :func:`raydetox.train_ray.train_loop_per_worker`."""
+    (never in the trial or controller that pickle this reference) under raydetox's collector settings
+    (:mod:`raydetox.gc_policy`), then runs :func:`raydetox.train_ray.train_loop_per_worker`."""
+    from raydetox import gc_policy
+
+    gc_policy.relax_young_generation()
     from raydetox.train_ray import train_loop_per_worker
 
+    gc_policy.freeze_imported_heap()
     train_loop_per_worker(config)
 
 
