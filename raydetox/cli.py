@@ -33,6 +33,7 @@ from raydetox.preflight import (
     check_paths,
     find_lexicon,
     run_folders_above,
+    trained_max_source_length,
 )
 
 if TYPE_CHECKING:
@@ -138,6 +139,20 @@ def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
     for key, value in overrides.items():
         set_dotted(raw, key, value)
     return config_from_dict(raw, origin="--set")
+
+
+def _trained_length(command: str, args: argparse.Namespace, cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with the input length ``--model`` was trained with (recorded beside it), unless ``--set``
+    gives one; with ``--config`` the config's stays, with a warning when the two differ."""
+    recorded = trained_max_source_length(args.model)
+    limit = cfg.model.max_source_length
+    if recorded is None or recorded == limit or "model.max_source_length" in _parse_set(args.set or []):
+        return cfg
+    if args.config:
+        _warn(command, f"{args.model} was trained with model.max_source_length={recorded}, and {args.config} "
+                       f"sets {limit}: inputs are cut at {limit} tokens (--set model.max_source_length=N to choose)")
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_source_length=recorded))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -305,6 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _optional_config(args)
     check_model_dir(args.model)  # before any data is read: a wrong path costs one line
+    cfg = _trained_length("evaluate", args, cfg)
     if args.out:
         _output_file(args.out)
     lexicon = _lexicon(args.lexicon, args.model, cfg.decoding)
@@ -357,6 +373,7 @@ def cmd_detox(args: argparse.Namespace) -> int:
 
     cfg = _optional_config(args)
     check_model_dir(args.model)
+    cfg = _trained_length("detox", args, cfg)
     lexicon = _lexicon(args.lexicon, args.model, cfg.decoding)
     if lexicon is None and cfg.decoding.toxic_penalty > 0:
         # Without a lexicon the penalty would push down no token at all: say so instead.
@@ -517,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                "(a backslash as \\\\, a carriage return as \\r). A table in (--column) gives a table out: "
                "columns id (the input's id/idx column, else its row number), input, output; CSV unless --out "
                "ends in .tsv, .jsonl or .parquet (another suffix than those, .csv or .txt is refused). A blank "
-               "input gives an empty output; inputs longer than model.max_source_length tokens are named on "
-               "stderr (the model sees only their first tokens).")
+               "input gives an empty output; inputs longer than model.max_source_length tokens (without "
+               "--config: the length the model was trained with, recorded beside it) are named on stderr (the "
+               "model sees only their first tokens).")
     p.add_argument("--model", required=True, help="trained model or adapter dir")
     p.add_argument("input", help="text file (one sentence a line) or a CSV/TSV/JSONL/parquet table with --column")
     p.add_argument("--column", help="column (JSONL: key) holding the sentences of a table input")

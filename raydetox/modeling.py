@@ -123,8 +123,15 @@ def _is_peft(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
-def save_trained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
-    """Save a trained model: adapter only (safetensors) for a peft model, the full model otherwise."""
+def save_trained(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+    max_source_length: int | None = None,
+) -> Path:
+    """Save a trained model: adapter only (safetensors) for a peft model, the full model otherwise.
+
+    ``max_source_length`` (the input length it was trained with) is recorded beside it, so that
+    ``raydetox detox``/``evaluate`` without ``--config`` cut inputs where training did
+    (:func:`raydetox.preflight.trained_max_source_length`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if _is_peft(model):
@@ -140,6 +147,8 @@ def save_trained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
     else:
         model.save_pretrained(out, safe_serialization=True)
         meta = {"format": "full"}
+    if max_source_length is not None:
+        meta["max_source_length"] = int(max_source_length)
     tokenizer.save_pretrained(out)
     (out / TRAINED_META).write_text(json.dumps(meta, indent=2))
     return out

@@ -160,6 +160,20 @@ def _json_object(path: Path) -> dict[str, Any]:
     return value
 
 
+def trained_max_source_length(model_dir: str | Path) -> int | None:
+    """The ``model.max_source_length`` a model dir was trained with, as ``save_trained`` recorded it in
+    :data:`TRAINED_META`; ``None`` without the record (a hub model, a dir saved before it was kept)."""
+    meta_file = Path(model_dir) / TRAINED_META
+    if not meta_file.is_file():
+        return None
+    value = _json_object(meta_file).get("max_source_length")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{meta_file}: key 'max_source_length' must be a positive integer, got {value!r}")
+    return value
+
+
 def check_model_dir(model_dir: str | Path) -> str | None:
     """Raise a :class:`ModelError` unless ``model_dir`` is a model :func:`raydetox.modeling.load_trained`
     can load; return the base model an adapter names (``None`` for a full model).

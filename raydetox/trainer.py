@@ -431,7 +431,7 @@ class CurriculumSeq2SeqTrainer(Seq2SeqTrainer):
 
         root = Path(self.args.output_dir) / "checkpoints"
         path = root / f"stage-{index:02d}-{stage}"
-        save_trained(self.model, self.processing_class, path)
+        save_trained(self.model, self.processing_class, path, max_source_length=self.max_source_length)
         keep = self.args.keep_stage_checkpoints
         if keep > 0:
             for old in sorted(root.glob("stage-*"))[:-keep]:

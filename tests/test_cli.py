@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from raydetox.cli import main
 from raydetox.config import config_from_dict, dump_config
@@ -562,8 +563,9 @@ def test_detox_says_which_inputs_are_truncated_and_leaves_blank_ones_empty(
     assert len(written) == 7 and written[-1] == "" and written[1] == written[2] == written[5] == ""
     assert written[0].strip() and written[3].strip() and written[4].strip()
     err = capsys.readouterr().err
-    assert ("raydetox detox: warning: 1 input exceeds model.max_source_length=64 tokens and the model sees only "
-            "the first 64 (the rest of each is not rewritten and is missing from its output): lines 4\n") in err, err
+    # Without --config, the length the model was trained with (the tiny config's 32), not the default 64.
+    assert ("raydetox detox: warning: 1 input exceeds model.max_source_length=32 tokens and the model sees only "
+            "the first 32 (the rest of each is not rewritten and is missing from its output): lines 4\n") in err, err
     # A table: ids named; under source_words_only the tail is kept, and the warning says so.
     table = tmp_path / "in.csv"
     pd.DataFrame({"id": ["a", "b", "c"], "text": [LONG, "   ", "you idiot"]}).to_csv(table, index=False)
@@ -573,8 +575,47 @@ def test_detox_says_which_inputs_are_truncated_and_leaves_blank_ones_empty(
     back = read_table(out)
     assert back["id"].tolist() == ["a", "b", "c"] and back["output"].tolist()[1] == ""
     err = capsys.readouterr().err
-    assert "1 input exceeds model.max_source_length=64 tokens" in err and "source_words_only keeps the rest" in err
+    assert "1 input exceeds model.max_source_length=32 tokens" in err and "source_words_only keeps the rest" in err
     assert err.rstrip().endswith(": ids a"), err
+
+
+def test_detox_and_evaluate_cut_inputs_where_the_model_was_trained(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint records its training's model.max_source_length (the tiny config's 32): without --config
+    it is the limit; --set chooses another silently; a --config that differs wins, with a warning."""
+    config, _ = trained
+    ckpt = Path(_ckpt(trained))
+    assert json.loads((ckpt / "raydetox_model.json").read_text())["max_source_length"] == 32
+    mid = " ".join(["you are a stupid idiot"] * 8)  # over 32 tokens, under 64 and under 200
+    src = tmp_path / "in.txt"
+    src.write_text(f"{mid}\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    capsys.readouterr()
+    assert main(["detox", "--model", str(ckpt), str(src), "--out", str(out)]) == 0
+    assert "1 input exceeds model.max_source_length=32 tokens" in capsys.readouterr().err
+    assert main(["detox", "--model", str(ckpt), str(src), "--out", str(out), "--set", "model.max_source_length=200"]) == 0
+    assert "max_source_length" not in capsys.readouterr().err
+    longer = tmp_path / "longer.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["max_source_length"] = 200
+    longer.write_text(yaml.safe_dump(raw))
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"id": ["m"], "toxic": [mid], "neutral": ["you are wrong"]}).to_csv(pairs, index=False)
+    assert main(["evaluate", "--model", str(ckpt), "--data", str(pairs), "--config", str(longer),
+                 "--set", "data.default_lang=en"]) == 0
+    err = capsys.readouterr().err
+    assert (f"raydetox evaluate: warning: {ckpt} was trained with model.max_source_length=32, and {longer} sets 200: "
+            "inputs are cut at 200 tokens") in err, err
+    assert "exceeds" not in err
+    # A record that is not a positive integer: one line naming the file and the key.
+    bad = tmp_path / "bad-ckpt"
+    shutil.copytree(ckpt, bad)
+    meta = json.loads((bad / "raydetox_model.json").read_text())
+    (bad / "raydetox_model.json").write_text(json.dumps({**meta, "max_source_length": "32"}))
+    assert main(["detox", "--model", str(bad), str(src), "--out", str(out)]) == 2
+    line = _one_error_line(capsys, "detox")
+    assert f"{bad / 'raydetox_model.json'}: key 'max_source_length' must be a positive integer, got '32'" in line, line
 
 
 def test_detox_reads_one_column_blank_lines_cr_line_ends_and_refuses_nul(
