@@ -34,9 +34,12 @@ from raydetox.results import (
     OBJECTIVE_METRICS,
     RESULT_FILE,
     ROW_METRICS,
+    TRIALS_FILE,
     load_results,
     objective_column,
     skipped_trial,
+    started_trials,
+    trial_dir_name,
     trial_dirs,
 )
 from raydetox.selection import (
@@ -204,12 +207,16 @@ def _disk_breakdown(results_dir: Path, exclude: Sequence[Path]) -> pd.DataFrame:
 
 
 def missing_results(results_dir: Path, df: pd.DataFrame) -> list[str]:
-    """What a sweep's results lack, one line each, so that an analysis never passes over it: trial
-    directories with no result row (an interrupted trial, a deleted or truncated ``result.json``),
+    """What a sweep's results lack, one line each, so that an analysis never passes over it: trials
+    :data:`~raydetox.results.TRIALS_FILE` lists whose directory is gone, trial directories with no result row (an interrupted trial, a deleted or truncated ``result.json``),
     trials that reported fewer stages than their schedule or fewer decoding rows than the other trials,
     and rows whose objective is NaN (a metric it needs is missing or NaN: no mean over seeds counts them)."""
     lines = []
     reported = set(df["trial_dir"])
+    for trial_id in started_trials(results_dir):
+        if not (results_dir / trial_dir_name(trial_id)).is_dir():
+            lines.append(f"{trial_dir_name(trial_id)}: started ({TRIALS_FILE}) but its directory is gone (deleted or "
+                         "moved?): its rows are lost")
     for path in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name.startswith("trial_")):
         trial = path.name
         if trial not in reported and not skipped_trial(path):

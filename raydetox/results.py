@@ -65,6 +65,39 @@ def skipped_trial(trial_dir: Path) -> bool:
     return False
 
 
+TRIALS_FILE = "trials.jsonl"
+"""Beside the trial directories: one ``{"trial_id": ...}`` line per trial start (the sweep's Tune callback
+``raydetox.tracking.TrialManifest``), so that a trial whose directory is gone is still named."""
+
+
+def started_trials(results_dir: Path) -> list[str]:
+    """The trial ids :data:`TRIALS_FILE` lists, each once, in order of first start (none for a sweep
+    that predates the file). A last line cut short (the driver killed mid-write) is passed over; any
+    other malformed line is a :class:`ResultsError` naming the file and line."""
+    path = Path(results_dir) / TRIALS_FILE
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResultsError(f"{path}: cannot read: {err}") from None
+    lines = text.split("\n")
+    ids: dict[str, None] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            trial_id = json.loads(line)["trial_id"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            if number == len(lines):  # no line end after it: a write cut short
+                continue
+            raise ResultsError(f"{path}:{number}: expected a JSON object with a 'trial_id', got {short(line)}") from None
+        if not isinstance(trial_id, str) or not trial_id:
+            raise ResultsError(f"{path}:{number}: key 'trial_id': expected text, got {short(trial_id)}")
+        ids.setdefault(trial_id)
+    return list(ids)
+
+
 def trial_dir_name(trial_id: str) -> str:
     """The directory of a trial inside the sweep's results directory."""
     return f"trial_{trial_id}"

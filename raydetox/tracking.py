@@ -1,4 +1,5 @@
-"""Experiment tracking of a sweep: Ray Tune's own logger callbacks, fed finite numbers.
+"""Experiment tracking of a sweep: Ray Tune's own logger callbacks, fed finite numbers, and the list of
+the trials it started (:class:`TrialManifest`).
 
 ``ray.callbacks`` names the trackers: ``tensorboard`` (Tune's TBX logger: event files in each trial's
 folder) and ``mlflow`` (Tune's MLflow logger: one MLflow run per trial, its schedule as params and every
@@ -14,17 +15,20 @@ This module imports Ray at the top: import it only after :func:`raydetox.sweep.i
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.air.constants import TRAINING_ITERATION
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback, TBXLoggerCallback
+from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 
 from raydetox.compat import mlflow_trial_runs
 from raydetox.config import ConfigError, ExperimentConfig
-from raydetox.results import trial_schedule
+from raydetox.results import TRIALS_FILE, trial_schedule
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -117,11 +121,26 @@ def default_mlflow_uri(local_dir: str) -> str:
     return f"sqlite:///{local_dir}/mlflow.db"
 
 
-def tune_callbacks(cfg: ExperimentConfig, local_dir: str) -> list[LoggerCallback]:
-    """Tune's logger callbacks for a sweep: CSV and JSON (``raydetox analyze`` reads ``result.json``),
-    then the trackers of ``ray.callbacks``. Tune adds its own TensorBoard logger unless one is given or
-    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``: :func:`raydetox.sweep.run_sweep` sets it, so only these run."""
-    callbacks: list[LoggerCallback] = [CSVLoggerCallback(), JsonLoggerCallback()]
+class TrialManifest(Callback):
+    """Appends ``{"trial_id": ...}`` to :data:`raydetox.results.TRIALS_FILE` beside the trial directories
+    as each trial starts (again after a restart: the reader keeps the first), so that ``raydetox analyze``
+    names a trial whose directory is gone instead of losing its rows without a trace. It writes into
+    the driver's copy of the experiment directory, which Tune uploads with its own state when the
+    storage is remote."""
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        path = Path(trial.local_path).parent / TRIALS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:  # one short write: a crash leaves at most a cut last line
+            f.write(json.dumps({"trial_id": trial.trial_id}) + "\n")
+
+
+def tune_callbacks(cfg: ExperimentConfig, local_dir: str) -> list[Callback]:
+    """Tune's callbacks for a sweep: the trial manifest (:class:`TrialManifest`), CSV and JSON (``raydetox
+    analyze`` reads ``result.json``), then the trackers of ``ray.callbacks``. Tune adds its own
+    TensorBoard logger unless one is given or ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``:
+    :func:`raydetox.sweep.run_sweep` sets it, so only these run."""
+    callbacks: list[Callback] = [TrialManifest(), CSVLoggerCallback(), JsonLoggerCallback()]
     for name in cfg.ray.callbacks:
         if name == "tensorboard":
             callbacks.append(FiniteTBXLoggerCallback())

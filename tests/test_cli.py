@@ -422,6 +422,14 @@ def test_analyze_bad_results_is_one_line(
     assert re.search(expected, line), line
 
 
+def test_analyze_malformed_trial_list_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = _results_dir(tmp_path, [GOOD_ROW], {**SCHEDULE, "variant": {"ordering": "full"}})
+    (results / "trials.jsonl").write_text('{"trial_id": "a"}\n[1, 2]\n{"trial_id": "b"}\n')
+    assert main(["analyze", str(results)]) == 2
+    line = _one_error_line(capsys, "analyze")
+    assert f"{results / 'trials.jsonl'}:2: expected a JSON object with a 'trial_id', got '[1, 2]'" in line, line
+
+
 def test_analyze_binary_result_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = _results_dir(tmp_path, [GOOD_ROW], SCHEDULE)
     (results / "trial_a" / "result.json").write_bytes(b"\xff\xfe\x00garbage")
@@ -443,11 +451,16 @@ def test_analyze_names_what_the_results_lack(tmp_path: Path, capsys: pytest.Capt
     trial("trial_c", [])  # started, never reported
     trial("trial_d", [{"objective": float("-inf"), "skipped": "duplicate"}])  # ran nothing, on purpose
     trial("trial_e", [{**GOOD_ROW, "trial_id": "e", "eval_bertscore_f1": None}, {**GOOD_ROW, "trial_id": "e", "stage_index": 2}])
+    # The sweep listed every trial it started (a restart lists one again); trial_f's directory is gone, and
+    # the driver was killed while writing the last line.
+    (results / "trials.jsonl").write_text("".join(json.dumps({"trial_id": t}) + "\n" for t in "abcdefa") + '{"tri')
     assert main(["analyze", str(results)]) == 0
     out = capsys.readouterr().out
-    expected = ["trial_b: reported 1 of its 2 stages", "trial_c: no result row",
+    expected = ["trial_f: started (trials.jsonl) but its directory is gone (deleted or moved?): its rows are lost",
+                "trial_b: reported 1 of its 2 stages", "trial_c: no result row",
                 "trial_e/result.json: stage row (stage 1, toxic_penalty 0, copy_penalty 0) has no objective"]
-    assert "incomplete: 3 problem(s) in the results" in out and all(e in out for e in expected), out
+    assert "incomplete: 4 problem(s) in the results" in out and all(e in out for e in expected), out
+    assert out.count("trial_f") == 1
     assert "trial_d" not in out and "trial_a" not in out
     report = (results / "analysis" / "report.md").read_text()
     assert "## What the results lack" in report and all(e in report for e in expected)

@@ -19,7 +19,7 @@ import pytest
 from raydetox.analysis import analyze
 from raydetox.config import ConfigError
 from raydetox.errors import ResultsError
-from raydetox.results import load_results
+from raydetox.results import load_results, started_trials
 from raydetox.sweep import (
     decode_grid,
     param_space,
@@ -86,6 +86,8 @@ def test_two_trial_sweep_rows_and_analysis(mpd_dir: Path, tmp_path: Path, embedd
     assert len(df) == 8
     assert (df.groupby("trial_id").size() == 4).all()
     assert sorted(df[df["phase"] == "stage"]["stage_index"].tolist()) == [1, 1, 2, 2]
+    # The driver listed each trial as it started, beside the trial directories.
+    assert sorted(started_trials(exp_dir)) == sorted(df["trial_id"].unique())
     decode = df[df["phase"] == "decode"]
     assert sorted(decode["toxic_penalty"].tolist()) == [0.0, 0.0, float("inf"), float("inf")]
     assert set(df["ordering"]) == {"easy>full", "hard>full"}

@@ -53,16 +53,16 @@ def test_finite_replaces_every_infinity_and_nothing_else() -> None:
 def test_tune_callbacks_follow_the_config(tmp_path: Path) -> None:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    from raydetox.tracking import tune_callbacks
+    from raydetox.tracking import TrialManifest, tune_callbacks
 
     none = tune_callbacks(config_from_dict({"ray": {"callbacks": []}}), str(tmp_path))
-    assert [type(c) for c in none] == [CSVLoggerCallback, JsonLoggerCallback]
+    assert [type(c) for c in none] == [TrialManifest, CSVLoggerCallback, JsonLoggerCallback]
     both = tune_callbacks(config_from_dict({"name": "exp", "ray": {"callbacks": ["tensorboard", "mlflow"]}}),
                           str(tmp_path))
-    assert isinstance(both[2], TBXLoggerCallback)
-    assert both[3].tracking_uri == f"sqlite:///{tmp_path}/mlflow.db" and both[3].experiment_name == "exp"
+    assert isinstance(both[3], TBXLoggerCallback)
+    assert both[4].tracking_uri == f"sqlite:///{tmp_path}/mlflow.db" and both[4].experiment_name == "exp"
     uri = tune_callbacks(config_from_dict({"ray": {"callbacks": ["mlflow"], "mlflow_tracking_uri": "http://h:5000",
-                                                   "mlflow_experiment": "mine"}}), str(tmp_path))[2]
+                                                   "mlflow_experiment": "mine"}}), str(tmp_path))[3]
     assert (uri.tracking_uri, uri.experiment_name) == ("http://h:5000", "mine")
 
 
