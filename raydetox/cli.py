@@ -64,8 +64,13 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
     """
     origin = str(args.config)
     overrides = _parse_set(args.set or [])
-    data = getattr(args, "data", None) or os.environ.get(DATA_ENV)
-    data_key = "--data" if getattr(args, "data", None) else DATA_ENV if data else "data.source"
+    given = getattr(args, "data", None)
+    if given is not None and not given.strip():
+        raise ConfigError("--data: empty path (give the data file or folder, or leave the option out)")
+    if given is None and os.environ.get(DATA_ENV) is not None and not os.environ[DATA_ENV].strip():
+        raise ConfigError(f"environment variable {DATA_ENV} is set but empty (unset it, or give a data path)")
+    data = given or os.environ.get(DATA_ENV)
+    data_key = "--data" if given else DATA_ENV if data else "data.source"
     if data:
         from raydetox.data.io import DataError, detect_format
 

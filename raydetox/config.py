@@ -6,11 +6,15 @@ an error that names the key path and the YAML file, raised before any data is re
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import enum
 import importlib.util
 import math
 import os
 import re
+import types
+import typing
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -64,6 +68,9 @@ def _folder_name(value: str | None, key: str) -> str | None:
     """``value`` when it is one plain folder name, so that results stay inside their storage folder."""
     if value is None:
         return value
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError(f"{key} must be printable text: a control character (a line break, a tab, ...) would "
+                         "end up in a folder name and break the one-line messages that quote it")
     if value in ("", ".", "..") or any(c in value for c in "/\\\x00") or Path(value).is_absolute():
         raise ValueError(
             f"{key} must be a plain folder name (no '/', '\\', '..' or absolute path): results are written "
@@ -91,7 +98,7 @@ class ConfigError(RaydetoxError, ValueError):
 class DataConfig:
     """Where the pairs come from and how their columns are named (``None`` = auto-detect)."""
 
-    source: str = "textdetox/multilingual_paradetox"
+    source: Annotated[str, Field(min_length=1)] = "textdetox/multilingual_paradetox"
     format: Literal["tsv", "csv", "jsonl", "parquet", "dir", "saved", "hub"] | None = None
     toxic_column: str | None = None
     neutral_columns: list[str] | None = None
@@ -180,7 +187,9 @@ class LexiconConfig:
     learn: bool = True
     min_count: PositiveInt = 2
     smoothing: PositiveFloat = 1.0  # > 0 keeps the log-odds finite
-    min_log_odds: float = 1.0
+    # A learned term is this many log-odds more frequent in toxic than in neutral text (< 0 would make
+    # words the neutral side uses more, "is", "the", toxic terms).
+    min_log_odds: NonNegativeFloat = 1.0
     max_terms_per_lang: PositiveInt | None = 2000
     wordlists: list[str] = dataclasses.field(default_factory=list)
     # Drop word-list terms that the references keep (e.g. "i", "us" in the en list) when learning.
@@ -230,7 +239,10 @@ class CurriculumConfig:
         if v is not None and (len(v) != 2 or not v[0] < v[1]):
             raise ValueError("must be two increasing numbers [easy/medium, medium/hard]")
         if info.field_name == "quantiles" and not 0 < v[0] < v[1] < 1:  # type: ignore[index]
-            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {v}")
+            raise ValueError("quantiles must lie strictly between 0 and 1")
+        # Difficulty is a weighted mean of per-language percentile ranks: it lies in [0, 1] as well.
+        if info.field_name == "cut_points" and v is not None and not 0 <= v[0] < v[1] <= 1:
+            raise ValueError("cut_points must lie within [0, 1], the range of difficulty")
         return v
 
     @model_validator(mode="after")
@@ -374,7 +386,7 @@ class TrainingConfig:
     max_steps_per_stage: int | None = None
     extra_loss: str | None = None
     extra_loss_weight: float = 0.0
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the best N stage checkpoints plus the latest; 0 or less: every one
     torch_threads: int | None = None
     # What the model learns to write: the neutral reference, or kept_source_words (the toxic sentence's
     # words that the reference keeps: a deletion-only target, for decoding.source_words_only).
@@ -394,9 +406,20 @@ class TrainingConfig:
     @field_validator("hf_args")
     @classmethod
     def _hf_args(cls, v: dict[str, Any]) -> dict[str, Any]:
-        problems = [f"{key}: {msg}" for key, msg in hf_argument_errors(v).items()]
-        if problems:
-            raise ValueError("; ".join(problems))
+        converted, errors = checked_hf_arguments(v)
+        if errors:
+            raise ValueError("; ".join(f"{key}: {msg}" for key, msg in errors.items()))
+        return converted
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v != "linear":
+            from transformers.trainer_utils import SchedulerType  # transformers: only when another is named
+
+            names = [t.value for t in SchedulerType]
+            if v not in names:
+                raise ValueError(f"unknown learning-rate scheduler {v!r}; expected one of {names}")
         return v
 
 
@@ -623,6 +646,13 @@ class SweepConfig:
     ablations: AblationConfig | None = None
 
     @model_validator(mode="after")
+    def _one_way_to_give_orderings(self) -> "SweepConfig":
+        if self.orderings is not None and self.permute_stages is not None:
+            raise _invalid("permute_stages", "give sweep.orderings or sweep.permute_stages, not both (the "
+                           "orderings would be searched and the permutations silently left out)")
+        return self
+
+    @model_validator(mode="after")
     def _ablation_needs_its_arms(self) -> "SweepConfig":
         factors = self.ablations.factors if self.ablations is not None else []
         if "curriculum" in factors and not self.include_baseline:
@@ -641,6 +671,19 @@ class SweepConfig:
             if not ordering:
                 raise ValueError("an ordering must name at least one stage")
             _distinct_stages(ordering)
+        repeated = [o for i, o in enumerate(v or []) if o in (v or [])[:i]]
+        if repeated:
+            raise ValueError(f"ordering(s) {repeated} listed twice: each ordering is one variant")
+        return v
+
+    @field_validator("epochs", "lr", "lora_r", "toxic_penalty", "copy_penalty", "baseline_epochs")
+    @classmethod
+    def _distinct_values(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        # Like a repeated seed: a repeated value trains (or decodes) the same setting again for nothing.
+        twice = sorted({x for x in v if v.count(x) > 1}) if v else []
+        if twice:
+            raise ValueError(f"value(s) {twice} listed twice: each value of sweep.{info.field_name} is one more "
+                             "setting of the grid")
         return v
 
     @field_validator("pacing")
@@ -809,9 +852,21 @@ class ExperimentConfig:
 
     @model_validator(mode="after")
     def _toxic_loss_has_lexicon(self) -> "ExperimentConfig":
+        no_lexicon = "this config builds no lexicon (lexicon.learn is false and lexicon.wordlists is empty)"
         if self.training.extra_loss == "toxic_unlikelihood" and not (self.lexicon.learn or self.lexicon.wordlists):
-            raise _invalid("training.extra_loss", "toxic_unlikelihood penalises lexicon terms, and this config builds "
-                           "no lexicon (lexicon.learn is false and lexicon.wordlists is empty)")
+            raise _invalid("training.extra_loss", f"toxic_unlikelihood penalises lexicon terms, and {no_lexicon}")
+        if not (self.lexicon.learn or self.lexicon.wordlists):
+            if self.decoding.toxic_penalty > 0:
+                raise _invalid("decoding.toxic_penalty", f"the penalty acts on lexicon terms, and {no_lexicon}")
+            if any(p > 0 for p in self.sweep.toxic_penalty):
+                raise _invalid("sweep.toxic_penalty", f"the penalties act on lexicon terms, and {no_lexicon}")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_ranks_need_lora(self) -> "ExperimentConfig":
+        if self.sweep.lora_r is not None and self.lora is None:
+            raise _invalid("sweep.lora_r", "searches LoRA ranks, and lora is null (full fine-tuning): set a lora "
+                           "section or drop sweep.lora_r")
         return self
 
 
@@ -851,31 +906,114 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     return f"{origin}: " + "; ".join(parts) + more
 
 
-def hf_argument_errors(values: dict[str, Any]) -> dict[str, str]:
-    """Problems of HF training arguments given in a config, by key (empty when every value is fine)."""
+# Ranges of common numeric HF training arguments (HF itself checks few of them, and late).
+_HF_RANGES: dict[str, tuple[float, float, bool]] = {  # (lowest, highest, highest excluded)
+    "gradient_accumulation_steps": (1, math.inf, False),
+    "eval_accumulation_steps": (1, math.inf, False),
+    "adam_beta1": (0, 1, True),
+    "adam_beta2": (0, 1, True),
+    "adam_epsilon": (0, math.inf, False),
+    "max_grad_norm": (0, math.inf, False),
+    "label_smoothing_factor": (0, 1, True),
+    "dataloader_num_workers": (0, math.inf, False),
+    "generation_num_beams": (1, math.inf, False),
+    "generation_max_length": (1, math.inf, False),
+}
+
+
+def checked_hf_arguments(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """HF training arguments given in a config, converted to HF's types (YAML reads ``1e-6`` as text,
+    and ``bf16: "false"`` must not mean true), and their problems by key (empty when all are fine)."""
     if not values:
-        return {}
+        return {}, {}
     from pydantic import PydanticSchemaGenerationError
 
     from raydetox.training_args import OWNED_ARGUMENTS, argument_types, settable_arguments  # transformers
 
     settable, types = settable_arguments(), argument_types()
     errors: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for key, value in values.items():
         if key in OWNED_ARGUMENTS:
             errors[key] = f"set by raydetox; use {OWNED_ARGUMENTS[key]}"
-        elif key not in settable:
+            continue
+        if key not in settable:
             errors[key] = "unknown key (not a raydetox training key nor a Seq2SeqTrainingArguments field)"
-        else:
-            try:
-                TypeAdapter(types[key]).validate_python(value)
-            except PydanticSchemaGenerationError:
-                pass  # an exotic HF type: HF checks it when the arguments are built
-            except ValidationError as err:
-                errors[key] = f"{err.errors()[0]['msg']} (got {value!r})"
-    if values.get("fp16") is True and values.get("bf16") is True:
+            continue
+        if _booleans_for_numbers(value, types[key], key):
+            errors[key] = f"expected a number, got a boolean ({value!r})"
+            continue
+        try:
+            adapter = TypeAdapter(types[key], config=ConfigDict(allow_inf_nan=False))
+            converted = adapter.validate_python(value)
+            # An enum member would not dump back to YAML (best_config.yaml): keep its plain value.
+            out[key] = converted.value if isinstance(converted, enum.Enum) else converted
+        except PydanticSchemaGenerationError:
+            out[key] = value  # an exotic HF type: HF checks it when the arguments are built
+            continue
+        except ValidationError as err:
+            errors[key] = f"{err.errors()[0]['msg']} (got {value!r})"
+            continue
+        problem = _hf_value_problem(key, out[key])
+        if problem:
+            errors[key] = f"{problem} (got {value!r})"
+    if out.get("fp16") is True and out.get("bf16") is True:
         errors.setdefault("fp16", "fp16 and training.bf16 are both true: choose one (bf16 for T5-family models)")
-    return errors
+    return out, errors
+
+
+def _hf_value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with an HF argument's converted value, beyond its type (ranges, optimizer names)."""
+    if key in _HF_RANGES and isinstance(value, (int, float)):
+        low, high, open_high = _HF_RANGES[key]
+        if value < low or value > high or (open_high and value == high):
+            bound = f">= {low:g}" if high == math.inf else f"within [{low:g}, {high:g}{')' if open_high else ']'}"
+            return f"must be {bound}"
+    if key == "optim" and isinstance(value, str):
+        from transformers.training_args import OptimizerNames
+
+        names = [o.value for o in OptimizerNames]
+        if value not in names:
+            return f"unknown optimizer; expected one of {names}"
+    return None
+
+
+def hf_argument_errors(values: dict[str, Any]) -> dict[str, str]:
+    """Problems of HF training arguments given in a config, by key (empty when every value is fine)."""
+    return checked_hf_arguments(values)[1]
+
+
+def _booleans_for_numbers(value: Any, tp: Any, key: str) -> list[str]:
+    """The keys under ``value`` (``key`` itself, a list's items, a section's fields) whose type is a
+    number but whose value is a boolean: pydantic reads ``true`` (YAML's ``yes``, ``on``) as 1."""
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if bool in members or not members:
+            return []
+        return _booleans_for_numbers(value, members[0], key) if len(members) == 1 else (
+            [key] if isinstance(value, bool) and all(m in (int, float) for m in members) else [])
+    if tp in (int, float):
+        return [key] if isinstance(value, bool) else []
+    if origin in (list, tuple) and isinstance(value, list):
+        args = typing.get_args(tp)
+        found = []
+        for i, item in enumerate(value):
+            item_tp = args[0] if origin is list or (len(args) == 2 and args[1] is Ellipsis) else (
+                args[i] if i < len(args) else None)
+            if item_tp is not None:
+                found += _booleans_for_numbers(item, item_tp, f"{key}.{i}")
+        return found
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        found = []
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                found += _booleans_for_numbers(value[f.name], hints[f.name], f"{key}.{f.name}" if key else f.name)
+        return found
+    return []
 
 
 def _split_hf_args(raw: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -883,6 +1021,10 @@ def _split_hf_args(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     training = raw.get("training")
     if not isinstance(training, dict):
         return raw
+    given = training.get("hf_args")
+    if given is not None and not isinstance(given, dict):
+        raise ConfigError(f"{origin}: key 'training.hf_args': expected a mapping of Seq2SeqTrainingArguments "
+                          f"fields, got {type(given).__name__} {_short(given)}")
     own = {f.name for f in dataclasses.fields(TrainingConfig)}
     extra = {k: v for k, v in training.items() if k not in own}
     if not extra:
@@ -901,6 +1043,11 @@ def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> ExperimentC
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = _split_hf_args(raw, origin)
+    booleans = _booleans_for_numbers(raw, ExperimentConfig, "")
+    if booleans:
+        more = f"; and {len(booleans) - _MAX_ERRORS} more" if len(booleans) > _MAX_ERRORS else ""
+        raise ConfigError(f"{origin}: " + "; ".join(
+            f"key '{key}': expected a number, got a boolean" for key in booleans[:_MAX_ERRORS]) + more)
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as err:
@@ -1000,12 +1147,24 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping (key: value lines) at the top level, got {type(raw).__name__}")
+    as_written = copy.deepcopy(raw) if overrides else raw
     for dotted, value in (overrides or {}).items():
         try:
             set_dotted(raw, dotted, value)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-    return config_from_dict(raw, origin=str(path))
+    try:
+        return config_from_dict(raw, origin=str(path))
+    except ConfigError as err:
+        if not overrides:
+            raise
+        try:
+            config_from_dict(as_written, origin=str(path))
+        except ConfigError:
+            raise err from None  # the file is wrong as written: its own message
+        # The file is fine as written: the overrides made it wrong, and the message says so.
+        where = f"{path} with overrides of {', '.join(overrides)}"
+        raise ConfigError(str(err).replace(f"{path}: ", f"{where}: ", 1)) from None
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -1013,12 +1172,27 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     if not isinstance(raw, dict):
         raise ConfigError(f"override {dotted!r}: the config is a {type(raw).__name__}, not a mapping")
-    node = raw
+    if not all(part.strip() for part in (*parents, leaf)):
+        raise ConfigError(f"override {dotted!r}: an empty key between dots (expected e.g. training.batch_size)")
+    node: Any = raw
     for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list):  # schedule.0.lr: an item of a list the config already holds
+            node = node[_list_index(node, key, dotted)]
+        else:
+            node = node.setdefault(key, {})
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"override {dotted!r}: key '{key}' is a {type(node).__name__}, not a mapping")
-    node[leaf] = value
+    if isinstance(node, list):
+        node[_list_index(node, leaf, dotted)] = value
+    else:
+        node[leaf] = value
+
+
+def _list_index(items: list[Any], key: str, dotted: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ConfigError(f"override {dotted!r}: {key!r} is not an index of a list of {len(items)} item(s) "
+                          f"(0 to {len(items) - 1})")
+    return int(key)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

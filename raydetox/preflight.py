@@ -76,22 +76,23 @@ def check_paths(cfg: ExperimentConfig, origin: str = "<config>", data_key: str =
     """Raise a :class:`ConfigError` naming ``origin`` and the key when a local path of ``cfg`` is missing.
 
     Checks ``data.source`` (named ``data_key``, e.g. ``--data`` when it came from there; a missing path
-    that looks like a hub id ``owner/name`` is left to the loader), ``split.split_file`` and
+    that looks like a hub id ``owner/name`` is left to the loader), the embedded base's
+    ``model.embedded.sources``, the judge's ``metrics.judge.sources``, ``split.split_file`` and
     ``lexicon.wordlists`` (a plain list must exist; a ``{lang}`` list may lack some languages, which the
     prepare report lists). Inside a Ray job, also the rules of :func:`check_job_path`, and a ``{lang}``
     list's directory must exist: otherwise every language's list would be skipped, e.g. when the files
     were left out of the uploaded working dir (.gitignore).
     """
-    source = cfg.data.source
-    if cfg.data.format != "hub":
-        check_job_path(source, data_key, origin)
-    try:
-        if cfg.data.format is None:
-            detect_format(source)  # also knows hub ids and data-file suffixes
-        elif cfg.data.format != "hub" and not Path(source).expanduser().exists():
-            raise DataError(f"{source}: file or directory not found")
-    except DataError as err:
-        raise ConfigError(f"{_where(data_key, origin)}: {err}{_job_hint(source)}") from None
+    _check_source(cfg.data, data_key, origin)
+    if cfg.model.name_or_path == "embedded":  # the base's extra pretraining texts
+        for i, extra in enumerate(cfg.model.embedded.sources):
+            _check_source(extra, f"model.embedded.sources.{i}.source", origin)
+    for i, labelled in enumerate(cfg.metrics.judge.sources):
+        key = f"metrics.judge.sources.{i}.path"
+        check_job_path(labelled.path, key, origin)
+        if not Path(labelled.path).expanduser().exists():
+            raise ConfigError(f"{origin}: key '{key}': {labelled.path}: file or directory not found"
+                              f"{_job_hint(labelled.path)}")
     split_file = cfg.split.split_file
     check_job_path(split_file, "split.split_file", origin)
     if split_file is not None and not Path(split_file).expanduser().is_file():
@@ -108,6 +109,20 @@ def check_paths(cfg: ExperimentConfig, origin: str = "<config>", data_key: str =
             fixed = Path(*parts[:first]) if first else Path(".")  # the directories before any {lang}
             if not fixed.is_dir():
                 raise ConfigError(f"{origin}: key '{key}': {spec}: directory {fixed} not found{_job_hint(spec)}")
+
+
+def _check_source(data: Any, key: str, origin: str) -> None:
+    """A data section's ``source`` exists (a missing path that looks like a hub id is the loader's)."""
+    source = data.source
+    if data.format != "hub":
+        check_job_path(source, key, origin)
+    try:
+        if data.format is None:
+            detect_format(source)  # also knows hub ids and data-file suffixes
+        elif data.format != "hub" and not Path(source).expanduser().exists():
+            raise DataError(f"{source}: file or directory not found")
+    except DataError as err:
+        raise ConfigError(f"{_where(key, origin)}: {err}{_job_hint(source)}") from None
 
 
 def _job_hint(path: str) -> str:

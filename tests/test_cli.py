@@ -422,6 +422,16 @@ def test_analyze_bad_results_is_one_line(
     assert re.search(expected, line), line
 
 
+def test_an_empty_data_path_is_refused_not_ignored(
+    exp_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["prepare", str(exp_config), "--data", " "]) == 2
+    assert "--data: empty path" in _one_error_line(capsys, "prepare")
+    monkeypatch.setenv("RAYDETOX_DATA", "")
+    assert main(["prepare", str(exp_config)]) == 2
+    assert "environment variable RAYDETOX_DATA is set but empty" in _one_error_line(capsys, "prepare")
+
+
 def test_analyze_malformed_trial_list_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = _results_dir(tmp_path, [GOOD_ROW], {**SCHEDULE, "variant": {"ordering": "full"}})
     (results / "trials.jsonl").write_text('{"trial_id": "a"}\n[1, 2]\n{"trial_id": "b"}\n')

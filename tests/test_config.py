@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -137,11 +138,62 @@ def _config_error(tmp_path: Path, text: str) -> tuple[Path, str]:
         ("name: a/b\n", "name", "plain folder name"),
         ("name: ''\n", "name", "plain folder name"),
         ("ray:\n  name: ..\n", "ray.name", "plain folder name"),
+        ('name: "a\\nb"\n', "name", "printable text"),
+        ("lexicon:\n  min_log_odds: -50\n", "lexicon.min_log_odds", "greater than or equal to 0"),
+        ("data:\n  source: ''\n", "data.source", "at least 1 character"),
+        # keys that another key would silently override or make meaningless
+        ("sweep:\n  orderings: [[easy, full]]\n  permute_stages: [easy, hard]\n", "sweep.permute_stages", "not both"),
+        ("lora: null\nsweep:\n  lora_r: [4, 8]\n", "sweep.lora_r", "lora is null"),
+        ("lexicon:\n  learn: false\ndecoding:\n  toxic_penalty: 2.0\n", "decoding.toxic_penalty", "builds no lexicon"),
+        ("lexicon:\n  learn: false\nsweep:\n  toxic_penalty: [0, .inf]\n", "sweep.toxic_penalty", "builds no lexicon"),
+        # a boolean where a number belongs (YAML's yes/on are booleans): pydantic alone reads it as 1
+        ("schedule:\n  - {stage: easy, epochs: on}\n", "schedule.0.epochs", "expected a number, got a boolean"),
+        ("data:\n  max_rows_per_lang: true\n", "data.max_rows_per_lang", "expected a number, got a boolean"),
+        ("sweep:\n  lr: [yes, 1.0e-3]\n", "sweep.lr.0", "expected a number, got a boolean"),
+        ("decoding:\n  toxic_penalty: true\n", "decoding.toxic_penalty", "expected a number, got a boolean"),
+        ("training:\n  gradient_accumulation_steps: true\n", "training.gradient_accumulation_steps",
+         "expected a number, got a boolean"),
+        # HF training arguments: their shape, ranges, NaN and names, at load rather than inside a trial
+        ("training:\n  hf_args: [1]\n", "training.hf_args", "expected a mapping of Seq2SeqTrainingArguments"),
+        ("training:\n  max_grad_norm: .nan\n", "training.max_grad_norm", "finite number"),
+        ("training:\n  gradient_accumulation_steps: 0\n", "training.gradient_accumulation_steps", "must be >= 1"),
+        ("training:\n  adam_beta1: 5\n", "training.adam_beta1", "must be within [0, 1)"),
+        ("training:\n  optim: bogus\n", "training.optim", "unknown optimizer"),
+        ("training:\n  lr_scheduler: bogus\n", "training.lr_scheduler", "unknown learning-rate scheduler"),
+        # cut points outside difficulty's [0, 1]; grid values given twice
+        ("curriculum:\n  cut_points: [100, 200]\n", "curriculum.cut_points", "within [0, 1], the range of difficulty"),
+        ("sweep:\n  lr: [1.0e-3, 0.001]\n", "sweep.lr", "value(s) [0.001] listed twice"),
+        ("sweep:\n  toxic_penalty: [0, .inf, .inf]\n", "sweep.toxic_penalty", "value(s) [inf] listed twice"),
+        ("sweep:\n  orderings: [[easy, full], [easy, full]]\n", "sweep.orderings", "listed twice"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, words: str) -> None:
     path, msg = _config_error(tmp_path, text)
     assert str(path) in msg and f"'{key}'" in msg and words in msg and "\n" not in msg
+
+
+def test_hf_arguments_are_kept_as_hf_types_not_as_yaml_text(tmp_path: Path) -> None:
+    """YAML reads ``1e-6`` (no dot) as text, and a quoted ``"false"`` is text that Python finds true: both
+    reach HF converted (bf16 stays off, the optimizer gets a number)."""
+    cfg = load_config(_write(tmp_path, 'training:\n  adam_epsilon: 1e-6\n  bf16: "false"\n  optim: adafactor\n'))
+    assert cfg.training.hf_args == {"adam_epsilon": 1e-6, "bf16": False, "optim": "adafactor"}
+    assert type(cfg.training.hf_args["adam_epsilon"]) is float and cfg.training.hf_args["bf16"] is False
+
+
+def test_overrides_are_named_when_they_make_the_file_wrong(tmp_path: Path) -> None:
+    path = _write(tmp_path, "seed: 0\nschedule:\n  - {stage: full, epochs: 1, lr: 1.0e-3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {"seed": -1})
+    assert str(err.value).startswith(f"{path} with overrides of seed: key 'seed': "), err.value
+    assert load_config(path, {"schedule.0.lr": 2e-3}).schedule[0].lr == 2e-3  # an item of a list
+    for dotted, words in (("a..b", "an empty key between dots"), (".seed", "an empty key between dots"),
+                          ("schedule.3.lr", "'3' is not an index of a list of 1 item(s)")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_config(path, {dotted: 1})
+    bad = _write(tmp_path, "seed: -1\n")  # wrong as written: the file's own message, not the override's
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, {"name": "x"})
+    assert str(err.value).startswith(f"{bad}: key 'seed'"), err.value
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
@@ -248,6 +300,12 @@ def _exp(tmp_path: Path, data: str, extra: str = "") -> Path:
          "splits.csv: file not found"),
         ("  source: {tmp}/pairs.tsv\n", "lexicon:\n  wordlists: ['{tmp}/{{lang}}.txt', '{tmp}/bad.txt']\n",
          "lexicon.wordlists.1", "bad.txt: word list not found"),
+        # the labelled files of the judge and the embedded base's extra texts: checked up front as well
+        ("  source: {tmp}/pairs.tsv\n",
+         "metrics:\n  judge:\n    sources:\n      - {{path: '{tmp}/no_judge.tsv', toxic_columns: [t], lang: en}}\n",
+         "metrics.judge.sources.0.path", "no_judge.tsv: file or directory not found"),
+        ("  source: {tmp}/pairs.tsv\n", "model:\n  embedded:\n    sources:\n      - {{source: '{tmp}/no_texts.tsv'}}\n",
+         "model.embedded.sources.0.source", "no_texts.tsv: file or directory not found"),
     ],
 )
 def test_missing_paths_name_file_and_key(tmp_path: Path, data: str, extra: str, key: str, words: str) -> None:

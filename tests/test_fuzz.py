@@ -189,7 +189,9 @@ def _load_or_config_error(path: Path, overrides: dict[str, Any] | None = None) -
     try:
         cfg = load_config(path, overrides)
     except ConfigError as err:
-        assert str(err).startswith(f"{path}: ") and "\n" not in str(err), repr(err)
+        # The file, then (when the overrides made it wrong) which ones: "FILE with overrides of a.b, c: ..."
+        named = str(err).startswith(f"{path}: ") or str(err).startswith(f"{path} with overrides of ")
+        assert named and "\n" not in str(err), repr(err)
         return
     assert isinstance(cfg, ExperimentConfig)
     for value in (cfg.cleaning.min_chrf, cfg.cleaning.min_length_ratio, cfg.split.train, cfg.data.min_lang_confidence):
