@@ -23,13 +23,25 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+import yaml
+
 from raydetox import ablation
-from raydetox.config import STAGES, ConfigError, ExperimentConfig, dump_config, load_config
+from raydetox.config import (
+    STAGES,
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
 from raydetox.errors import ResultsError
+from raydetox.errors import short as _short
 from raydetox.preflight import check_job_path
 from raydetox.results import (
     CHECKPOINT_SCORE,
     DATA_DIR,
+    EXPERIMENT_FILE,
     PREDICTIONS_DIR,
     SKIPPED,
     STAGE_LINE_PATTERN,
@@ -441,6 +453,56 @@ def _check_resumable(storage: str, name: str) -> None:
         raise ResultsError(f"{exp}: no sweep to resume (no {TUNER_STATE}); run without --resume first")
 
 
+# Keys a resumed sweep may change: where and how its trials run, not what they compute.
+RESUME_MAY_CHANGE: tuple[str, ...] = ("ray.", "output_dir", "sweep.max_concurrent_trials", "sweep.max_failures",
+                                      "sweep.reuse_actors")
+
+
+def _check_same_config(cfg: ExperimentConfig, storage: str, name: str) -> None:
+    """Raise a :class:`ResultsError` when ``cfg`` differs from the config the sweep at ``storage/name``
+    ran with (its ``experiment.yaml``) in a key that changes what trials compute: the trials still to
+    run would use the new values, the finished ones used the old, and the analysis would mix them."""
+    exp = f"{storage}/{name}"
+    if _is_uri(storage):
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(exp)
+        path = f"{root}/{EXPERIMENT_FILE}"
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+            return  # nothing recorded to compare with (a sweep that stopped before writing it)
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode("utf-8")
+    else:
+        path = Path(storage) / name / EXPERIMENT_FILE
+        if not path.is_file():
+            return
+        text = path.read_text(encoding="utf-8")
+    origin = f"{exp}/{EXPERIMENT_FILE}"
+    try:
+        stored = config_from_dict(yaml.safe_load(text) or {}, origin=origin)
+    except (ConfigError, yaml.YAMLError) as err:
+        raise ResultsError(f"{origin}: the config this sweep ran with cannot be read ({err}); resume refused") from None
+    old, new = _flat(config_to_dict(stored)), _flat(config_to_dict(cfg))
+    changed = [key for key in sorted(old.keys() | new.keys())
+               if old.get(key) != new.get(key) and not key.startswith(RESUME_MAY_CHANGE)]
+    if changed:
+        shown = ", ".join(f"{key} ({_short(old.get(key))} -> {_short(new.get(key))})" for key in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise ResultsError(f"{exp}: this sweep ran with another config: {shown}{more}. Finished and resumed trials "
+                           f"would mix the two; resume with the config it ran with ({origin}), or start over "
+                           "with --overwrite")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for a nested dict (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+    return out
+
+
 def _is_raydetox_sweep(exp_dir: Path) -> bool:
     """Whether the Tune experiment in ``exp_dir`` is a raydetox sweep: raydetox writes its config beside
     Tune's state as ``experiment.yaml`` (a valid raydetox config)."""
@@ -533,6 +595,7 @@ def run_sweep(
     # The cheap checks first: nothing is prepared, built, started or deleted for a sweep that cannot run.
     if resume:
         _check_resumable(storage, name)
+        _check_same_config(cfg, storage, name)
     else:
         _claim_experiment_dir(storage, name, overwrite)
     local_dir.mkdir(parents=True, exist_ok=True)

@@ -422,6 +422,30 @@ def test_analyze_bad_results_is_one_line(
     assert re.search(expected, line), line
 
 
+def test_resuming_with_a_changed_config_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    """The trials still to run would use the new values and the finished ones used the old: the analysis
+    would mix two sweeps. Where and how trials run (ray.*, concurrency) may change."""
+    from raydetox.sweep import _check_same_config, run_sweep
+
+    ran = config_from_dict({"name": "exp", "sweep": {"lr": [3.0e-4]}, "decoding": {"no_repeat_ngram_size": 3}})
+    exp_dir = tmp_path / "sweeps" / "exp"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "tuner.pkl").write_bytes(b"")  # what Tune's restore looks for
+    dump_config(ran, exp_dir / "experiment.yaml")
+    changed = config_from_dict({"name": "exp", "sweep": {"lr": [1.0e-3]}, "decoding": {"no_repeat_ngram_size": 0}})
+    with pytest.raises(ResultsError) as err:
+        run_sweep(changed, resume=True, storage_path=str(tmp_path / "sweeps"))
+    msg = str(err.value)
+    assert "this sweep ran with another config: decoding.no_repeat_ngram_size (3 -> 0), sweep.lr ([0.0003] -> [0.001])" in msg
+    assert f"resume with the config it ran with ({tmp_path / 'sweeps'}/exp/experiment.yaml)" in msg and "--overwrite" in msg
+    import ray
+
+    assert not ray.is_initialized()
+    same_work = config_from_dict({"name": "exp", "sweep": {"lr": [3.0e-4], "max_concurrent_trials": 1},
+                                  "decoding": {"no_repeat_ngram_size": 3}, "ray": {"cpus_per_worker": 0.5}})
+    _check_same_config(same_work, str(tmp_path / "sweeps"), "exp")  # passes
+
+
 def test_an_empty_data_path_is_refused_not_ignored(
     exp_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
