@@ -208,9 +208,10 @@ def _disk_breakdown(results_dir: Path, exclude: Sequence[Path]) -> pd.DataFrame:
 
 def missing_results(results_dir: Path, df: pd.DataFrame) -> list[str]:
     """What a sweep's results lack, one line each, so that an analysis never passes over it: trials
-    :data:`~raydetox.results.TRIALS_FILE` lists whose directory is gone, trial directories with no result row (an interrupted trial, a deleted or truncated ``result.json``),
-    trials that reported fewer stages than their schedule or fewer decoding rows than the other trials,
-    and rows whose objective is NaN (a metric it needs is missing or NaN: no mean over seeds counts them)."""
+    :data:`~raydetox.results.TRIALS_FILE` lists whose directory is gone, trial directories with no result
+    row (an interrupted trial, a deleted or truncated ``result.json``), trials that reported fewer stages
+    than their schedule or fewer decoding rows than the other trials, and rows whose objective is NaN (a
+    metric it needs is missing or NaN: no mean over seeds counts them)."""
     lines = []
     reported = set(df["trial_dir"])
     for trial_id in started_trials(results_dir):

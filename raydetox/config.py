@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import functools
 import importlib.util
 import math
 import os
@@ -845,21 +846,22 @@ class ExperimentConfig:
         # a field missing from the table or the class is simply not checked.
         for key, low, high in _TRAINING_RANGES:
             value = getattr(self.training, key, None)
-            if value is not None and not low <= value <= high:
-                bound = f">= {low:g}" if high == math.inf else f"within [{low:g}, {high:g}]"
-                raise _invalid(f"training.{key}", f"must be {bound}, got {value!r}")
+            problem = _out_of_range(value, low, high) if value is not None else None
+            if problem:
+                raise _invalid(f"training.{key}", f"{problem}, got {value!r}")
         return self
 
     @model_validator(mode="after")
     def _toxic_loss_has_lexicon(self) -> "ExperimentConfig":
+        if self.lexicon.learn or self.lexicon.wordlists:
+            return self
         no_lexicon = "this config builds no lexicon (lexicon.learn is false and lexicon.wordlists is empty)"
-        if self.training.extra_loss == "toxic_unlikelihood" and not (self.lexicon.learn or self.lexicon.wordlists):
+        if self.training.extra_loss == "toxic_unlikelihood":
             raise _invalid("training.extra_loss", f"toxic_unlikelihood penalises lexicon terms, and {no_lexicon}")
-        if not (self.lexicon.learn or self.lexicon.wordlists):
-            if self.decoding.toxic_penalty > 0:
-                raise _invalid("decoding.toxic_penalty", f"the penalty acts on lexicon terms, and {no_lexicon}")
-            if any(p > 0 for p in self.sweep.toxic_penalty):
-                raise _invalid("sweep.toxic_penalty", f"the penalties act on lexicon terms, and {no_lexicon}")
+        if self.decoding.toxic_penalty > 0:
+            raise _invalid("decoding.toxic_penalty", f"the penalty acts on lexicon terms, and {no_lexicon}")
+        if any(p > 0 for p in self.sweep.toxic_penalty):
+            raise _invalid("sweep.toxic_penalty", f"the penalties act on lexicon terms, and {no_lexicon}")
         return self
 
     @model_validator(mode="after")
@@ -921,6 +923,13 @@ _HF_RANGES: dict[str, tuple[float, float, bool]] = {  # (lowest, highest, highes
 }
 
 
+def _out_of_range(value: float, low: float, high: float, open_high: bool = False) -> str | None:
+    """``must be >= low`` / ``must be within [low, high]`` (``[low, high)``) when ``value`` is outside."""
+    if low <= value < high or (value == high and not open_high):
+        return None
+    return f"must be >= {low:g}" if high == math.inf else f"must be within [{low:g}, {high:g}{')' if open_high else ']'}"
+
+
 def checked_hf_arguments(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """HF training arguments given in a config, converted to HF's types (YAML reads ``1e-6`` as text,
     and ``bf16: "false"`` must not mean true), and their problems by key (empty when all are fine)."""
@@ -930,7 +939,7 @@ def checked_hf_arguments(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 
     from raydetox.training_args import OWNED_ARGUMENTS, argument_types, settable_arguments  # transformers
 
-    settable, types = settable_arguments(), argument_types()
+    settable, arg_types = settable_arguments(), argument_types()
     errors: dict[str, str] = {}
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -940,11 +949,11 @@ def checked_hf_arguments(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         if key not in settable:
             errors[key] = "unknown key (not a raydetox training key nor a Seq2SeqTrainingArguments field)"
             continue
-        if _booleans_for_numbers(value, types[key], key):
+        if _booleans_for_numbers(value, arg_types[key], key):
             errors[key] = f"expected a number, got a boolean ({value!r})"
             continue
         try:
-            adapter = TypeAdapter(types[key], config=ConfigDict(allow_inf_nan=False))
+            adapter = TypeAdapter(arg_types[key], config=ConfigDict(allow_inf_nan=False))
             converted = adapter.validate_python(value)
             # An enum member would not dump back to YAML (best_config.yaml): keep its plain value.
             out[key] = converted.value if isinstance(converted, enum.Enum) else converted
@@ -965,10 +974,9 @@ def checked_hf_arguments(values: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 def _hf_value_problem(key: str, value: Any) -> str | None:
     """What is wrong with an HF argument's converted value, beyond its type (ranges, optimizer names)."""
     if key in _HF_RANGES and isinstance(value, (int, float)):
-        low, high, open_high = _HF_RANGES[key]
-        if value < low or value > high or (open_high and value == high):
-            bound = f">= {low:g}" if high == math.inf else f"within [{low:g}, {high:g}{')' if open_high else ']'}"
-            return f"must be {bound}"
+        problem = _out_of_range(value, *_HF_RANGES[key])
+        if problem:
+            return problem
     if key == "optim" and isinstance(value, str):
         from transformers.training_args import OptimizerNames
 
@@ -1007,13 +1015,19 @@ def _booleans_for_numbers(value: Any, tp: Any, key: str) -> list[str]:
                 found += _booleans_for_numbers(item, item_tp, f"{key}.{i}")
         return found
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        hints = typing.get_type_hints(tp, include_extras=True)
+        hints = _field_types(tp)
         found = []
         for f in dataclasses.fields(tp):
             if f.name in value:
                 found += _booleans_for_numbers(value[f.name], hints[f.name], f"{key}.{f.name}" if key else f.name)
         return found
     return []
+
+
+@functools.cache
+def _field_types(section: type) -> dict[str, Any]:
+    """A config section's resolved field types (resolving them is most of a walk's cost, per load)."""
+    return typing.get_type_hints(section, include_extras=True)
 
 
 def _split_hf_args(raw: dict[str, Any], origin: str) -> dict[str, Any]:

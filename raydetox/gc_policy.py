@@ -14,7 +14,9 @@ reach; reference counting still frees those objects as usual).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 #: Young-generation threshold of a raydetox process (CPython's default: 700).
 YOUNG_THRESHOLD = 10_000
@@ -41,3 +43,12 @@ def freeze_imported_heap() -> bool:
     gc.freeze()
     _frozen = True
     return True
+
+
+@contextlib.contextmanager
+def importing_training_stack() -> Iterator[None]:
+    """Around the training stack's imports in a trial or worker process: the relaxed threshold while
+    they run (:func:`relax_young_generation`), the freeze once they are done (:func:`freeze_imported_heap`)."""
+    relax_young_generation()
+    yield
+    freeze_imported_heap()

@@ -30,10 +30,8 @@ def train_loop_entry(config: dict) -> None:
     (:mod:`raydetox.gc_policy`), then runs :func:`raydetox.train_ray.train_loop_per_worker`."""
     from raydetox import gc_policy
 
-    gc_policy.relax_young_generation()
-    from raydetox.train_ray import train_loop_per_worker
-
-    gc_policy.freeze_imported_heap()
+    with gc_policy.importing_training_stack():
+        from raydetox.train_ray import train_loop_per_worker
     train_loop_per_worker(config)
 
 

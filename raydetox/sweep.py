@@ -267,10 +267,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         # One worker: the trial process trains itself; no controller or worker group to start.
         from raydetox import gc_policy
 
-        gc_policy.relax_young_generation()
-        from raydetox.train_ray import Session, train_loop_per_worker
-
-        gc_policy.freeze_imported_heap()  # once per process: a reused trial process keeps the first
+        with gc_policy.importing_training_stack():  # frozen once per process: a reused one keeps the first
+            from raydetox.train_ray import Session, train_loop_per_worker
         train_loop_per_worker(loop_config, Session(in_trial=True))
         return
     from ray import train
