@@ -1068,8 +1068,34 @@ def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> ExperimentC
         raise ConfigError(_format_errors(err, origin)) from None
 
 
+_YAML12 = "tag:yaml.org,2002:"
+# YAML 1.2 core-schema scalars (PyYAML resolves YAML 1.1's): `seed: 010` is 10, not octal 8; `1:20` and
+# `2026-12-01` are text, not 80 and a date; `on`/`yes`/`off`/`no` are text (a boolean field still reads
+# them as booleans); `1e-4` is a number, not text. Digit separators (`1_000`) are kept from YAML 1.1.
+_YAML12_SCALARS: tuple[tuple[str, str, str], ...] = (
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+", "-+0123456789"),
+    ("float", r"[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
+)
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """The safe loader with YAML 1.2's scalars (:data:`_YAML12_SCALARS`), refusing a key given twice in
+    one mapping (PyYAML silently keeps the last)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers
+                if tag not in {_YAML12 + kind for kind in ("bool", "int", "float", "timestamp")}]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
@@ -1089,6 +1115,31 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                         key_node.start_mark,
                     )
         return super().construct_mapping(node, deep=deep)
+
+
+for _kind, _pattern, _first in _YAML12_SCALARS:
+    _UniqueKeyLoader.add_implicit_resolver(_YAML12 + _kind, re.compile(f"^(?:{_pattern})$"), list(_first))
+_UniqueKeyLoader.add_constructor(_YAML12 + "int", _yaml12_int)
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    """The safe dumper, quoting every string that a YAML 1.1 reader or :class:`_UniqueKeyLoader` would
+    read as something else (``"010"``, ``"on"``, ``"1e-4"``), so what it writes reads back the same
+    with either."""
+
+
+for _kind, _pattern, _first in _YAML12_SCALARS:
+    _QuotingDumper.add_implicit_resolver(_YAML12 + _kind, re.compile(f"^(?:{_pattern})$"), list(_first))
+
+
+def yaml_text(data: Any) -> str:
+    """``data`` as YAML (keys in their order, Unicode as written) that :func:`read_yaml` reads back equal."""
+    return yaml.dump(data, Dumper=_QuotingDumper, sort_keys=False, allow_unicode=True)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML as config files are parsed: YAML 1.2 scalars, duplicate keys refused (``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def _yaml_error(path: Path | str, text: str, err: yaml.YAMLError) -> ConfigError:
@@ -1128,7 +1179,7 @@ def parse_value(text: str, origin: str) -> Any:
     """
     check_printable(text, origin)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return read_yaml(text)
     except yaml.YAMLError as err:
         raise _yaml_error(origin, text, err) from None
     except RecursionError:
@@ -1152,7 +1203,7 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        raw = read_yaml(text)
     except yaml.YAMLError as err:
         raise _yaml_error(path, text, err) from None
     except RecursionError:  # PyYAML composes nested collections recursively
@@ -1221,4 +1272,4 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def dump_config(cfg: ExperimentConfig, path: str | os.PathLike[str]) -> None:
     """Write a config as YAML that :func:`load_config` reads back to an equal config."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
+    Path(path).write_text(yaml_text(config_to_dict(cfg)))

@@ -34,6 +34,7 @@ from raydetox.config import (
     config_to_dict,
     dump_config,
     load_config,
+    read_yaml,
 )
 from raydetox.errors import ResultsError
 from raydetox.errors import short as _short
@@ -477,7 +478,7 @@ def _check_same_config(cfg: ExperimentConfig, storage: str, name: str) -> None:
         text = path.read_text(encoding="utf-8")
     origin = f"{exp}/{EXPERIMENT_FILE}"
     try:
-        stored = config_from_dict(yaml.safe_load(text) or {}, origin=origin)
+        stored = config_from_dict(read_yaml(text) or {}, origin=origin)
     except (ConfigError, yaml.YAMLError) as err:
         raise ResultsError(f"{origin}: the config this sweep ran with cannot be read ({err}); resume refused") from None
     old, new = _flat(config_to_dict(stored)), _flat(config_to_dict(cfg))

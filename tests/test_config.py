@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from raydetox.cli import _load, build_parser, main
 from raydetox.config import (
@@ -15,6 +16,7 @@ from raydetox.config import (
     config_from_dict,
     dump_config,
     load_config,
+    parse_value,
 )
 from raydetox.data.io import load_pairs
 from raydetox.preflight import check_paths
@@ -146,10 +148,15 @@ def _config_error(tmp_path: Path, text: str) -> tuple[Path, str]:
         ("lora: null\nsweep:\n  lora_r: [4, 8]\n", "sweep.lora_r", "lora is null"),
         ("lexicon:\n  learn: false\ndecoding:\n  toxic_penalty: 2.0\n", "decoding.toxic_penalty", "builds no lexicon"),
         ("lexicon:\n  learn: false\nsweep:\n  toxic_penalty: [0, .inf]\n", "sweep.toxic_penalty", "builds no lexicon"),
-        # a boolean where a number belongs (YAML's yes/on are booleans): pydantic alone reads it as 1
-        ("schedule:\n  - {stage: easy, epochs: on}\n", "schedule.0.epochs", "expected a number, got a boolean"),
+        # a boolean where a number belongs: pydantic alone reads it as 1
+        ("schedule:\n  - {stage: easy, epochs: true}\n", "schedule.0.epochs", "expected a number, got a boolean"),
+        # YAML 1.1's on/yes are text under YAML 1.2: still no number
+        ("schedule:\n  - {stage: easy, epochs: on}\n", "schedule.0.epochs", "unable to parse string as a number"),
         ("data:\n  max_rows_per_lang: true\n", "data.max_rows_per_lang", "expected a number, got a boolean"),
-        ("sweep:\n  lr: [yes, 1.0e-3]\n", "sweep.lr.0", "expected a number, got a boolean"),
+        ("sweep:\n  lr: [false, 1.0e-3]\n", "sweep.lr.0", "expected a number, got a boolean"),
+        ("sweep:\n  lr: [yes, 1.0e-3]\n", "sweep.lr.0", "unable to parse string as a number"),
+        # YAML 1.1's sexagesimal integer is text under YAML 1.2
+        ("seed: 1:20\n", "seed", "unable to parse string as an integer"),
         ("decoding:\n  toxic_penalty: true\n", "decoding.toxic_penalty", "expected a number, got a boolean"),
         ("training:\n  gradient_accumulation_steps: true\n", "training.gradient_accumulation_steps",
          "expected a number, got a boolean"),
@@ -173,11 +180,29 @@ def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, word
 
 
 def test_hf_arguments_are_kept_as_hf_types_not_as_yaml_text(tmp_path: Path) -> None:
-    """YAML reads ``1e-6`` (no dot) as text, and a quoted ``"false"`` is text that Python finds true: both
-    reach HF converted (bf16 stays off, the optimizer gets a number)."""
-    cfg = load_config(_write(tmp_path, 'training:\n  adam_epsilon: 1e-6\n  bf16: "false"\n  optim: adafactor\n'))
+    """A quoted ``"1e-6"`` is text, and a quoted ``"false"`` is text that Python finds true: both reach HF
+    converted (bf16 stays off, the optimizer gets a number)."""
+    cfg = load_config(_write(tmp_path, 'training:\n  adam_epsilon: "1e-6"\n  bf16: "false"\n  optim: adafactor\n'))
     assert cfg.training.hf_args == {"adam_epsilon": 1e-6, "bf16": False, "optim": "adafactor"}
     assert type(cfg.training.hf_args["adam_epsilon"]) is float and cfg.training.hf_args["bf16"] is False
+
+
+def test_configs_read_yaml_1_2_scalars(tmp_path: Path) -> None:
+    """YAML 1.2's scalars, not YAML 1.1's (which PyYAML implements): a leading zero is not octal, a
+    date or ``on`` in a text field stays text, ``1e-4`` is a number; written configs read back equal
+    with either reader."""
+    text = ("name: 2026-12-01\nseed: 010\nray:\n  name: 'on'\nschedule:\n  - {stage: full, epochs: 1_0, lr: 1e-4}\n"
+            "lexicon:\n  learn: off\ntraining:\n  adam_epsilon: 1e-8\n")
+    cfg = load_config(_write(tmp_path, text))
+    assert (cfg.name, cfg.seed, cfg.ray.name) == ("2026-12-01", 10, "on")
+    assert (cfg.schedule[0].epochs, cfg.schedule[0].lr) == (10, 1e-4) and cfg.lexicon.learn is False
+    assert cfg.training.hf_args["adam_epsilon"] == 1e-8
+    assert load_config(_write(tmp_path, "seed: 0o17\n")).seed == 15  # YAML 1.2's octal is explicit
+    assert parse_value("1e-3", "--set") == 1e-3 and parse_value("on", "--set") == "on"
+    dump_config(cfg, tmp_path / "again.yaml")
+    written = (tmp_path / "again.yaml").read_text()
+    assert load_config(tmp_path / "again.yaml") == cfg
+    assert yaml.safe_load(written)["name"] == "2026-12-01"  # quoted: a YAML 1.1 reader gets text, not a date
 
 
 def test_overrides_are_named_when_they_make_the_file_wrong(tmp_path: Path) -> None:

@@ -274,6 +274,15 @@ def test_hub_load_failure_is_a_data_error(monkeypatch: pytest.MonkeyPatch, tmp_p
         load_pairs(cfg("nobody-here/no-such-dataset", hub_split="en"))
 
 
+def test_hub_split_on_a_local_source_is_named_not_applied(paradetox: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A --data override of a hub config keeps its hub_split: every local row is read, with a warning."""
+    plain = load_pairs(cfg(str(paradetox)))
+    with caplog.at_level("WARNING", logger="raydetox.data.io"):
+        split = load_pairs(cfg(str(paradetox), hub_split="en"))
+    assert split.equals(plain)
+    assert any("data.hub_split='en' applies to hub datasets only" in r.getMessage() for r in caplog.records)
+
+
 def test_detect_columns_schemes() -> None:
     scored = ["idx", "toxic_comment", "neutral_comment", "toxicity_score", "dataset", "toxic", "is_match"]
     assert detect_columns(scored, DataConfig(), "f") == ColumnMap(

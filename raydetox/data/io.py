@@ -637,6 +637,10 @@ def _read_hub(source: str, cfg: DataConfig) -> list[_Part]:
 def _read_parts(source: str, fmt: str, cfg: DataConfig) -> list[_Part]:
     if fmt == "hub":
         return _read_hub(source, cfg)
+    if cfg.hub_split is not None:
+        # Legitimate (a --data override of a hub config), but it must not look as if it chose rows.
+        log.warning("%s: data.hub_split=%r applies to hub datasets only; every split of this local source "
+                    "is read", source, cfg.hub_split)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"{source}: file or directory not found")
