@@ -22,6 +22,7 @@ sentences (from the rows' stored predictions) and a t-interval across seeds.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ from raydetox.data.io import DataError
 from raydetox.errors import ResultsError
 from raydetox.results import ARMS, CLEANING_OFF_DATA_DIR, DATA_DIR, ablation_column, read_predictions
 from raydetox.selection import seed_of
-from raydetox.stats import Interval, paired_bootstrap, seed_summary, verdict
+from raydetox.stats import DECISION_WIDTH, Interval, paired_bootstrap, seed_summary, verdict
 
 if TYPE_CHECKING:
     from raydetox.data.prepare import PreparedData
@@ -142,11 +143,45 @@ def decode_settings(sweep: SweepConfig) -> list[list[float]]:
 # ------------------------------------------------------------------------------------ the analysis side
 
 
-def matched_pairs(df: pd.DataFrame, factor: str, all_factors: list[str]) -> list[tuple[int, int]]:
+# The variant keys a curriculum and its baseline share (the rest, ordering, schedule and epochs, is what
+# the factor changes; epochs are matched by :func:`baseline_epochs_of`).
+_CURRICULUM_SHARED = ("config/variant/lr",)
+
+
+def baseline_epochs_of(sweep: SweepConfig, df: pd.DataFrame) -> dict[float, set[float]]:
+    """The baseline epochs each curriculum epochs value of ``sweep.epochs`` is compared with: the one the
+    sweep derived for it (its epochs × the stages of the longest ordering in ``df``), or the
+    ``sweep.baseline_epochs`` value at the same position; a list of another length is crossed with all."""
+    if sweep.baseline_epochs is None:
+        schedules = df.get("config/variant/schedule", pd.Series(dtype=object))
+        is_baseline = df.get("config/variant/is_baseline", pd.Series(False, index=df.index)).fillna(False).astype(bool)
+        stages = max((len(_stages(s)) for s in schedules[~is_baseline]), default=1) or 1
+        return {float(e): {float(e) * stages} for e in sweep.epochs}
+    given = [float(b) for b in sweep.baseline_epochs]
+    if len(given) == len(sweep.epochs):
+        return {float(e): {b} for e, b in zip(sweep.epochs, given)}
+    return {float(e): set(given) for e in sweep.epochs}
+
+
+def _stages(schedule: Any) -> list[Any]:
+    """A results row's schedule (JSON text in the results table, a list in a trial's config)."""
+    if isinstance(schedule, str):
+        try:
+            schedule = json.loads(schedule)
+        except ValueError:
+            return []
+    return list(schedule) if isinstance(schedule, (list, tuple, np.ndarray)) else []
+
+
+def matched_pairs(df: pd.DataFrame, factor: str, all_factors: list[str],
+                  baseline_epochs: Mapping[float, set[float]] | None = None) -> list[tuple[int, int]]:
     """(index of the "on" row, index of the "off" row) of every pair of decode rows that differ only in
     ``factor``: same arms of the other factors, same trial config otherwise (seed included) and, unless
     ``factor`` is ``decoding_controls``, the same penalties. Rows outside every arm are left out, and so
-    are the untrained base's (it trains on no arm's data and follows no schedule)."""
+    are the untrained base's (it trains on no arm's data and follows no schedule).
+
+    For ``curriculum``, a curriculum and a baseline pair at the same learning rate and, with
+    ``baseline_epochs`` (:func:`baseline_epochs_of`), only with the baseline epochs of its own epochs."""
     arm_cols = [ablation_column(f) for f in all_factors]
     missing = [c for c in arm_cols if c not in df]
     if missing:
@@ -156,7 +191,8 @@ def matched_pairs(df: pd.DataFrame, factor: str, all_factors: list[str]) -> list
         rows = rows[~rows["is_untrained"].fillna(False).astype(bool)]
     own = ablation_column(factor)
     key_cols = [c for c in rows.columns if str(c).startswith("config/") and c != f"config/{own}"
-                and not (factor == "curriculum" and str(c).startswith("config/variant"))]
+                and not (factor == "curriculum" and str(c).startswith("config/variant")
+                         and c not in _CURRICULUM_SHARED)]
     key_cols += [c for c in arm_cols if c != own]
     if factor != "decoding_controls":
         key_cols += ["toxic_penalty", "copy_penalty"]
@@ -166,6 +202,9 @@ def matched_pairs(df: pd.DataFrame, factor: str, all_factors: list[str]) -> list
     for _, group in rows.groupby(keys, sort=True):
         on, off = group.index[group[own] == "on"], group.index[group[own] == "off"]
         pairs += [(int(i), int(j)) for i in on for j in off]
+    if factor == "curriculum" and baseline_epochs is not None and "config/variant/epochs" in rows:
+        epochs = rows["config/variant/epochs"]
+        pairs = [(i, j) for i, j in pairs if float(epochs[j]) in baseline_epochs.get(float(epochs[i]), set())]
     return pairs
 
 
@@ -186,13 +225,14 @@ def _sentence_values(results_dir: Path, row: pd.Series, column: str) -> pd.Serie
 
 
 def _sentence_interval(results_dir: Path, df: pd.DataFrame, pairs: list[tuple[int, int]], column: str,
-                       where: str, **options: Any) -> tuple[float, float, int]:
-    """Paired bootstrap over sentences of the mean over pairs of on − off (low, high, sentences)."""
+                       where: str, **options: Any) -> Interval | None:
+    """Paired bootstrap over sentences of the mean over pairs of on − off (None without stored
+    predictions or with fewer than two sentences scored in every pair)."""
     on_cols, off_cols = [], []
     for i, j in pairs:
         on, off = _sentence_values(results_dir, df.loc[i], column), _sentence_values(results_dir, df.loc[j], column)
         if on is None or off is None:
-            return math.nan, math.nan, 0
+            return None
         if set(on.index) != set(off.index):
             raise ResultsError(f"{where}: the predictions of trials {df.loc[i, 'trial_id']} and "
                                f"{df.loc[j, 'trial_id']} hold different sentences: the arms are not paired")
@@ -203,9 +243,8 @@ def _sentence_interval(results_dir: Path, df: pd.DataFrame, pairs: list[tuple[in
     off_matrix = np.column_stack([c.reindex(ids).to_numpy() for c in off_cols])
     finite = np.isfinite(on_matrix).all(axis=1) & np.isfinite(off_matrix).all(axis=1)
     if finite.sum() < 2:
-        return math.nan, math.nan, int(finite.sum())
-    interval = paired_bootstrap(on_matrix[finite].mean(axis=1), off_matrix[finite].mean(axis=1), **options)
-    return interval.low, interval.high, interval.n
+        return None
+    return paired_bootstrap(on_matrix[finite].mean(axis=1), off_matrix[finite].mean(axis=1), **options)
 
 
 def ablation_effects(
@@ -224,7 +263,7 @@ def ablation_effects(
     all_factors = factors(sweep)
     records: list[dict[str, Any]] = []
     for factor in all_factors:
-        pairs = matched_pairs(df, factor, all_factors)
+        pairs = matched_pairs(df, factor, all_factors, baseline_epochs_of(sweep, df) if factor == "curriculum" else None)
         for metric, column in EFFECT_METRICS.items():
             if metric not in df:
                 continue
@@ -238,11 +277,14 @@ def ablation_effects(
             # Across seeds: each seed's mean difference over its pairs is one run of the experiment.
             per_seed = diffs.groupby("seed", sort=True)["diff"].mean().to_frame().assign(group=0)
             across = seed_summary(per_seed, "group", ["diff"], confidence=confidence).iloc[0]
-            low, high, n = _sentence_interval(results_dir, df, pairs, column, str(results_dir),
-                                              confidence=confidence, n_resamples=n_resamples, seed=seed)
             effect, name = float(diffs["diff"].mean()), metric.removeprefix("eval_")
-            said = verdict(Interval(effect, low, high, confidence, n), name, f"{factor} on", f"{factor} off",
-                           higher_is_better=metric not in LOWER_IS_BETTER)
+            interval = _sentence_interval(results_dir, df, pairs, column, str(results_dir),
+                                          confidence=confidence, n_resamples=n_resamples, seed=seed)
+            if interval is None:
+                interval = Interval(effect, math.nan, math.nan, confidence, 0)
+            low, high, n = interval.low, interval.high, interval.n
+            said = verdict(interval, name, f"{factor} on", f"{factor} off",
+                           higher_is_better=metric not in LOWER_IS_BETTER, max_width=DECISION_WIDTH.get(column))
             records.append({
                 "factor": factor, "metric": name, "pairs": len(pairs),
                 "on_mean": float(np.mean([df.at[i, metric] for i, _ in pairs])),

@@ -21,10 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-import yaml
 
 from raydetox.ablation import ablation_effects, ablation_markdown
-from raydetox.config import ExperimentConfig, SweepConfig, config_to_dict, dump_config, load_config
+from raydetox.config import ExperimentConfig, SweepConfig, config_to_dict, dump_config, load_config, yaml_text
 from raydetox.errors import ResultsError
 from raydetox.plots import label, plot_ablation_effects, plot_penalty_heatmap, plot_pareto, plot_stage_curves
 from raydetox.results import (
@@ -154,6 +153,25 @@ def reference_winner(best: pd.Series) -> str | None:
     if bool(baseline_mask(frame).iloc[0]):
         return "baseline"
     return None
+
+
+def _side_by_side_notes(best: pd.Series, baseline: pd.Series | None, untrained: pd.Series | None) -> list[str]:
+    """What the side-by-side table mixes: a reference point decoded otherwise than the best row (it has
+    no row with the best row's penalties), and seed means (``objective``) beside one seed's metrics."""
+    notes = []
+    penalties = ("toxic_penalty", "copy_penalty")
+    for name, ref in (("baseline", baseline), ("untrained", untrained)):
+        if ref is not None and any(float(ref[k]) != float(best[k]) for k in penalties if k in ref and k in best):
+            notes.append(f"The {name} has no row decoded with the best row's penalties (toxic "
+                         f"{float(best['toxic_penalty']):g}, copy {float(best['copy_penalty']):g}): its row here is "
+                         f"decoded with toxic {float(ref['toxic_penalty']):g}, copy {float(ref['copy_penalty']):g}, so "
+                         f"best − {name} measures the decoding as well as the schedule.")
+    seeds = max(int(r.get("objective_n", 1) or 1) for r in (best, baseline, untrained) if r is not None)
+    if seeds > 1:
+        notes.append("`objective` is each variant's mean over its seeds; every other metric row is one run of it, "
+                     f"the lowest seed's (best: trial {best['trial_id']}). Across-seed spread: the variants table "
+                     "below.")
+    return notes
 
 
 def _side_by_side(baseline: pd.Series | None, best: pd.Series, untrained: pd.Series | None = None) -> pd.DataFrame:
@@ -548,6 +566,8 @@ def _report_markdown(
         parts += ["The untrained trial has reported no row usable here (see what the results lack above)."
                   if experiment.sweep.untrained else "No untrained row in this sweep (`sweep.untrained: false`).", ""]
     parts += [_side_by_side(report.baseline, best, report.untrained).to_markdown(index=False, disable_numparse=True), ""]
+    parts += [f"- {note}" for note in _side_by_side_notes(best, report.baseline, report.untrained)]
+    parts += [""] if parts[-1] != "" else []
     if best_languages is not None:
         parts += ["## Best row per language", "", best_languages.to_markdown(floatfmt=".4f"), ""]
         if report.baseline is not None:
@@ -585,7 +605,7 @@ def _report_markdown(
         "## Best config (re-run with `raydetox train best_config.yaml`)",
         "",
         "```yaml",
-        yaml.safe_dump(config_to_dict(chosen), sort_keys=False, allow_unicode=True).rstrip(),
+        yaml_text(config_to_dict(chosen)).rstrip(),
         "```",
         "",
     ]

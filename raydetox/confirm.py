@@ -13,7 +13,8 @@ with the sweep's own :class:`~raydetox.metrics.Scorer`.
   scores over the seeds; chrF over all seeds' outputs); with several seeds the spread across seeds is
   reported too (mean and t-interval).
 - Paired-bootstrap intervals of best − baseline, best − untrained and best − delete on J and the copy
-  rate (STA and copy rate for rows without references), each with a plain verdict.
+  rate (STA and copy rate for a set without references; J over the rows with one, STA and copy rate over
+  every row, for a set where only some have one), each with a plain verdict.
 - Rows without references (a holdout of toxic inputs only, or whose reference merely repeats its input)
   are scored only on what needs no reference: copy rate, STA, similarity to the input, degenerate share.
   Their J, chrF, BLEU and BERTScore are NaN; nothing stands in for the missing reference.
@@ -44,7 +45,15 @@ from raydetox.judge import recorded_judge
 from raydetox.metrics import Scorer, get_scorer, normalize_whitespace, ref_streams, reference_systems, resolve_device
 from raydetox.results import CONFIRMATION_FILES, DATA_DIR, UNTRAINED
 from raydetox.selection import baseline_mask, best_config, checkpoint_of, seed_of, seed_rows, untrained_mask
-from raydetox.stats import Interval, Verdict, bootstrap_interval, paired_bootstrap, seed_summary, verdict
+from raydetox.stats import (
+    DECISION_WIDTH,
+    Interval,
+    Verdict,
+    bootstrap_interval,
+    paired_bootstrap,
+    seed_summary,
+    verdict,
+)
 
 TEST_SPLIT = "stages/test.parquet"
 BEST, BASELINE, COPY, DELETE = "best", "baseline", "copy", "delete"
@@ -65,10 +74,6 @@ METRICS: dict[str, tuple[str, bool]] = {
 # Metrics compared pairwise: with references, and for rows without any.
 PAIRED_WITH_REFS: tuple[str, ...] = (PRIMARY, "copy")
 PAIRED_WITHOUT_REFS: tuple[str, ...] = ("sta", "copy")
-# An interval of a difference that contains 0 is called "no difference" only when it is narrower than
-# this (in the metric's units); wider, it cannot rule out a difference worth having. J differences of
-# 0.05 separate the systems of issue 12 (copy 0.144, delete 0.285, a trained checkpoint 0.087).
-DECISION_WIDTH: dict[str, float] = {"j": 0.10, "copy": 0.20, "sta": 0.20}
 # Bootstrap resamples per interval. Hundreds of intervals are drawn (system × language × metric) and
 # corpus chrF is a Python statistic; 2,000 resamples put the Monte Carlo error of a 95% endpoint well
 # below the sampling width of the interval itself (Efron & Tibshirani recommend ≥ 1,000 for BCa).
@@ -227,7 +232,13 @@ def systems(chosen: Selection) -> tuple[list[Run], list[str]]:
     if best_is_baseline:
         notes.append("the objective picked the baseline trial itself: no schedule beat the baseline on validation")
     elif baseline is not None:
-        runs += _checkpoint_runs(results_dir, df, baseline, BASELINE, best_config(experiment, baseline).decoding, notes)
+        # Decoded as the chosen row is, whatever the validation row's penalties: best − baseline then
+        # compares schedules even where the sweep never decoded the baseline that way.
+        if any(float(baseline[k]) != float(best[k]) for k in ("toxic_penalty", "copy_penalty")):
+            notes.append(f"the baseline's validation row is decoded with toxic {float(baseline['toxic_penalty']):g}, "
+                         f"copy {float(baseline['copy_penalty']):g} (the sweep has none with the chosen row's "
+                         "penalties); here its checkpoint is decoded as the chosen row is")
+        runs += _checkpoint_runs(results_dir, df, baseline, BASELINE, best_decoding, notes)
     else:
         notes.append("no baseline trial in this sweep (sweep.include_baseline: false)")
     runs += [] if best_is_untrained else [Run(UNTRAINED, best_decoding)]
@@ -376,7 +387,9 @@ def _summarise(
                     col = col[np.isfinite(col)]
                     value = bootstrap_interval(col, **options) if len(col) else None
                 rows.append(_interval_row(s.name, system, lang, metric, value, kind="score"))
-    paired = PAIRED_WITH_REFS if s.has_refs.any() else PAIRED_WITHOUT_REFS
+    paired = PAIRED_WITH_REFS if s.has_refs.all() else PAIRED_WITHOUT_REFS
+    if s.has_refs.any() and not s.has_refs.all():  # mixed: J where a reference exists, STA on every row
+        paired = tuple(dict.fromkeys((*PAIRED_WITH_REFS, *PAIRED_WITHOUT_REFS)))
     for other in (o for o in COMPARED_WITH if o in pooled and BEST in pooled):
         for lang, mask in groups:
             for metric in paired:
@@ -553,7 +566,11 @@ def confirmation_markdown(conf: Confirmation) -> str:
         "Intervals are 95% bootstrap intervals over sentences; differences are paired (both systems "
         "resampled on the same sentences). Copy rate and degenerate share: lower is better. "
         f"A difference whose interval contains 0 but is wider than {DECISION_WIDTH[PRIMARY]:g} ({label}) is "
-        "called undecided, as is any with fewer than 30 sentences.",
+        "called undecided, as is any with fewer than 30 sentences; where fewer than 30 sentences differ "
+        "between two systems, a difference counts only if a sign-flip test on them agrees (p < 0.05). "
+        "A system with several seeds is scored per sentence as the mean over its seeds' checkpoints: the "
+        "intervals say how far the verdicts hold for other sentences, for these checkpoints, not for "
+        "re-training with other seeds (the spread across seeds is in the last table).",
         "",
         "Systems:",
         "",

@@ -114,8 +114,9 @@ TIE_RTOL = 1e-6
 
 def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
     """The best variant's row (stage or decode) under the objective, recomputed from its metrics under
-    ``cfg``: the variant with the highest MEAN objective across seeds. The row returned is that variant's
-    lowest-seed run, with ``objective`` set to the mean and ``objective_std|n|low|high`` and ``trials``."""
+    ``cfg``: the variant with the highest MEAN objective across seeds, among those with as many seeds as
+    any (the untrained base aside). The row returned is that variant's lowest-seed run, with
+    ``objective`` set to the mean and ``objective_std|n|low|high`` and ``trials``."""
     ranked = rank_variants(df, cfg)
     if ranked["objective_mean"].isna().all():
         raise ResultsError(f"objective {cfg.objective!r} is NaN on every row (metrics missing or NaN)")
@@ -125,13 +126,21 @@ def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
             f"every row is refused by the objective: degenerate share above sweep.max_degenerate_rate "
             f"({cfg.max_degenerate_rate:g}) in every variant (set sweep.degenerate_action: penalise to rank them)"
         )
+    # A variant some of whose seeds reported no value (failed, stopped early by ASHA, still running) is
+    # ranked, but chosen only when no variant has more: the seeds that survive a scheduler are the lucky
+    # ones. The untrained base runs one seed by design (its outputs depend on none).
+    untrained = _flag(eligible, "is_untrained")
+    if (~untrained).any():
+        most = eligible.loc[~untrained, "objective_n"].max()
+        eligible = eligible[untrained | (eligible["objective_n"] >= most)]
     # Objectives equal but for float noise (the same outputs scored in other batches differ by ~1e-9) are
     # a tie, and a schedule must beat the reference points to be chosen: on a tie the untrained base wins,
-    # then the baseline; otherwise the ranking's order (deterministic, not the noise's).
+    # then the baseline, then the first variant key (not the ranking's order, which is the noise's).
     means = eligible["objective_mean"].to_numpy(float)
     tied = eligible[np.isclose(means, means[0], rtol=TIE_RTOL, atol=0.0)]
     preference = 2 * _flag(tied, "is_untrained").astype(int) + _flag(tied, "is_baseline").astype(int)
-    top = tied.iloc[int(np.argmax(preference.to_numpy()))]
+    tied = tied.assign(_preference=-preference).sort_values(["_preference", "variant_key"], kind="stable")
+    top = tied.iloc[0]
     members = df[variant_key(df) == top["variant_key"]]
     order = members.sort_values("seed", kind="stable") if "seed" in members else members
     row = order.iloc[0].copy()

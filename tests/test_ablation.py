@@ -15,6 +15,7 @@ from raydetox.ablation import (
     CLEANING_OFF,
     ablation_effects,
     check_paired,
+    baseline_epochs_of,
     matched_pairs,
     prepare_arms,
     search_space,
@@ -249,6 +250,39 @@ def test_curriculum_pairs_each_curriculum_variant_with_the_baseline_of_its_seed_
     assert effects.loc[("curriculum", "j"), "effect"] == pytest.approx(0.12)
     assert effects.loc[("decoding_controls", "j"), "effect"] == pytest.approx(0.05)
     assert effects.loc[("curriculum", "j"), "seeds"] == 2
+
+
+def test_curriculum_pairs_only_with_the_baseline_of_its_lr_and_epochs() -> None:
+    """A curriculum at lr 1e-4 is never compared with the baseline at 3e-4 (that would measure the lr),
+    nor a 1-epoch curriculum with the baseline of the 2-epoch one."""
+    rows = []
+    for lr in (1e-4, 3e-4):
+        for epochs in (1.0, 2.0):
+            for ordering, baseline in (("easy>full", False), ("baseline:full", True)):
+                stages = ["full"] if baseline else ["easy", "full"]
+                total = epochs * 2 if baseline else epochs
+                rows.append({
+                    "trial_id": f"{ordering}-{lr}-{epochs}", "phase": "decode", "stage_index": len(stages),
+                    "toxic_penalty": 0.0, "copy_penalty": 0.0, "seed": 0, "config/seed": 0,
+                    "config/variant/ordering": ordering, "config/variant/is_baseline": baseline,
+                    "config/variant/lr": lr, "config/variant/epochs": total,
+                    "config/variant/schedule": json.dumps([{"stage": st, "epochs": total, "lr": lr} for st in stages]),
+                    "ablation_curriculum": "off" if baseline else "on", "eval_j": 0.3,
+                })
+    df = pd.DataFrame(rows)
+    sweep = _sweep_cfg(epochs=[1.0, 2.0], lr=[1e-4, 3e-4], lr_search="grid",
+                       ablations={"factors": ["curriculum"]}).sweep
+    derived = baseline_epochs_of(sweep, df)
+    assert derived == {1.0: {2.0}, 2.0: {4.0}}  # the sweep's own: epochs × the 2 stages
+    pairs = matched_pairs(df, "curriculum", ["curriculum"], derived)
+    assert len(pairs) == 4
+    for i, j in pairs:
+        assert df.at[i, "config/variant/lr"] == df.at[j, "config/variant/lr"]
+        assert df.at[j, "config/variant/epochs"] == 2 * df.at[i, "config/variant/epochs"]
+    given = _sweep_cfg(epochs=[1.0, 2.0], baseline_epochs=[3.0, 5.0], ablations={"factors": ["curriculum"]}).sweep
+    assert baseline_epochs_of(given, df) == {1.0: {3.0}, 2.0: {5.0}}  # by position
+    one = _sweep_cfg(epochs=[1.0, 2.0], baseline_epochs=[4.0], ablations={"factors": ["curriculum"]}).sweep
+    assert baseline_epochs_of(one, df) == {1.0: {4.0}, 2.0: {4.0}}
 
 
 def test_effect_table_without_stored_predictions_keeps_the_seed_interval(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from raydetox.analysis import analyze
 from raydetox.errors import ResultsError
 from raydetox.results import load_results, objective_column, objective_value
-from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front
+from raydetox.selection import best_config, best_row, disk_usage, language_table, pareto_front, rank_variants
 from raydetox.config import ExperimentConfig, SweepConfig, config_from_dict, dump_config, load_config
 
 INF = math.inf
@@ -441,8 +441,6 @@ def _seeded_rows() -> pd.DataFrame:
 
 
 def test_best_variant_is_ranked_by_its_mean_over_seeds_not_its_luckiest_run() -> None:
-    from raydetox.selection import rank_variants
-
     df = _seeded_rows()
     cfg = SweepConfig()
     ranked = rank_variants(df, cfg)
@@ -477,6 +475,33 @@ def test_a_tie_with_the_untrained_base_is_won_by_the_base_not_by_float_noise() -
     assert best_row(untrained(0.79 - 4e-9), SweepConfig())["ordering"] == "untrained"
     assert best_row(untrained(0.79 + 4e-9), SweepConfig())["ordering"] == "untrained"
     assert best_row(untrained(0.78), SweepConfig())["ordering"] == "B"  # a real margin is no tie
+
+
+def test_a_variant_missing_seeds_is_ranked_but_not_chosen_over_complete_ones() -> None:
+    """A with one seed left (the others failed or were stopped early) at 0.92 ranks first, but B, with
+    all three, is chosen: the seeds a scheduler lets finish are the lucky ones."""
+    df = _seeded_rows()
+    short = df[~((df["ordering"] == "A") & (df["seed"] > 0))].copy()
+    short.loc[short["ordering"] == "A", "eval_bertscore_f1"] = 0.92
+    ranked = rank_variants(short, SweepConfig())
+    assert ranked.iloc[0]["ordering"] == "A" and ranked.iloc[0]["objective_n"] == 1
+    assert best_row(short, SweepConfig())["ordering"] == "B"
+    nan_seeds = df.copy()  # the same with A's other seeds present but NaN
+    nan_seeds.loc[nan_seeds["ordering"] == "A", "eval_bertscore_f1"] = [0.92, np.nan, np.nan]
+    assert best_row(nan_seeds, SweepConfig())["ordering"] == "B"
+    alone = short[short["ordering"] == "A"]  # no complete variant to prefer: the short one is chosen
+    assert best_row(alone, SweepConfig())["ordering"] == "A"
+
+
+def test_a_tie_between_schedules_does_not_follow_float_noise() -> None:
+    """Two schedules equal but for 1e-9: the same one wins whichever is ahead by the noise."""
+    df = _seeded_rows()
+    a = df[df["ordering"] == "B"].assign(ordering="A2", **{"config/variant/ordering": "A2"},
+                                         trial_id=lambda f: "A2" + f["seed"].astype(str))
+    for noise in (1e-9, -1e-9):
+        both = pd.concat([df[df["ordering"] == "B"], a.assign(eval_bertscore_f1=a["eval_bertscore_f1"] + noise)],
+                         ignore_index=True)
+        assert best_row(both, SweepConfig())["ordering"] == "A2"  # its key sorts first
 
 
 def test_analyze_says_when_every_row_is_refused(sweep_dir: Path, tmp_path: Path) -> None:

@@ -365,3 +365,24 @@ def test_seeds_are_pooled_per_sentence_and_summarised_across_seeds() -> None:
     assert seeds.loc["j", "n"] == 3 and seeds.loc["j", "estimate"] == pytest.approx(per_seed.mean())
     assert seeds.loc["j", "std"] == pytest.approx(per_seed.std())
     assert seeds.loc["j", "low"] < per_seed.mean() < seeds.loc["j", "high"]
+
+
+def test_a_set_where_only_some_rows_have_references_compares_sta_too() -> None:
+    """J needs a reference, STA does not: in a mixed set both are compared (J over the rows with one)."""
+    n = 40
+    rng = np.random.default_rng(4)
+    pairs = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "lang": ["en"] * n, "toxic": ["t"] * n,
+                          "refs": [["r"]] * (n // 2) + [[]] * (n - n // 2)})
+    s = EvalSet("holdout:mixed", Path("mixed.tsv"), pairs)
+    cols = list(SENTENCE_COLUMNS)
+    frames, stats = [], {}
+    for system in ("best", "baseline"):
+        scores = pd.DataFrame(rng.uniform(size=(n, len(cols))), columns=cols)
+        scores.loc[n // 2:, "j"] = np.nan  # no reference, no J
+        frames.append(scores.assign(system=system, trial_id=system, seed=0, row=np.arange(n)))
+        stats[system] = {system: rng.integers(1, 20, size=(n, 24)).astype(float)}
+    preds = pd.concat(frames, ignore_index=True)
+    table = pd.DataFrame(_summarise(s, preds, stats, {"best": {}, "baseline": {}}, n_resamples=200, seed=0))
+    diffs = table[(table["kind"] == "difference") & (table["lang"] == "all")].set_index("metric")
+    assert set(diffs.index) == {"j", "copy", "sta"}
+    assert diffs.loc["j", "n"] == n // 2 and diffs.loc["sta", "n"] == n == diffs.loc["copy", "n"]

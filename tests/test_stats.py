@@ -11,7 +11,7 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import CHRF
 
-from raydetox.stats import Interval, bootstrap_interval, paired_bootstrap, seed_summary, verdict
+from raydetox.stats import Interval, bootstrap_interval, paired_bootstrap, seed_summary, sign_flip_test, verdict
 
 # Student t quantile t(0.975, df) from printed tables.
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824}
@@ -167,3 +167,31 @@ def test_verdict_sentences():
     v = verdict(Interval(0.05, 0.01, 0.09, 0.95, 37), "j", min_n=50)
     assert v.outcome == "undecided" and "fewer than 50 sentences" in v.text
     assert verdict(Interval(0.05, math.nan, math.nan, 0.95, 400), "j").outcome == "undecided"
+
+
+def test_a_difference_carried_by_few_sentences_needs_the_sign_flip_test():
+    """330 sentences of which 3 differ, all one way: the bootstrap interval of the mean excludes 0, but
+    an exact sign-flip test gives p = 1/4: not significant. Twelve that differ one way are (p < 0.001)."""
+    best, base = np.zeros(330), np.zeros(330)
+    base[:3] = 1.0
+    few = paired_bootstrap(best, base)
+    assert few.high < 0 and (few.differing, few.sign_flip_p) == (3, 0.25)
+    said = verdict(few, "copy rate", "best", "baseline", higher_is_better=False)
+    assert said.outcome == "no difference" and "only 3 of 330 sentences differ, sign-flip test p = 0.25" in said.text
+    base[:12] = 1.0
+    twelve = paired_bootstrap(best, base)
+    assert twelve.sign_flip_p == pytest.approx(2 / 2**12)
+    assert verdict(twelve, "copy rate", "best", "baseline", higher_is_better=False).outcome == "better"
+    base[:40] = 1.0  # enough differing sentences: the bootstrap alone decides, as before
+    many = paired_bootstrap(best, base)
+    assert many.differing == 40
+    assert "sign-flip" not in verdict(many, "copy rate", "best", "baseline", higher_is_better=False).text
+    assert sign_flip_test([0.0, 0.0]) == sign_flip_test([]) == sign_flip_test([0.3]) == 1.0
+
+
+def test_scoring_noise_is_not_a_difference(scores):
+    """Identical outputs scored in other batches differ by ~1e-9: no sentence differs, no verdict."""
+    a = scores
+    noisy = paired_bootstrap(a, a + 1e-9 * np.sign(np.sin(np.arange(len(a)))))
+    assert noisy.differing == 0 and noisy.sign_flip_p == 1.0
+    assert verdict(noisy, "j").outcome == "no difference"
