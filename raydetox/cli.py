@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from raydetox import gc_policy
 from raydetox.config import (
@@ -56,6 +58,29 @@ def _parse_set(items: Sequence[str], option: str = "--set") -> dict[str, Any]:
     return overrides
 
 
+def _data_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    """Add ``--data`` (else ``RAYDETOX_DATA``) to ``overrides`` as ``data.source``, with its format
+    detected anew; return the name of what gave the source (``--data``, the variable or ``data.source``)."""
+    given = getattr(args, "data", None)
+    if given is not None and not given.strip():
+        raise ConfigError("--data: empty path (give the data file or folder, or leave the option out)")
+    if given is None and os.environ.get(DATA_ENV) is not None and not os.environ[DATA_ENV].strip():
+        raise ConfigError(f"environment variable {DATA_ENV} is set but empty (unset it, or give a data path)")
+    data = given or os.environ.get(DATA_ENV)
+    if data:
+        from raydetox.data.io import DataError, detect_format
+
+        overrides["data.source"] = data
+        # The config's own data.format described its own source (sweep_mt5.yaml: hub; every
+        # best_config.yaml: the prepared dir): a new source is detected anew. One that is neither a local
+        # source nor a hub id is left undetected, for check_paths / the reader to refuse naming it.
+        try:
+            overrides.setdefault("data.format", detect_format(data))
+        except DataError:
+            overrides.setdefault("data.format", None)
+    return "--data" if given else DATA_ENV if data else "data.source"
+
+
 def _load(args: argparse.Namespace) -> ExperimentConfig:
     """The config of a prepare/train/sweep command, its paths checked before any work starts.
 
@@ -64,24 +89,7 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
     """
     origin = str(args.config)
     overrides = _parse_set(args.set or [])
-    given = getattr(args, "data", None)
-    if given is not None and not given.strip():
-        raise ConfigError("--data: empty path (give the data file or folder, or leave the option out)")
-    if given is None and os.environ.get(DATA_ENV) is not None and not os.environ[DATA_ENV].strip():
-        raise ConfigError(f"environment variable {DATA_ENV} is set but empty (unset it, or give a data path)")
-    data = given or os.environ.get(DATA_ENV)
-    data_key = "--data" if given else DATA_ENV if data else "data.source"
-    if data:
-        from raydetox.data.io import DataError, detect_format
-
-        overrides["data.source"] = data
-        # The config's own data.format described its own source (sweep_mt5.yaml: hub): a new source is
-        # detected anew. One that is neither a local source nor a hub id is left undetected, for
-        # check_paths to refuse naming the option (and, inside a Ray job, why a relative path is missing).
-        try:
-            overrides.setdefault("data.format", detect_format(data))
-        except DataError:
-            overrides.setdefault("data.format", None)
+    data_key = _data_overrides(args, overrides)
     cfg = load_config(args.config, overrides)
     # A missing data path fails here, before data is read or Ray starts.
     check_paths(cfg, origin, data_key)
@@ -138,6 +146,9 @@ def _optional_config(args: argparse.Namespace) -> ExperimentConfig:
     overrides = _parse_set(args.set or [])
     decoding = _parse_set(getattr(args, "decoding", None) or [], "--decoding")
     overrides.update({f"decoding.{k}": v for k, v in decoding.items()})
+    if hasattr(args, "data"):  # evaluate, baselines: the pairs to score
+        if _data_overrides(args, overrides) == "data.source":
+            raise ConfigError(f"--data: give the pairs to score (a file, a folder or a hub id; or set {DATA_ENV})")
     if args.config:
         return load_config(args.config, overrides)
     raw: dict[str, Any] = {}
@@ -269,7 +280,7 @@ def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexico
     from raydetox.data.io import DataError, load_pairs
     from raydetox.data.lexicon import Lexicon
 
-    pairs = load_pairs(cfg.data, args.data)
+    pairs = load_pairs(cfg.data)
     if lexicon is not None:  # languages the training pairs lacked: the word lists it was built with
         lexicon = lexicon.for_languages(pairs["lang"])
     else:
@@ -289,7 +300,7 @@ def _eval_pairs(args: argparse.Namespace, cfg: ExperimentConfig, lexicon: Lexico
         reasons = ", ".join(f"{r}: {n}" for r, n in cleaned.dropped["reason"].value_counts().items())
         where = f"; every skipped row is in {skipped}" if skipped else "; --out writes every skipped row beside it"
         if cleaned.kept.empty:
-            raise DataError(f"{args.data}: no row can be scored: all {len(cleaned.dropped)} dropped ({reasons}){where}")
+            raise DataError(f"{cfg.data.source}: no row can be scored: all {len(cleaned.dropped)} dropped ({reasons}){where}")
         ids = cleaned.dropped["id"].tolist()
         _warn(args.command, f"skipping {len(ids)} rows ({reasons}): {ids[:10]}{'...' if len(ids) > 10 else ''}"
                             f"{where}")
@@ -317,6 +328,13 @@ def _print_scores(name: str, scores: dict[str, float], out: str | None) -> None:
         Path(out).write_text(json.dumps(scores, indent=1, allow_nan=True))
 
 
+def _warn_lexicon_sta(command: str, why: str) -> None:
+    """STA falls back to the lexicon, which also drives the toxic penalty and ``delete``: say so, since it
+    rates delete's outputs non-toxic by construction and flatters J."""
+    _warn(command, f"STA (and J) from the lexicon ({why}, no metrics.toxicity_classifier): it rates the lexicon's "
+                   "own deletions non-toxic by construction, so J is higher than a sweep's judge gives")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from raydetox.decoding import generate
     from raydetox.experiment import toxic_token_ids
@@ -336,6 +354,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        toxic_token_ids=toxic_token_ids(lexicon, tokenizer, cfg.decoding), max_source_length=cfg.model.max_source_length,
                        progress=True, lexicon=lexicon)
     judge = None if cfg.metrics.toxicity_classifier else _find_judge(Path(args.model))
+    if judge is None and not cfg.metrics.toxicity_classifier:
+        _warn_lexicon_sta("evaluate", f"no judge recorded in a run folder above {args.model}")
     scores, sentences = get_scorer(cfg.metrics, lexicon, judge=judge).score_with_sentences(
         list(pairs["toxic"]), outputs, [list(r) for r in pairs["refs"]], list(pairs["lang"])
     )
@@ -357,7 +377,11 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         _output_file(args.out)
     pairs, lexicon = _eval_pairs(args, cfg, _lexicon(args.lexicon, None, cfg.decoding))
     refs = [list(r) for r in pairs["refs"]]
-    scorer = get_scorer(cfg.metrics, lexicon)
+    # A --lexicon from a run's data/ brings that run's judge, as evaluate finds it above a model.
+    judge = None if cfg.metrics.toxicity_classifier or not args.lexicon else _find_judge(Path(args.lexicon).parent)
+    if judge is None and not cfg.metrics.toxicity_classifier:
+        _warn_lexicon_sta("baselines", "no judge recorded beside --lexicon" if args.lexicon else "no --lexicon of a run")
+    scorer = get_scorer(cfg.metrics, lexicon, judge=judge)
     systems = reference_systems(list(pairs["toxic"]), refs, list(pairs["lang"]), lexicon)
     all_scores = {}
     for name, outputs in systems.items():
@@ -430,13 +454,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _type_name(tp: Any) -> str:
+    import typing
+
+    if typing.get_args(tp):  # list[SourceConfig], Literal['cpu', 'cuda'], int | None: the whole form
+        return str(tp).replace("typing.", "").replace("raydetox.config.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _print_keys(prefix: str, value: Any) -> None:
+    """One line per key of the config dataclass ``value``; a nested section (``model.embedded``, its
+    ``mix``; ``sweep.ablations``, which defaults to null) is listed key by key under its own prefix."""
+    import typing
+
+    hints = typing.get_type_hints(type(value))
+    for f in dataclasses.fields(value):
+        if f.name == "hf_args":
+            continue
+        key, default = f"{prefix}.{f.name}", getattr(value, f.name)
+        if dataclasses.is_dataclass(default):
+            _print_keys(key, default)
+            continue
+        print(f"{key}: {_type_name(hints[f.name])} = {default!r}")
+        nested = [t for t in typing.get_args(hints[f.name]) if dataclasses.is_dataclass(t)]
+        if default is None and nested:  # an optional section: its keys, with the defaults they get once set
+            try:
+                _print_keys(key, nested[0]())
+            except (TypeError, ValueError):  # a section with required keys: its line above says its type
+                pass
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     """List every config key (section.key, type, default); ``training`` also lists the HF arguments."""
-    import typing
-
     sections = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
     wanted = [args.section] if args.section else list(sections)
     unknown = [w for w in wanted if w not in sections]
@@ -448,10 +496,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         if not dataclasses.is_dataclass(value):
             print(f"{name}: {_type_name(sections[name].type)} = {value!r}")
             continue
-        hints = typing.get_type_hints(type(value))
-        for f in dataclasses.fields(value):
-            if f.name != "hf_args":
-                print(f"{name}.{f.name}: {_type_name(hints[f.name])} = {getattr(value, f.name)!r}")
+        _print_keys(name, value)
         if name == "training":
             from raydetox.training_args import OWNED_ARGUMENTS, argument_types, settable_arguments
 
@@ -521,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         if name == "evaluate":
             p.add_argument("--model", required=True, help="trained model or adapter dir")
-        p.add_argument("--data", required=True, help="pairs file/dir or hub id")
+        p.add_argument("--data", help=f"pairs file/dir or hub id (env {DATA_ENV})")
         p.add_argument("--config", help="experiment YAML for data/decoding/metrics settings")
         p.add_argument("--lexicon", help="lexicon.json (default: the nearest lexicon.json or data/lexicon.json "
                                          "above the model, up to 5 folders up, else learned from --data)")
@@ -538,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Plain text in, plain text out: one output a line, a line break inside an output written as \\n "
                "(a backslash as \\\\, a carriage return as \\r). A table in (--column) gives a table out: "
                "columns id (the input's id/idx column, else its row number), input, output; CSV unless --out "
-               "ends in .tsv, .jsonl or .parquet (another suffix than those, .csv or .txt is refused). A blank "
+               "ends in .tsv/.tab, .jsonl/.ndjson/.json or .parquet/.pq (any case; another suffix than those, .csv "
+               "or .txt is refused). A blank "
                "input gives an empty output; inputs longer than model.max_source_length tokens (without "
                "--config: the length the model was trained with, recorded beside it) are named on stderr (the "
                "model sees only their first tokens).")
@@ -634,6 +680,27 @@ def _stdout_gone() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _own_warnings_as_lines(command: str) -> Iterator[None]:
+    """Show raydetox's own warnings (a language without a word list, one the lexicon lacks) as
+    ``raydetox CMD: warning: ...`` lines like the command's other warnings, not as Python's two lines
+    of source location and code; libraries' warnings keep their format."""
+    package = str(Path(__file__).resolve().parent)
+    # The format, not the display: a caller recording warnings (pytest.warns) still records them.
+    default = warnings.formatwarning
+
+    def formatted(message, category, filename, lineno, line=None):  # noqa: ANN001 (warnings' hook)
+        if str(filename).startswith(package) and issubclass(category, UserWarning):
+            return f"raydetox {command}: warning: {' '.join(str(message).split())}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:  # catch_warnings restores the filters and showwarning only
+        warnings.formatwarning = default
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydetox`` console script."""
     gc_policy.relax_young_generation()
@@ -646,7 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        code = func(args)
+        with _own_warnings_as_lines(args.command):
+            code = func(args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except BrokenPipeError as err:

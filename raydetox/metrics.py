@@ -27,10 +27,11 @@ Metrics (all in [0, 1] except BLEU and chrF, which keep sacrebleu's 0–100 scal
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -115,20 +116,32 @@ def resolve_device(device: str | None = None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextlib.contextmanager
+def _model_load(key: str, name: str) -> Iterator[None]:
+    """A model that cannot be loaded (a hub id offline, a missing or incomplete folder) is one
+    :class:`ModelError` line naming the config key, not a library traceback."""
+    try:
+        yield
+    except (OSError, ValueError) as err:  # transformers: OSError (hub, files), ValueError (tokenizer files)
+        where = "a local folder" if os.path.isdir(name) else "not a local folder, and the hub gave no model"
+        raise ModelError(f"{key} {name!r}: cannot load it ({where}): {' '.join(str(err).split())[:300]}") from None
+
+
 def get_bertscorer(model_type: str, num_layers: int, device: str | None = None) -> BERTScorer:
     """A :class:`bert_score.BERTScorer` (idf off, no baseline rescaling), built once per key per process."""
     from bert_score import BERTScorer
 
     key = (model_type, num_layers, resolve_device(device))
     if key not in _BERTSCORERS:
-        _BERTSCORERS[key] = BERTScorer(
-            model_type=model_type,
-            num_layers=num_layers,
-            device=key[2],
-            idf=False,
-            rescale_with_baseline=False,
-            use_fast_tokenizer=True,
-        )
+        with _model_load("metrics.bertscore_model", model_type):
+            _BERTSCORERS[key] = BERTScorer(
+                model_type=model_type,
+                num_layers=num_layers,
+                device=key[2],
+                idf=False,
+                rescale_with_baseline=False,
+                use_fast_tokenizer=True,
+            )
         _LOADS["bertscore"] += 1
     return _BERTSCORERS[key]
 
@@ -140,8 +153,9 @@ class ToxicityClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(self.device).eval()
+        with _model_load("metrics.toxicity_classifier", name_or_path):
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(self.device).eval()
         labels = {int(i): str(name) for i, name in self.model.config.id2label.items()}
         self.num_labels = self.model.config.num_labels
         self.toxic_index = self._toxic_index(name_or_path, labels, toxic_label)

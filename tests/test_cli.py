@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -69,6 +70,36 @@ def test_baselines_copy_and_delete(tmp_path: Path, mpd_dir: Path, shared_data: P
     scores = json.loads(out.read_text())
     assert scores["copy"]["copy_rate"] == 1.0
     assert scores["delete"]["toxicity"] == 0.0 and scores["delete"]["copy_rate"] < 1.0
+
+
+def test_baselines_read_any_source_under_any_config_and_say_where_sta_comes_from(
+    trained: tuple[Path, Path], tmp_path: Path, mpd_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A config that forces another format (every best_config.yaml says format: dir) still scores a file
+    given by --data or RAYDETOX_DATA; STA from the lexicon is said on stderr, and a run's --lexicon brings
+    that run's judge."""
+    english = pd.read_parquet(mpd_dir / "en-00000-of-00001.parquet").head(12)
+    pairs = tmp_path / "pairs.tsv"
+    english.rename(columns={"toxic_sentence": "toxic", "neutral_sentence": "neutral"})[["toxic", "neutral"]].assign(
+        lang="en").to_csv(pairs, sep="\t", index=False)
+    config = tmp_path / "dir.yaml"
+    config.write_text(f"data:\n  source: {mpd_dir}\n  format: dir\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["baselines", "--config", str(config), "--data", str(pairs)]) == 0
+    assert "STA (and J) from the lexicon (no --lexicon of a run" in capsys.readouterr().err
+    monkeypatch.setenv("RAYDETOX_DATA", str(pairs))
+    assert main(["baselines", "--config", str(config), "--out", str(tmp_path / "env.json")]) == 0
+    assert json.loads((tmp_path / "env.json").read_text())["copy"]["copy_rate"] == 1.0
+    capsys.readouterr()
+    _, run = trained
+    assert main(["baselines", "--lexicon", str(run / "data" / "lexicon.json"), "--out", str(tmp_path / "j.json")]) == 0
+    assert "STA (and J) from the lexicon" not in capsys.readouterr().err
+    judged = json.loads((tmp_path / "j.json").read_text())["delete"]
+    assert judged["toxicity"] == 0.0 and judged["sta"] < 1.0  # the judge still finds toxic deletions
+    monkeypatch.delenv("RAYDETOX_DATA")
+    assert main(["baselines"]) == 2
+    assert "--data: give the pairs to score" in capsys.readouterr().err
 
 
 def test_detox_rewrites_lines(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -810,3 +841,16 @@ def test_a_broken_pipe_elsewhere_stays_a_bug_report(
     assert main(["config"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("raydetox config: this is a bug")
+
+
+def test_own_warnings_are_command_lines_not_python_warnings() -> None:
+    """raydetox's own warnings print as the command's warning lines; a library's keep Python's format
+    (and a caller recording warnings, as pytest.warns does, still records both)."""
+    import raydetox.cli as cli
+
+    with cli._own_warnings_as_lines("evaluate"):
+        own = warnings.formatwarning("the lexicon has no terms\n for sw", UserWarning, cli.__file__, 9)
+        library = warnings.formatwarning("deprecated", UserWarning, "/usr/lib/python3/site-packages/x.py", 3)
+    assert own == "raydetox evaluate: warning: the lexicon has no terms for sw\n"
+    assert library.startswith("/usr/lib/python3/site-packages/x.py:3: UserWarning: deprecated")
+    assert warnings.formatwarning("x", UserWarning, cli.__file__, 9).startswith(cli.__file__)  # restored after

@@ -421,6 +421,16 @@ def test_config_command_lists_hf_arguments_and_owned_ones(capsys: pytest.Capture
     assert main(["config", "--section", "nope"]) == 2
 
 
+def test_config_command_lists_nested_sections_key_by_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--section", "model"]) == 0
+    out = capsys.readouterr().out
+    assert "model.embedded.max_steps: int = 1200" in out and "model.embedded.mix.copy: float = 1.0" in out
+    assert "model.embedded.device: Literal['cpu', 'cuda'] = 'cpu'" in out
+    assert "EmbeddedBaseConfig(" not in out  # no section as one repr line
+    assert main(["config", "--section", "metrics"]) == 0
+    assert "metrics.judge.cache_dir" in capsys.readouterr().out
+
+
 def test_data_override_detects_its_own_format(mpd_dir: Path) -> None:
     # sweep_mt5.yaml sets data.format: hub for its hub source; --data with a local directory must not be
     # sent to the hub loader (it would lose the languages of the file names).

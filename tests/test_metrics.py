@@ -305,3 +305,16 @@ def test_classifier_toxicity_path(tmp_path, mpd_dir):
     np.testing.assert_allclose(frame["judge_toxicity"], expected, atol=1e-5)
     np.testing.assert_allclose(frame["sta"], 1 - np.array(expected), atol=1e-5)
     assert frame["toxicity"].isna().all()  # the lexicon column stays the lexicon's (none given here)
+
+
+def test_a_model_that_cannot_load_is_one_line_naming_its_key(tmp_path: Path) -> None:
+    """A hub id offline (or no such model) and an empty folder: a ModelError naming the config key."""
+    from raydetox.errors import ModelError
+    from raydetox.metrics import ToxicityClassifier, get_bertscorer
+
+    with pytest.raises(ModelError, match=r"metrics.bertscore_model 'nobody-here/no-such-model': cannot load it "
+                                         r"\(not a local folder"):
+        get_bertscorer("nobody-here/no-such-model", 2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"metrics.toxicity_classifier '.*empty': cannot load it \(a local folder\)"):
+        ToxicityClassifier(str(tmp_path / "empty"))
