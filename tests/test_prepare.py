@@ -235,3 +235,25 @@ def test_max_rows_per_lang_keeps_every_split_and_reports_what_it_left_out(
     assert "- left out before that by data.max_rows_per_lang: 20 rows (see below)" in report
     assert re.search(r"^\| en +\| train +\| +50 \| +33 \| +17 \|$", report, re.MULTILINE), report
     assert re.search(r"^\| en +\| test +\| +10 \| +7 \| +3 \|$", report, re.MULTILINE), report
+
+
+def test_a_split_column_of_any_name_and_a_test_sentence_shared_with_train(tmp_path: Path, mpd_pairs: pd.DataFrame) -> None:
+    """data.split_column names the source's column (here `fold`); a validation/test row whose toxic text
+    (NFD, re-cased or with a zero-width space included) is also a train row's is dropped as a duplicate,
+    and no reference of it reaches the train row."""
+    import unicodedata
+
+    en = mpd_pairs[mpd_pairs["lang"] == "en"].head(40).assign(fold=["train"] * 30 + ["validation"] * 5 + ["test"] * 5)
+    en = en[["lang", "toxic", "neutral", "fold"]].reset_index(drop=True)
+    twin = en.iloc[0]["toxic"]
+    en.loc[39, ["toxic", "neutral"]] = [unicodedata.normalize("NFD", twin.upper()) + "\u200b", "a test-only reference"]
+    path = tmp_path / "pairs.csv"
+    en.to_csv(path, index=False)
+    assert _prepare(path, tmp_path / "out", "data.split_column=fold") == 0
+    dropped = pd.read_csv(tmp_path / "out" / "dropped.csv")
+    leak = dropped[dropped["detail"].astype(str).str.startswith("same toxic text as train id")]
+    assert len(leak) == 1 and leak.iloc[0]["reason"] == "duplicate"
+    table = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    assert (table["split"] == "train").sum() + (dropped["split"] == "train").sum() == 30
+    refs = [r for refs in table["refs"] for r in refs]
+    assert "a test-only reference" not in refs

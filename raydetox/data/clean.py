@@ -28,7 +28,7 @@ from sacrebleu.metrics import CHRF
 from raydetox.config import CleaningConfig
 from raydetox.data.langid import unidentified
 from raydetox.data.io import is_missing
-from raydetox.data.pairs import check_pairs, check_rows
+from raydetox.data.pairs import check_pairs, check_rows, text_key
 from raydetox.data.split import SPLITS
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def token_overlap(a: Sequence[str], b: Sequence[str]) -> float:
 
 
 def _normalise(text: str) -> str:
-    """Whitespace-collapsed, casefolded text: the view under which two sides count as identical."""
-    return " ".join(text.split()).casefold()
+    """The view under which two sides count as identical (:func:`raydetox.data.pairs.text_key`)."""
+    return text_key(text)
 
 
 def _texts(table: pd.DataFrame, column: str) -> list[str]:
@@ -149,17 +149,27 @@ def _drop_duplicates(table: pd.DataFrame, marks: _Marks, toxic: list[str], neutr
             "row": alive,
             "id": table["id"].to_numpy()[alive],
             "lang": table["lang"].to_numpy()[alive],
-            "toxic": np.asarray(toxic, dtype=object)[alive],
-            "neutral": np.asarray(neutral, dtype=object)[alive],
+            "toxic": [text_key(t) for t in np.asarray(toxic, dtype=object)[alive]],
+            "neutral": [text_key(t) for t in np.asarray(neutral, dtype=object)[alive]],
             "rank": _split_rank(table)[alive],
         }
     ).sort_values(["rank", "row"], kind="stable")
     keys = ["lang", "toxic", "neutral"]
     first = frame.groupby(keys, sort=False)["id"].transform("first")
     dup = frame.duplicated(keys, keep="first").to_numpy()
-    if dup.any():
-        details = [f"same (lang, toxic, neutral) as id {f}" for f in first.to_numpy()[dup]]
-        marks.drop(frame["row"].to_numpy()[dup], "duplicate", details)
+    details = [f"same (lang, toxic, neutral) as id {f}" for f in first.to_numpy()[dup]]
+    rows = list(frame["row"].to_numpy()[dup])
+    # A validation/test sentence whose toxic side is also a train sentence's (a split column or file
+    # that put them apart): the model has trained on its input, so it does not measure generalisation.
+    if "split" in table.columns:
+        left = frame[~dup]
+        train = left[left["rank"] == 0].drop_duplicates(["lang", "toxic"]).set_index(["lang", "toxic"])["id"]
+        held = left[left["rank"] > 0]
+        seen = [train.get((lang, text)) for lang, text in zip(held["lang"], held["toxic"])]
+        rows += [r for r, s in zip(held["row"], seen) if s is not None]
+        details += [f"same toxic text as train id {s}" for s in seen if s is not None]
+    if rows:
+        marks.drop(np.asarray(rows), "duplicate", details)
 
 
 def clean_pairs(

@@ -822,9 +822,12 @@ def _identify(part: _Part, cfg: DataConfig, texts: list[str]) -> Any:
 
 
 def _merge_refs(table: pd.DataFrame) -> pd.Series:
-    """``refs`` = every distinct reference of the same toxic sentence (same language), in source order."""
+    """``refs`` = every distinct reference of the same toxic sentence (same language and, where the
+    source gives splits, the same split), in source order."""
     own = table["_own"]
     key = table["lang"] + "\x00" + table["toxic"]
+    if "split" in table.columns:  # a test row's reference must not become a train row's (nor the reverse)
+        key = key + "\x00" + table["split"].astype(str)
     keyed = table["toxic"].str.strip() != ""
     merged = own[keyed].groupby(key[keyed], sort=False).agg(lambda s: _distinct(chain.from_iterable(s)))
     refs = own.map(_distinct)

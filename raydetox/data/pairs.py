@@ -7,17 +7,29 @@ the first reference) and ``refs`` (list[str], every reference), plus optional ``
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import regex
 
 from raydetox.errors import DataError
 
 PAIR_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral", "refs")
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "lang", "toxic", "neutral")
+
+
+_FORMAT_CHARACTERS = regex.compile(r"\p{Cf}+")
+
+
+def text_key(text: str) -> str:
+    """The view under which two texts are the same text: Unicode NFC, format characters (zero-width
+    space, BOM, …) removed, whitespace collapsed, casefolded. Splitting, duplicate and identical checks
+    share it, so that an NFD or re-cased copy of a test sentence is not a new sentence."""
+    return " ".join(_FORMAT_CHARACTERS.sub("", unicodedata.normalize("NFC", text)).split()).casefold()
 
 
 def check_pairs(pairs: pd.DataFrame) -> None:

@@ -90,7 +90,8 @@ def prepare(
     src = source if source is not None else cfg.data.source
     pairs = load_pairs(cfg.data, source)
     capped = pairs.attrs.get(CAPPED, [])
-    pairs = split_pairs(pairs, cfg.split, split_column=cfg.data.split_column)
+    # load_pairs has put data.split_column's values into "split" (under that name).
+    pairs = split_pairs(pairs, cfg.split, split_column="split" if cfg.data.split_column else None)
     train = pairs[pairs["split"] == "train"]
     if train.empty:
         raise DataError(f"{src}: no train rows: the split puts all {len(pairs)} rows in validation/test")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from raydetox.config import ConfigError, SplitConfig
 from raydetox.data.io import DataError, read_table
-from raydetox.data.pairs import check_pairs
+from raydetox.data.pairs import check_pairs, text_key
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 """Canonical split names, in the order a duplicate is kept (a train copy wins over an evaluation copy)."""
@@ -92,7 +92,7 @@ def _random_splits(pairs: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
         rows = rows[np.argsort(ids[rows], kind="stable")]
         n = len(rows)
         # Empty toxic texts (dropped later by cleaning) must not form one big group.
-        keys = [t if isinstance(t, str) and t.strip() else f"\0{i}" for t, i in zip(toxic[rows], ids[rows])]
+        keys = [text_key(t) if isinstance(t, str) and t.strip() else f"\0{i}" for t, i in zip(toxic[rows], ids[rows])]
         codes, uniques = pd.factorize(pd.Series(keys, dtype=object))
         # Per-language stream: adding or removing a language does not reshuffle the others.
         rng = np.random.default_rng([cfg.seed, zlib.crc32(lang.encode("utf-8"))])
