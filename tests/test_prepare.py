@@ -257,3 +257,15 @@ def test_a_split_column_of_any_name_and_a_test_sentence_shared_with_train(tmp_pa
     assert (table["split"] == "train").sum() + (dropped["split"] == "train").sum() == 30
     refs = [r for refs in table["refs"] for r in refs]
     assert "a test-only reference" not in refs
+
+
+def test_rows_of_languages_left_out_by_data_languages_are_counted_in_the_report(
+    tmp_path: Path, mpd_pairs: pd.DataFrame
+) -> None:
+    en = mpd_pairs[mpd_pairs["lang"] == "en"].head(40).assign(split=["train"] * 30 + ["validation"] * 5 + ["test"] * 5)
+    de = mpd_pairs[mpd_pairs["lang"] == "de"].head(7).assign(split="train")
+    path = _split_file(tmp_path / "en_de.csv", [en, de])
+    assert _prepare(path, tmp_path / "out", "data.split_column=split", "data.languages=[en]") == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "- left out before that by data.languages: 7 rows of other languages (de 7)" in report
+    assert set(pd.read_parquet(tmp_path / "out" / "pairs.parquet")["lang"]) == {"en"}

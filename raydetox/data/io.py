@@ -62,6 +62,8 @@ _PLACEHOLDERS = frozenset(
 )
 _HUB_PROBE_SECONDS = 10.0
 CAPPED = "capped_rows"
+# table.attrs key: rows per language that data.languages left out (a choice, counted in prepare's report).
+LANGUAGES_LEFT_OUT = "languages_left_out"
 """Key of :func:`load_pairs`' ``DataFrame.attrs``: the rows ``data.max_rows_per_lang`` left out."""
 
 log = logging.getLogger(__name__)
@@ -902,7 +904,8 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
     ``cfg.max_rows_per_lang`` rows per language; with a split column (``cfg.split_column``, or the
     splits of a dataset) that cap is shared among the language's splits in proportion to their sizes,
     each keeping at least one row (:func:`_cap_rows`). The rows the cap left out are logged and listed
-    in ``table.attrs[CAPPED]`` (one record per language and split). Empty text cells become "" (cleaning
+    in ``table.attrs[CAPPED]`` (one record per language and split); the rows of other languages than
+    ``cfg.languages`` are counted per language in ``table.attrs[LANGUAGES_LEFT_OUT]``. Empty text cells become "" (cleaning
     drops them).
     Rows whose language was identified (no language column, file name or default) also get
     ``lang_guess`` and ``lang_confidence``; those under ``cfg.min_lang_confidence`` have lang ``und``.
@@ -930,7 +933,14 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
                 f"{src}: languages {missing} (data.languages) not found; found {sorted(set(table['lang']))}"
             )
         # Unidentified rows stay: cleaning reports them (or keeps them as und), never a silent filter.
-        table = table[table["lang"].isin(cfg.languages) | unidentified(table)]
+        keep = table["lang"].isin(cfg.languages) | unidentified(table)
+        left_out = {str(k): int(v) for k, v in sorted(table.loc[~keep, "lang"].value_counts().items())}
+        if left_out:
+            log.info("%s: data.languages left out %d rows (%s)", src, sum(left_out.values()),
+                     ", ".join(f"{k} {v}" for k, v in left_out.items()))
+        table = table[keep]
+    else:
+        left_out = {}
     capped: list[dict[str, Any]] = []
     if cfg.max_rows_per_lang is not None:
         table, capped = _cap_rows(table, cfg.max_rows_per_lang)
@@ -949,6 +959,7 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
         if c in table.columns:
             table[c] = table[c].astype(str)
     table.attrs[CAPPED] = capped
+    table.attrs[LANGUAGES_LEFT_OUT] = left_out
     return table
 
 

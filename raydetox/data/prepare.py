@@ -24,7 +24,7 @@ import pandas as pd
 from raydetox.config import STAGES, CleaningConfig, ExperimentConfig, dump_config
 from raydetox.data.clean import CleanResult, clean_pairs, clean_train_apart
 from raydetox.data.difficulty import score_difficulty
-from raydetox.data.io import CAPPED, DataError, load_pairs
+from raydetox.data.io import CAPPED, LANGUAGES_LEFT_OUT, DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
 from raydetox.data.split import split_pairs
 from raydetox.data.stages import assign_buckets, stage_subsets
@@ -90,6 +90,7 @@ def prepare(
     src = source if source is not None else cfg.data.source
     pairs = load_pairs(cfg.data, source)
     capped = pairs.attrs.get(CAPPED, [])
+    languages_left_out = pairs.attrs.get(LANGUAGES_LEFT_OUT, {})
     # load_pairs has put data.split_column's values into "split" (under that name).
     pairs = split_pairs(pairs, cfg.split, split_column="split" if cfg.data.split_column else None)
     train = pairs[pairs["split"] == "train"]
@@ -140,7 +141,7 @@ def prepare(
 
     prepared = PreparedData(out, stages, evals["validation"], evals["test"], lexicon, cleaned.dropped)
     write_report(prepared, table, cleaned, n_input=len(pairs), seconds=time.perf_counter() - t0,
-                 identified=identified_counts(pairs), capped=capped)
+                 identified=identified_counts(pairs), capped=capped, languages_left_out=languages_left_out)
     return prepared
 
 
@@ -196,13 +197,16 @@ def write_report(
     seconds: float,
     identified: pd.Series | None = None,
     capped: list[dict[str, Any]] | None = None,
+    languages_left_out: dict[str, int] | None = None,
 ) -> Path:
     """Markdown report: counts per language, per drop reason, per split and stage; difficulty histogram;
     the languages identified from the text (``identified``, see :func:`identified_counts`); the rows
-    ``data.max_rows_per_lang`` left out before all this (``capped``: :data:`raydetox.data.io.CAPPED`);
+    ``data.max_rows_per_lang`` left out before all this (``capped``: :data:`raydetox.data.io.CAPPED`)
+    and those of languages ``data.languages`` left out (``languages_left_out``, rows per language);
     the languages without training pairs; the templated word lists not found."""
     out = prepared.out_dir
     capped = capped or []
+    languages_left_out = languages_left_out or {}
     eval_only = sorted(set(table["lang"]) - set(prepared.languages))
     missing = prepared.lexicon.missing_wordlists
     _plot_difficulty(table, out / "difficulty.png")
@@ -218,6 +222,9 @@ def write_report(
         "",
         f"- input pairs: {n_input}; kept: {len(cleaned.kept)}; dropped: {len(cleaned.dropped)} "
         f"(kept + dropped = {len(cleaned.kept) + len(cleaned.dropped)})",
+        *([f"- left out before that by data.languages: {sum(languages_left_out.values())} rows of other "
+           "languages (" + ", ".join(f"{k} {v}" for k, v in languages_left_out.items()) + ")"]
+          if languages_left_out else []),
         *([f"- left out before that by data.max_rows_per_lang: {sum(r['left_out'] for r in capped)} rows "
            "(see below)"] if capped else []),
         f"- languages: {', '.join(prepared.languages)}",
