@@ -44,6 +44,7 @@ from raydetox.results import (
 from raydetox.selection import (
     baseline_mask,
     baseline_row,
+    decoded_alike,
     best_config,
     best_row,
     checkpoint_of,
@@ -159,9 +160,8 @@ def _side_by_side_notes(best: pd.Series, baseline: pd.Series | None, untrained: 
     """What the side-by-side table mixes: a reference point decoded otherwise than the best row (it has
     no row with the best row's penalties), and seed means (``objective``) beside one seed's metrics."""
     notes = []
-    penalties = ("toxic_penalty", "copy_penalty")
     for name, ref in (("baseline", baseline), ("untrained", untrained)):
-        if ref is not None and any(float(ref[k]) != float(best[k]) for k in penalties if k in ref and k in best):
+        if ref is not None and not decoded_alike(ref, best):
             notes.append(f"The {name} has no row decoded with the best row's penalties (toxic "
                          f"{float(best['toxic_penalty']):g}, copy {float(best['copy_penalty']):g}): its row here is "
                          f"decoded with toxic {float(ref['toxic_penalty']):g}, copy {float(ref['copy_penalty']):g}, so "

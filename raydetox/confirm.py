@@ -44,7 +44,15 @@ from raydetox.errors import ResultsError
 from raydetox.judge import recorded_judge
 from raydetox.metrics import Scorer, get_scorer, normalize_whitespace, ref_streams, reference_systems, resolve_device
 from raydetox.results import CONFIRMATION_FILES, DATA_DIR, UNTRAINED
-from raydetox.selection import baseline_mask, best_config, checkpoint_of, seed_of, seed_rows, untrained_mask
+from raydetox.selection import (
+    baseline_mask,
+    best_config,
+    checkpoint_of,
+    decoded_alike,
+    seed_of,
+    seed_rows,
+    untrained_mask,
+)
 from raydetox.stats import (
     DECISION_WIDTH,
     Interval,
@@ -234,7 +242,7 @@ def systems(chosen: Selection) -> tuple[list[Run], list[str]]:
     elif baseline is not None:
         # Decoded as the chosen row is, whatever the validation row's penalties: best − baseline then
         # compares schedules even where the sweep never decoded the baseline that way.
-        if any(float(baseline[k]) != float(best[k]) for k in ("toxic_penalty", "copy_penalty")):
+        if not decoded_alike(baseline, best):
             notes.append(f"the baseline's validation row is decoded with toxic {float(baseline['toxic_penalty']):g}, "
                          f"copy {float(baseline['copy_penalty']):g} (the sweep has none with the chosen row's "
                          "penalties); here its checkpoint is decoded as the chosen row is")

@@ -150,10 +150,18 @@ def best_row(df: pd.DataFrame, cfg: SweepConfig) -> pd.Series:
     return row
 
 
+# What a row's decoding is, as the result rows record it (raydetox.results.KEY_COLUMNS).
+_PENALTIES: tuple[str, ...] = ("toxic_penalty", "copy_penalty")
+
+
 def _decoded_like(rows: pd.DataFrame, like: pd.Series) -> pd.DataFrame:
     """``rows`` decoded with ``like``'s toxic and copy penalties (possibly none of them)."""
-    return rows[(rows["toxic_penalty"] == float(like["toxic_penalty"]))
-                & (rows["copy_penalty"] == float(like["copy_penalty"]))]
+    return rows[np.logical_and.reduce([rows[k] == float(like[k]) for k in _PENALTIES])]
+
+
+def decoded_alike(row: pd.Series, like: pd.Series) -> bool:
+    """Whether ``row`` was decoded with ``like``'s toxic and copy penalties."""
+    return all(float(row[k]) == float(like[k]) for k in _PENALTIES)
 
 
 def baseline_row(df: pd.DataFrame, cfg: SweepConfig, like: pd.Series | None = None) -> pd.Series | None:

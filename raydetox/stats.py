@@ -40,6 +40,10 @@ Outcome = Literal["better", "worse", "no difference", "undecided"]
 # checkpoint 0.087).
 DECISION_WIDTH: dict[str, float] = {"j": 0.10, "copy": 0.20, "sta": 0.20, "bertscore_f1": 0.10}
 
+# Two per-sentence scores closer than this are the same score: identical outputs scored in other
+# batches differ by ~1e-9 (float32 kernels), which must not count as a difference.
+SAME_SCORE = 1e-6
+
 # Resamples per vectorised batch: 1,000 × 3,600 test rows of int64 indices is about 29 MB.
 _BATCH = 1000
 
@@ -180,11 +184,6 @@ def paired_bootstrap(
                                sign_flip_p=sign_flip_test(differing, seed=options.get("seed", 0)))
 
 
-# Two per-sentence scores closer than this are the same score: identical outputs scored in other
-# batches differ by ~1e-9 (float32 kernels), which must not count as a difference.
-SAME_SCORE = 1e-6
-
-
 def sign_flip_test(differences: ArrayLike, n_resamples: int = 9999, seed: int = 0) -> float:
     """Two-sided p-value of "the mean paired difference is 0" by flipping the signs of ``differences``
     (scipy's paired permutation test; exact up to 13 differences, else ``n_resamples`` random flips).
@@ -254,13 +253,13 @@ def verdict(
     if math.isnan(diff.low) or math.isnan(diff.high):
         return Verdict("undecided", f"{undecided}: no interval {said}.", diff)
     excludes_zero = diff.low > 0 or diff.high < 0
-    few = diff.differing is not None and diff.differing < min_n
+    few = diff.differing is not None and diff.sign_flip_p is not None and diff.differing < min_n
     if few:
         # The bootstrap of a mean undercovers when few sentences carry the whole difference (3 of 330
         # differ: BCa excludes 0 where an exact test gives p = 0.25): the sign-flip test decides.
         tested = f"only {diff.differing} of {diff.n} sentences differ, sign-flip test p = {diff.sign_flip_p:.2g}"
         said = f"{said[:-1]}; {tested})"
-        if diff.sign_flip_p is None or diff.sign_flip_p >= 1 - diff.confidence:
+        if diff.sign_flip_p >= 1 - diff.confidence:
             excludes_zero = False
     if excludes_zero:
         outcome: Outcome = "better" if (diff.low > 0) == higher_is_better else "worse"

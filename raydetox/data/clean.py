@@ -72,11 +72,6 @@ def token_overlap(a: Sequence[str], b: Sequence[str]) -> float:
     return sum(common.values()) / longest
 
 
-def _normalise(text: str) -> str:
-    """The view under which two sides count as identical (:func:`raydetox.data.pairs.text_key`)."""
-    return text_key(text)
-
-
 def _texts(table: pd.DataFrame, column: str) -> list[str]:
     """The column as Python strings, missing cells as ""; any other non-string cell is an error."""
     values = table[column].tolist()
@@ -142,15 +137,16 @@ def _split_rank(table: pd.DataFrame) -> np.ndarray:
     return rank.to_numpy(dtype=int)
 
 
-def _drop_duplicates(table: pd.DataFrame, marks: _Marks, toxic: list[str], neutral: list[str]) -> None:
+def _drop_duplicates(table: pd.DataFrame, marks: _Marks, keys: dict[int, tuple[str, str]]) -> None:
+    """``keys``: each alive row's (toxic, neutral) :func:`~raydetox.data.pairs.text_key`."""
     alive = marks.alive()
     frame = pd.DataFrame(
         {
             "row": alive,
             "id": table["id"].to_numpy()[alive],
             "lang": table["lang"].to_numpy()[alive],
-            "toxic": [text_key(t) for t in np.asarray(toxic, dtype=object)[alive]],
-            "neutral": [text_key(t) for t in np.asarray(neutral, dtype=object)[alive]],
+            "toxic": [keys[i][0] for i in alive],
+            "neutral": [keys[i][1] for i in alive],
             "rank": _split_rank(table)[alive],
         }
     ).sort_values(["rank", "row"], kind="stable")
@@ -222,11 +218,13 @@ def clean_pairs(
                 details.append(f"{side} text has {len(text)} characters > cleaning.max_chars {cfg.max_chars}")
         marks.drop(rows, "too_long", details)
 
+    # Both sides as the same-text view (NFC, casefolded, spacing and format characters aside), once.
+    keys = {i: (text_key(toxic[i]), text_key(neutral[i])) for i in marks.alive()}
     if cfg.drop_duplicates:
-        _drop_duplicates(table, marks, toxic, neutral)
+        _drop_duplicates(table, marks, keys)
 
     if cfg.drop_identical:
-        same = [i for i in marks.alive() if _normalise(toxic[i]) == _normalise(neutral[i])]
+        same = [i for i in marks.alive() if keys[i][0] == keys[i][1]]
         marks.drop(same, "identical", "neutral == toxic after whitespace/case normalisation")
 
     tokens_t = {i: tokenize(toxic[i]) for i in marks.alive()}

@@ -62,9 +62,9 @@ _PLACEHOLDERS = frozenset(
 )
 _HUB_PROBE_SECONDS = 10.0
 CAPPED = "capped_rows"
-# table.attrs key: rows per language that data.languages left out (a choice, counted in prepare's report).
-LANGUAGES_LEFT_OUT = "languages_left_out"
 """Key of :func:`load_pairs`' ``DataFrame.attrs``: the rows ``data.max_rows_per_lang`` left out."""
+LANGUAGES_LEFT_OUT = "languages_left_out"
+"""Key of :func:`load_pairs`' ``DataFrame.attrs``: rows per language that ``data.languages`` left out."""
 
 log = logging.getLogger(__name__)
 
@@ -926,6 +926,7 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
     if dup.any():
         shown = table.loc[dup, "id"].unique()[:5].tolist()
         raise DataError(f"{src}: duplicate ids {shown}; set data.id_column to a unique column")
+    left_out: dict[str, int] = {}
     if cfg.languages is not None:
         missing = sorted(set(cfg.languages) - set(table["lang"]))
         if missing:
@@ -939,8 +940,6 @@ def load_pairs(cfg: DataConfig, source: str | None = None) -> pd.DataFrame:
             log.info("%s: data.languages left out %d rows (%s)", src, sum(left_out.values()),
                      ", ".join(f"{k} {v}" for k, v in left_out.items()))
         table = table[keep]
-    else:
-        left_out = {}
     capped: list[dict[str, Any]] = []
     if cfg.max_rows_per_lang is not None:
         table, capped = _cap_rows(table, cfg.max_rows_per_lang)
