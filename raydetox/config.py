@@ -1117,8 +1117,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-for _kind, _pattern, _first in _YAML12_SCALARS:
-    _UniqueKeyLoader.add_implicit_resolver(_YAML12 + _kind, re.compile(f"^(?:{_pattern})$"), list(_first))
 _UniqueKeyLoader.add_constructor(_YAML12 + "int", _yaml12_int)
 
 
@@ -1128,8 +1126,11 @@ class _QuotingDumper(yaml.SafeDumper):
     with either."""
 
 
+# The loader reads YAML 1.2's scalars (its YAML 1.1 resolvers removed above); the dumper adds them to
+# YAML 1.1's, so it quotes what either would misread.
 for _kind, _pattern, _first in _YAML12_SCALARS:
-    _QuotingDumper.add_implicit_resolver(_YAML12 + _kind, re.compile(f"^(?:{_pattern})$"), list(_first))
+    for _cls in (_UniqueKeyLoader, _QuotingDumper):
+        _cls.add_implicit_resolver(_YAML12 + _kind, re.compile(f"^(?:{_pattern})$"), list(_first))
 
 
 def yaml_text(data: Any) -> str:
