@@ -734,13 +734,26 @@ def _kept_text(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[in
     positions = source_positions([i for i, _ in source], [t for t in generated if t not in special], never)
     if positions is None:  # cannot happen under SourceWordsOnly; the decoded text is then all there is
         return decoded
-    kept = kept_source_text(text, [o for _, o in source], positions)
-    unseen = text[max((o[1] for _, o in source), default=0):]
-    if not unseen.strip():
-        return kept
-    rest = (terms_out.remove(unseen, lang) if terms_out is not None else unseen).strip()
-    gap = " " if kept and unseen[:1].isspace() else ""
-    return (kept + gap + rest).strip()
+    offsets = [o for _, o in source]
+    cut = max((b for _, b in offsets), default=0)
+    unseen = text[cut:]
+    spans = terms_out.spans(unseen, lang) if terms_out is not None and unseen.strip() else []
+    if spans and unicodedata.normalize("NFC", unseen) != unseen:  # spans are NFC positions
+        kept = kept_source_text(text, offsets, positions)
+        rest = terms_out.remove(unseen, lang).strip()
+        return (kept + (" " if kept and unseen[:1].isspace() else "") + rest).strip()
+    # The unseen part as further pieces, its terms dropped and the stretches between them kept: the
+    # spaces around every deletion are then tidied by one rule, at the cut as anywhere else.
+    offsets, positions = list(offsets), list(positions)
+    start = cut
+    for a, b, _ in [*spans, (len(unseen), len(unseen), "")]:
+        if cut + a > start:
+            positions.append(len(offsets))
+            offsets.append((start, cut + a))
+        if b > a:
+            offsets.append((cut + a, cut + b))
+        start = cut + b
+    return kept_source_text(text, offsets, positions)
 
 
 def _run(

@@ -119,8 +119,10 @@ def test_detox_under_source_words_only_in_one_language_is_delete(
 
     _, run = trained
     ckpt = sorted((run / "curriculum" / "checkpoints").iterdir())[-1]
-    lexicon_file = sorted(run.rglob("lexicon.json"))[0]
-    lexicon = Lexicon.load(lexicon_file)
+    # The tiny run's own lexicon may have learned no English term: give it some.
+    lexicon = Lexicon.from_terms({"en": ["fuck", "fucking", "stupid", "idiot", "shit"]})
+    lexicon_file = tmp_path / "lexicon.json"
+    lexicon.save(lexicon_file)
     english = pd.read_parquet(mpd_dir / "en-00000-of-00001.parquet")["toxic_sentence"]
     lines = [t for t in english if lexicon.find(t, "en")][:4] + ["no term here"]
     src = tmp_path / "in.txt"

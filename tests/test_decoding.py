@@ -588,6 +588,20 @@ def test_source_words_only_keeps_the_unseen_tail_less_its_terms(model, tokenizer
     assert generate(model, tokenizer, [text], keep, max_source_length=8) == [text]
 
 
+def test_source_words_only_with_skip_inf_is_delete_wherever_the_input_is_cut(model, tokenizer) -> None:
+    """Cut anywhere (after a bare "▁" piece that holds a space, just after a term, before one), the
+    unseen tail joins what the model kept as the delete system joins the words around a deletion."""
+    lexicon = Lexicon.from_terms({"en": ["idiot"]})
+    swo = DecodingConfig(max_new_tokens=48, toxic_penalty=math.inf, source_words_only=True,
+                         source_skip_penalty=math.inf)
+    text = "you idiot , i lost it * years * ago , idiot ."
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer([text])["input_ids"][0])
+    assert "\u2581" in pieces, f"the test needs a bare piece: {pieces}"
+    for length in range(2, len(pieces) + 1):  # max_source_length counts </s>
+        (out,) = generate(model, tokenizer, [text], swo, lexicon=lexicon, max_source_length=length, langs=["en"])
+        assert out == lexicon.remove(text, "en") == "you, i lost it * years * ago ,.", (length, out)
+
+
 def test_source_words_only_drops_only_the_pieces_of_a_term_in_unspaced_text(mpd_dir, tmp_path) -> None:
     # Unspaced Chinese is one "word" per clause: the term takes the pieces that hold it, not the clause.
     df = pd.read_parquet(mpd_dir / "zh-00000-of-00001.parquet", columns=["toxic_sentence", "neutral_sentence"])
