@@ -195,6 +195,9 @@ class LexiconConfig:
     wordlists: list[str] = dataclasses.field(default_factory=list)
     # Drop word-list terms that the references keep (e.g. "i", "us" in the en list) when learning.
     veto_wordlists: bool = True
+    # Learn single Han/kana characters as terms. Off: a character is a morpheme of many words (狗 of
+    # 狗肉 "dog meat", 母 of 父母 "parents") and a learned one flags them all; its bigrams are learned.
+    learn_cjk_single_chars: bool = False
 
 
 @dataclass(config=_STRICT)

@@ -77,13 +77,40 @@ def test_learned_terms_per_language(learned: Lexicon) -> None:
         "am": {"ደደብ"},
         "de": {"arsch", "dumme"},
         "es": {"mierda", "puta"},
-        "zh": {"恶心", "舔狗", "默"},  # 默: the euphemism the references replace with 黑人
+        "zh": {"恶心", "舔狗"},
     }
     for lang, words in expected.items():
         assert words <= set(learned.terms[lang]), (lang, list(learned.terms[lang])[:30])
-    # 心 is only ever removed as part of 恶心: a lone character would flag 开心 ("happy").
-    assert "心" not in learned.terms["zh"]
+    # No single Han character by default: 狗 would flag 狗肉 ("dog meat"), 母 父母 ("parents").
+    assert not [t for t in learned.terms["zh"] if len(t) == 1]
     assert sum(learned.summary().values()) == len(learned)
+
+
+def test_single_cjk_characters_on_request(pairs: pd.DataFrame) -> None:
+    zh = pairs[pairs["lang"] == "zh"]
+    chars = Lexicon.learn(zh, LexiconConfig(learn_cjk_single_chars=True)).terms["zh"]
+    assert "默" in chars  # the euphemism the references replace with 黑人
+    # 心 is only ever removed as part of 恶心: a lone character would flag 开心 ("happy").
+    assert "恶心" in chars and "心" not in chars
+
+
+def test_a_sentence_counts_once_whatever_its_rows(pairs: pd.DataFrame) -> None:
+    """A toxic sentence listed once per reference (one row each) is one piece of evidence: a word only
+    it removes stays under ``min_count`` (2), while two distinct sentences reach it."""
+    en = pairs[pairs["lang"] == "en"]
+    word = "blorfwit"
+    assert word not in " ".join(en["toxic"]).lower()
+
+    def row(i: int, toxic: str, ref: str) -> dict[str, object]:
+        return {"id": f"extra-{i}", "lang": "en", "toxic": toxic, "neutral": ref, "refs": [ref]}
+
+    one = [row(i, f"you {word} , leave", ref) for i, ref in enumerate(("you, leave", "please leave", "leave now"))]
+    assert word not in Lexicon.learn(pd.concat([en, pd.DataFrame(one)]), LexiconConfig()).terms["en"]
+    # Re-cased and re-spaced, it is still the same sentence (text_key).
+    same = one + [row(3, f"You  {word.upper()} , leave", "go away")]
+    assert word not in Lexicon.learn(pd.concat([en, pd.DataFrame(same)]), LexiconConfig()).terms["en"]
+    two = one + [row(4, f"what a {word} he is", "what a man he is")]
+    assert word in Lexicon.learn(pd.concat([en, pd.DataFrame(two)]), LexiconConfig()).terms["en"]
 
 
 def test_learned_lexicon_generalises_to_held_out_pairs(mpd_dir: Path) -> None:
@@ -280,7 +307,7 @@ def test_chinese_substring(learned: Lexicon) -> None:
     assert lex.count("傻逼傻逼", "zh") == 2
     assert lex.find("不得house了", "zh") == ["house"]  # CJK neighbours are no word edge
     assert lex.find("lighthouse", "zh") == [] and lex.find("kai chai", "zh") == []
-    assert "恶心" in learned.find("我觉得同性恋很恶心，但支持吃狗肉。", "zh")
+    assert learned.find("我觉得同性恋很恶心，但支持吃狗肉。", "zh") == ["恶心"]  # 狗肉: dog meat
     assert learned.find("我觉得同性恋很让人不舒服。", "zh") == []  # the reference of that row, shortened
     # 很恶 straddles a kept and a deleted word: the character alignment keeps it out of the lexicon.
     assert "很恶" not in learned.terms["zh"]

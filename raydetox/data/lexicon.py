@@ -1,13 +1,15 @@
 """Toxic lexicon: terms learned from the training pairs (log-odds) plus word-list files, per language.
 
-Learning. For each language, every pair contributes the *set* of tokens of its toxic side and the set
-of tokens of all its references together. A token's document counts ``c_tox`` / ``c_neu`` (pairs whose
-toxic side / whose references contain it) give a smoothed log-odds ratio over the ``N`` pairs::
+Learning. For each language, every distinct toxic sentence (compared by
+:func:`~raydetox.data.pairs.text_key`; a sentence given as one row per reference counts once, its
+references merged) contributes the *set* of tokens of its toxic side and the set of tokens of all its
+references together. A token's document counts ``c_tox`` / ``c_neu`` (sentences whose toxic side /
+whose references contain it) give a smoothed log-odds ratio over the ``N`` sentences::
 
     score = log((c_tox + s) / (N - c_tox + s)) - log((c_neu + s) / (N - c_neu + s))
 
 with ``s = cfg.smoothing``. A token is kept when the references *remove* it (present in the toxic side,
-absent from every reference) in at least ``cfg.min_count`` pairs and ``score >= cfg.min_log_odds``;
+absent from every reference) in at least ``cfg.min_count`` sentences and ``score >= cfg.min_log_odds``;
 the ``cfg.max_terms_per_lang`` best scores are kept. Stopwords occur on both sides and score near 0.
 
 Tokens are runs of letters, combining marks and digits (``\\p{L}\\p{M}\\p{N}``, so Devanagari vowel
@@ -18,7 +20,11 @@ sides are tokenised (``don 't``) while their references are not (``don't``), whi
 are cut into character 1- and 2-grams instead: the ParaDetox zh rewrites replace short words (默 → 黑人,
 恶心 → deleted), which the 1–2-grams cover, and the log-odds filter drops the n-grams the rewrite keeps.
 A character is dropped when it is removed no more often than a kept bigram containing it (心 of 恶心
-would otherwise flag 开心 and 小心).
+would otherwise flag 开心 and 小心). Single characters are not learned at all unless
+``cfg.learn_cjk_single_chars``: a character is a morpheme of many words, and a few hundred pairs cannot
+tell its toxic uses from the rest (learned 狗, 母 and 哥 flagged 狗肉 "dog meat", 父母 "parents" and 老哥
+"bro" in correct rewrites, which cleaning then dropped as still toxic); word lists still supply single
+characters.
 
 Word lists: one term a line (UTF-8), multi-word phrases allowed; terms made only of punctuation (the
 ldnoobw lists hold ``[``, ``__``, ``/.``) are skipped as they would flag ordinary punctuation. Their
@@ -67,6 +73,7 @@ import regex
 from raydetox.config import ConfigError, LexiconConfig
 from raydetox.data.io import DataError
 from raydetox.data.langid import UNDETERMINED
+from raydetox.data.pairs import text_key
 
 WORDLIST_SCORE: float = math.inf
 """Score of a term that comes from a word list (or :meth:`Lexicon.from_terms`)."""
@@ -250,7 +257,7 @@ class Lexicon:
         terms: dict[str, dict[str, float]] = {}
         vetoed: dict[str, list[str]] = {}
         for lang in sorted(rows):
-            lang_toxic, lang_refs = [toxic[i] for i in rows[lang]], [refs[i] for i in rows[lang]]
+            lang_toxic, lang_refs = _distinct_sentences([toxic[i] for i in rows[lang]], [refs[i] for i in rows[lang]])
             terms[lang] = _learn_scores(lang_toxic, lang_refs, cfg) if cfg.learn and lang_toxic else {}
             listed = words[lang]
             if cfg.learn and cfg.veto_wordlists and listed and lang_toxic:
@@ -582,6 +589,16 @@ def _pairs_columns(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]], lis
     return toxic, refs, langs
 
 
+def _distinct_sentences(toxic: list[str], refs: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """One entry per distinct toxic sentence (:func:`~raydetox.data.pairs.text_key`), its references
+    merged: a sentence given as one row per reference is one piece of evidence, not one per row."""
+    merged: dict[str, tuple[str, dict[str, None]]] = {}
+    for tox, own in zip(toxic, refs):
+        _, seen = merged.setdefault(text_key(tox), (tox, {}))
+        seen.update(dict.fromkeys(own))
+    return [tox for tox, _ in merged.values()], [list(own) for _, own in merged.values()]
+
+
 def _log_odds(c_tox: int, c_neu: int, n: int, s: float) -> float:
     return math.log((c_tox + s) / (n - c_tox + s)) - math.log((c_neu + s) / (n - c_neu + s))
 
@@ -613,6 +630,8 @@ def _learn_scores(toxic: list[str], refs: list[list[str]], cfg: LexiconConfig) -
         for char in bigram:
             if char in scores and removed[char] <= removed[bigram]:
                 del scores[char]
+    if not cfg.learn_cjk_single_chars:
+        scores = {t: v for t, v in scores.items() if len(t) > 1 or not _SCRIPT_RUNS.fullmatch(t).group(1)}
     ranked = sorted(scores, key=lambda t: (-scores[t], -removed[t], t))[: cfg.max_terms_per_lang]
     return {t: scores[t] for t in ranked}
 
