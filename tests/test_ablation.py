@@ -138,7 +138,7 @@ def test_multi_reference_data_whose_arms_would_need_two_bases_is_one_error(
 
     for expand in (False, True):
         cfg = tiny_config(shared_data / "paradetox" / "paradetox.tsv", tmp_path / "runs", embedded_cache,
-                          rows_per_lang=300, **{"sweep.ablations": {"factors": ["cleaning"]},
+                          rows_per_lang=400, **{"sweep.ablations": {"factors": ["cleaning"]},
                                                 "data.default_lang": "en", "data.expand_refs": expand})
         sweep_dir = tmp_path / f"expand-{expand}"
         on = prepare(cfg, sweep_dir / "data")

@@ -7,7 +7,7 @@ toxic text together (no train/test leak). Later steps learn only from the train 
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,26 +80,34 @@ def _read_split_file(path: Path, ids: pd.Series) -> pd.Series:
     return split.astype(str)
 
 
+def _group_rank(key: str, seed: int) -> int:
+    """A toxic text's place in its language's order: a seeded 64-bit hash of its :func:`text_key`."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, key=str(seed).encode("utf-8"))
+    return int.from_bytes(digest.digest(), "big")
+
+
 def _random_splits(pairs: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
-    """Seeded split per language; rows sharing a toxic text stay together (no train/test leak)."""
+    """Seeded split per language; rows sharing a toxic text stay together (no train/test leak).
+
+    Each distinct toxic text is ranked by a seeded hash of its text, and the ranked rows are cut at the
+    split fractions. A text's rank depends on nothing else, so adding or removing rows (a new data
+    version) moves only texts next to a cut from one split to another, never reshuffles the rest, and
+    neither row order, ids nor other languages change the result.
+    """
     split = np.empty(len(pairs), dtype=object)
     ids = pairs["id"].astype(str).to_numpy()
     toxic = pairs["toxic"].to_numpy()
     langs = pairs["lang"].astype(str).to_numpy()
     for lang in np.unique(langs):
-        # Rows of this language sorted by id: the result does not depend on the table's row order.
         rows = np.flatnonzero(langs == lang)
-        rows = rows[np.argsort(ids[rows], kind="stable")]
         n = len(rows)
         # Empty toxic texts (dropped later by cleaning) must not form one big group.
         keys = [text_key(t) if isinstance(t, str) and t.strip() else f"\0{i}" for t, i in zip(toxic[rows], ids[rows])]
-        codes, uniques = pd.factorize(pd.Series(keys, dtype=object))
-        # Per-language stream: adding or removing a language does not reshuffle the others.
-        rng = np.random.default_rng([cfg.seed, zlib.crc32(lang.encode("utf-8"))])
-        group_rank = np.empty(len(uniques), dtype=np.int64)
-        group_rank[rng.permutation(len(uniques))] = np.arange(len(uniques))
+        ranks = [_group_rank(k, cfg.seed) for k in keys]
+        order = sorted(range(n), key=lambda j: (ranks[j], keys[j], ids[rows[j]]))
         position = np.empty(n, dtype=np.int64)
-        position[np.argsort(group_rank[codes], kind="stable")] = np.arange(n)
+        position[order] = np.arange(n)
+        codes = pd.factorize(pd.Series(keys, dtype=object))[0]
         # A group goes where its first row lands, so splits are exact (±1 row) for unique toxic texts.
         group_start = pd.Series(position).groupby(codes).transform("min").to_numpy()
         cut_train = round(cfg.train * n)
