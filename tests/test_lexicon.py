@@ -286,6 +286,12 @@ def test_word_boundaries_case_phrases_and_counts() -> None:
     assert lex.count("oh FUCK off,\tfuck", "en") == 2
     assert lex.find("the red\n light district", "en") == ["red light"]
     assert lex.find("SCHEISSE und Scheiße", "de") == ["scheiße"] and lex.count("SCHEISSE und Scheiße", "de") == 2
+    # The other way round: a term spelt with "ss" finds the text's "ß"; Turkish İ is a capital i.
+    listed = Lexicon.from_terms({"de": ["scheisse"], "tr": ["it", "siktir"]})
+    assert listed.find("Scheiße und SCHEISSE", "de") == ["scheisse"] and listed.count("Scheiße, scheisse", "de") == 2
+    assert listed.remove("So eine Scheiße!", "de") == "So eine!"
+    assert listed.find("SİKTİR git, İT", "tr") == ["siktir", "it"]
+    assert listed.remove("SİKTİR git", "tr") == "git"
     assert lex.find("він п’яний", "uk") == ["п'яний"]  # typographic apostrophe
     assert lex.find("fuck", None) == ["fuck"] and lex.find("scheiße", "en") == []
     assert lex.is_toxic("what the fuck", "en") and not lex.is_toxic("what the duck", "en")

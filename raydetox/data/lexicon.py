@@ -35,8 +35,9 @@ holds 性), so when learning, a word-list term is *vetoed* for a language when t
 at least ``min_count`` pairs and its log-odds (same formula, counted by phrase matching) is below
 ``min_log_odds``: by the corpus's own standard it is not toxic. Vetoed terms are listed, not lost.
 
-Matching is case-insensitive (text lower-cased; a term also matches in its ``casefold`` spelling, so
-``SCHEISSE`` finds ``scheiße``), NFC-normalised, with typographic apostrophes read as ``'``. A term
+Matching is case-insensitive (text lower-cased, Turkish ``İ`` as ``i``; a term also matches in its
+``casefold`` spelling, so ``SCHEISSE`` finds ``scheiße``, and with ``ß`` for ``ss``, so ``Scheiße``
+finds ``scheisse``), NFC-normalised, with typographic apostrophes read as ``'``. A term
 edge that is a letter/mark/digit must not touch another one (``class`` does not contain ``ass``), except
 that characters of scripts written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar)
 never count as neighbours: a CJK term matches as a substring, and a Latin term matches inside CJK
@@ -105,11 +106,12 @@ BYTE_PIECE = regex.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def _lower(text: str) -> str:
-    """``str.lower`` that keeps every character's position (``İ`` would otherwise grow to 2 chars)."""
+    """``str.lower`` that keeps every character's position: ``İ`` (whose lower case is ``i`` and a
+    combining dot) becomes ``i``."""
     low = text.lower()
     if len(low) == len(text):
         return low
-    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    return "".join(c.lower()[0] for c in text)
 
 
 def _view(text: str) -> tuple[str, str]:
@@ -346,8 +348,12 @@ class Lexicon:
         variant_to_term: dict[str, str] = {}
         for key in keys:
             variant_to_term.setdefault(key, key)
-            # Text is matched lower-cased; the casefold spelling catches "SCHEISSE" for "scheiße".
-            variant_to_term.setdefault(unicodedata.normalize("NFC", key.casefold()), key)
+            # Text is matched lower-cased; the casefold spelling catches "SCHEISSE" for "scheiße", and
+            # "ß" for "ss" catches "Scheiße" for "scheisse" (lower-casing keeps ß, casefolding it would
+            # change the text's length).
+            folded = unicodedata.normalize("NFC", key.casefold())
+            for variant in (folded, folded.replace("ss", "ß")):
+                variant_to_term.setdefault(variant, key)
         matcher = None
         if variant_to_term:
             pattern = _EDGE + "(?:" + _trie_pattern(variant_to_term) + ")" + _EDGE
