@@ -65,17 +65,32 @@ def test_quality_benchmark_runs_end_to_end(mpd_dir: Path, tmp_path: Path, embedd
         assert seconds and float(seconds.group(1)) > 0, (phase, report.split("## Variants")[0])
     for kind in ("disjoint", "cumulative", "baseline:full", "untrained"):
         assert re.search(rf"^\| {re.escape(kind)} +\| +\d", report, re.M), kind
-    # confirmed on the test split: every system, the paired verdicts, the targets. Training this tiny base
-    # changes none of its outputs, so every curriculum ties with the untrained base, which wins the tie
-    # (selection.best_row): the untrained base is the chosen row and not a row of its own.
+    # Confirmed on the test split: every system, the paired verdicts, the targets. Which row wins is the
+    # objective's call on a few training steps (a tie with the untrained base goes to the untrained base,
+    # selection.best_row; a curriculum can edge past it on another machine's float order), so the report is
+    # checked for the row it says it chose.
     confirmation = report.split("## Confirmation on untouched data")[1]
-    assert "the objective picked the untrained base itself" in confirmation
-    for system in ("best", "baseline", "copy", "delete"):
-        assert re.search(rf"^\| {system} +\| \d", confirmation, re.M), system
-    for other in ("baseline", "delete"):
-        assert f"the chosen schedule − {other} = " in confirmation
     targets = confirmation.split("## Targets (issue 13), on the test split")[1]
-    assert re.search(r"^\| the objective chose a curriculum, not a reference point +\| chose the untrained base +\| no",
-                     targets, re.M)
+    first = re.search(r"^\| the objective chose a curriculum, not a reference point +\| ([^|]+?) +\| (yes|no) +\|$",
+                      targets, re.M)
+    assert first, targets
+    chosen, met = first.groups()
+    systems = {"best", "copy", "delete"}
+    if chosen == "chose the untrained base":
+        assert met == "no" and "the objective picked the untrained base itself" in confirmation
+        systems |= {"baseline"}
+        compared = ("baseline", "delete")
+    elif chosen == "chose the baseline":
+        assert met == "no" and "the objective picked the baseline trial itself" in confirmation
+        systems |= {"untrained"}
+        compared = ("delete",)
+    else:
+        assert met == "yes" and chosen.startswith("chose `") and "easy>hard" in chosen, chosen
+        systems |= {"baseline", "untrained"}
+        compared = ("baseline", "delete")
+    for system in systems:
+        assert re.search(rf"^\| {system} +\| \d", confirmation, re.M), system
+    for other in compared:
+        assert f"the chosen schedule − {other} = " in confirmation
     assert len(re.findall(r"\| (yes|no) +\|$", targets, re.M)) == 5
     assert (out / "sweeps" / "quality" / "analysis" / "confirmation.csv").is_file()
