@@ -7,6 +7,7 @@ data before any trial starts; :mod:`raydetox.embedded_base` builds a base that i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import unicodedata
@@ -21,7 +22,7 @@ from raydetox.cache import content_hash
 from raydetox.config import ConfigError, DataConfig, EmbeddedBaseConfig, ExperimentConfig
 from raydetox.data.io import DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
-from raydetox.errors import PretrainingLeakError
+from raydetox.errors import ModelError, PretrainingLeakError
 from raydetox.judge import held_out_rows
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 EMBEDDED = "embedded"
 BUILD_REPORT = "build_report.json"  # written last: a base dir with it is complete
 BASE_POINTER = "base_path.json"  # in a sweep's prepared data dir: the embedded base its trials start from
+BASE_FILES = ("model.safetensors", "spiece.model", "tokenizer.json")  # what decides a base's outputs
 # Bump when the build recipe (raydetox.embedded_base) changes in a way the config does not capture:
 # old caches are not reused.
 _BUILD_VERSION = 7
@@ -309,13 +311,57 @@ def base_texts(cfg: ExperimentConfig, prepared: PreparedData) -> PretrainingCorp
     return base_corpus(prepared, cfg.model.embedded.sources) if cfg.model.name_or_path == EMBEDDED else None
 
 
+def base_digest(path: str | Path) -> str:
+    """sha256 of the files that decide what a base generates (weights, tokenizer), not of its reports."""
+    digest = hashlib.sha256()
+    for name in BASE_FILES:
+        file = Path(path) / name
+        if file.is_file():
+            digest.update(name.encode())
+            with file.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
 def record_base(prepared_dir: str | Path, path: str | Path) -> None:
-    """Leave in ``prepared_dir`` which base its runs start from (read by :func:`recorded_base`)."""
-    (Path(prepared_dir) / BASE_POINTER).write_text(json.dumps({"path": str(path)}), encoding="utf-8")
+    """Leave in ``prepared_dir`` which base its runs start from, with its :func:`base_digest` (read by
+    :func:`recorded_base` and :func:`recorded_base_info`)."""
+    (Path(prepared_dir) / BASE_POINTER).write_text(
+        json.dumps({"path": str(path), "sha256": base_digest(path)}), encoding="utf-8")
+
+
+def recorded_base_info(prepared_dir: str | Path) -> dict[str, str] | None:
+    """The pointer file of a prepared data dir (``path``, and ``sha256`` where recorded), or ``None``."""
+    pointer = Path(prepared_dir) / BASE_POINTER
+    return json.loads(pointer.read_text(encoding="utf-8")) if pointer.is_file() else None
 
 
 def recorded_base(prepared_dir: str | Path) -> str | None:
     """The base a prepared data dir's runs started from (its pointer file), or ``None`` (none recorded:
     sweeps before the pointer existed)."""
-    pointer = Path(prepared_dir) / BASE_POINTER
-    return str(json.loads(pointer.read_text(encoding="utf-8"))["path"]) if pointer.is_file() else None
+    info = recorded_base_info(prepared_dir)
+    return str(info["path"]) if info is not None else None
+
+
+def adopt_node_base(cfg: ExperimentConfig, prepared: PreparedData, driver_base: dict[str, str]) -> None:
+    """On a node that prepared its own copy of the data (not the sweep driver's): find or build this
+    node's embedded base and record it for the trial, refusing it unless its weights and tokenizer are
+    those of the driver's base (``driver_base``: the driver's pointer). Another CPU builds other weights
+    from the same seed, and trials started from different bases would not be comparable."""
+    texts = base_texts(cfg, prepared)
+    expected = driver_base.get("sha256")
+    if texts is None or not expected:  # a hub or local checkpoint, or a pointer from before the digest
+        return
+    from raydetox.modeling import resolve_base  # torch and transformers: only where a base may be built
+
+    path = cached_base(texts, cfg.model.embedded, cfg.model.cache_dir) or resolve_base(cfg.model, texts=texts)
+    found = base_digest(path)
+    if found != expected:
+        raise ModelError(
+            f"{path}: this node's embedded base (sha256 {found[:12]}) is not the sweep driver's "
+            f"{driver_base.get('path')} (sha256 {expected[:12]}): a machine with another CPU builds other "
+            "weights from the same seed; set model.name_or_path to the driver's base on a file system every "
+            "node reads"
+        )
+    record_base(prepared.out_dir, path)

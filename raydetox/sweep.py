@@ -249,6 +249,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         # decode_reuse off: the trial scores only its own penalty combination.
         "decode_grid": [list(config["decode"])] if "decode" in config else setup["decode_grid"],
         "work_dir": str(Path(setup["prepared_dir"]).parent / "work"),
+        "driver_base": setup.get("driver_base"),
         "predictions_dir": str(Path(setup["prepared_dir"]).parent / PREDICTIONS_DIR),
         "callbacks": list(setup.get("callbacks") or []),
         "meta": {
@@ -616,6 +617,7 @@ def run_sweep(
             raise
     from ray import tune
 
+    from raydetox.pretraining_corpus import recorded_base_info
     from raydetox.tracking import tune_callbacks
 
     # Only for this sweep: a later Tune run in the same process (a notebook, a test) keeps Tune's defaults.
@@ -630,6 +632,8 @@ def run_sweep(
             "experiment": dataclasses.asdict(cfg),
             "prepared_dir": str(prepared_dir.resolve()),
             "prepared_dirs": prepared_dirs,
+            # a node other than the driver's builds its own embedded base: checked against this one
+            "driver_base": recorded_base_info(prepared_dir),
             "ablation_factors": ablation.factors(cfg.sweep),
             "decode_grid": decode_grid(cfg),
             "train_storage": f"{exp_uri}/{TRAIN_DIR}",

@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 from raydetox import results
 from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
 from raydetox.data.prepare import load_prepared, prepare
+from raydetox.pretraining_corpus import adopt_node_base
 from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
 
 class Session:
@@ -172,7 +173,12 @@ def train_loop_per_worker(config: dict[str, Any], session: Session | None = None
     _quiet_worker_logs()
     cfg = config_from_dict(config["experiment"], origin="trial config")
     prepared_dir = Path(config["prepared_dir"])
-    prepared = load_prepared(prepared_dir) if prepared_dir.is_dir() else prepare(cfg, prepared_dir)
+    if prepared_dir.is_dir():
+        prepared = load_prepared(prepared_dir)
+    else:  # a node other than the driver's: its own copy of the data, and of the embedded base
+        prepared = prepare(cfg, prepared_dir)
+        if config.get("driver_base"):
+            adopt_node_base(cfg, prepared, config["driver_base"])
     schedule = [StageConfig(**s) for s in config["schedule"]]
     meta = dict(config.get("meta", {}))
     predictions_dir = (Path(config["predictions_dir"]) / str(meta.get("trial", "run"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 import warnings
 from pathlib import Path
 
@@ -486,6 +487,47 @@ def test_the_untrained_base_is_the_one_trials_start_from(mpd_dir: Path, shared_d
     record_base(prepared.out_dir, resolve_base(cfg.model, texts=base_corpus(prepared, cfg.model.embedded.sources)))
     recorded, _ = load_untrained(cfg, base_dir=recorded_base(prepared.out_dir))
     assert torch.equal(recorded.shared.weight, trained_from.shared.weight)
+
+
+def test_a_node_adopts_the_drivers_embedded_base_and_refuses_another(mpd_dir: Path, tmp_path: Path) -> None:
+    """A trial on a node other than the sweep driver's prepares its own data and finds or builds its own
+    embedded base: adopted when its weights and tokenizer are the driver's, refused (naming both) when not,
+    as another CPU's build of the same seed is."""
+    from raydetox.data.prepare import prepare
+    from raydetox.errors import ModelError
+    from raydetox.modeling import resolve_base
+    from raydetox.pretraining_corpus import (
+        adopt_node_base,
+        base_digest,
+        base_texts,
+        record_base,
+        recorded_base,
+        recorded_base_info,
+    )
+    from tests.tiny import tiny_config
+
+    cfg = tiny_config(mpd_dir, tmp_path / "runs", tmp_path / "cache", **{"model.embedded.max_steps": 10})
+    driver = prepare(cfg, tmp_path / "driver-data")
+    base = resolve_base(cfg.model, texts=base_texts(cfg, driver))
+    record_base(driver.out_dir, base)
+    info = recorded_base_info(driver.out_dir)
+    assert info == {"path": str(base), "sha256": base_digest(base)} and recorded_base(driver.out_dir) == str(base)
+
+    same = prepare(cfg, tmp_path / "node-data")  # a node that builds the same weights
+    adopt_node_base(cfg, same, info)
+    assert recorded_base(same.out_dir) == str(base)
+
+    # a driver whose base came out otherwise (here: another seed, so really other weights)
+    reseeded = tiny_config(mpd_dir, tmp_path / "runs", tmp_path / "cache2",
+                           **{"model.embedded.max_steps": 10, "model.embedded.seed": 1})
+    other = resolve_base(reseeded.model, texts=base_texts(reseeded, driver))
+    assert base_digest(other) != info["sha256"]
+    elsewhere = prepare(cfg, tmp_path / "node2-data")
+    with pytest.raises(ModelError, match=rf"{re.escape(str(base))}: this node's embedded base .* not the sweep driver's "
+                                         rf"{re.escape(str(other))}"):
+        adopt_node_base(cfg, elsewhere, {"path": str(other), "sha256": base_digest(other)})
+    assert recorded_base(elsewhere.out_dir) is None  # nothing recorded: the trial stops here
+    adopt_node_base(cfg, elsewhere, {"path": str(other)})  # a pointer from before the digest: not checked
 
 
 def test_a_local_base_dir_never_reads_the_embedded_sources(mpd_dir: Path, shared_data: Path, tmp_path: Path) -> None:
