@@ -13,15 +13,27 @@ import pickle
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from raydetox.config import ConfigError, LoraConfig, ModelConfig
+from raydetox.config import ConfigError, ExperimentConfig, LoraConfig, ModelConfig
 from raydetox.embedded_base import MIN_VOCAB, build_embedded_base, load_tokenizer
 from raydetox.errors import ModelError, RaydetoxError, one_line
 from raydetox.preflight import TRAINED_META, check_model_dir
-from raydetox.pretraining_corpus import EMBEDDED, PretrainingCorpus, cache_root, find_cached_base
+from raydetox.pretraining_corpus import (
+    EMBEDDED,
+    PretrainingCorpus,
+    base_digest,
+    base_texts,
+    cache_root,
+    cached_base,
+    find_cached_base,
+    record_base,
+)
+
+if TYPE_CHECKING:
+    from raydetox.data.prepare import PreparedData
 
 
 @contextlib.contextmanager
@@ -176,3 +188,24 @@ def load_trained(
         model = model.merge_and_unload()
     model.eval()
     return model, tok
+
+
+def adopt_node_base(cfg: ExperimentConfig, prepared: PreparedData, driver_base: dict[str, str]) -> None:
+    """On a node that prepared its own copy of the data (not the sweep driver's): find or build this
+    node's embedded base and record it for the trial, refusing it unless its weights and tokenizer are
+    those of the driver's base (``driver_base``: the driver's pointer). Another CPU builds other weights
+    from the same seed, and trials started from different bases would not be comparable."""
+    texts = base_texts(cfg, prepared)
+    expected = driver_base.get("sha256")
+    if texts is None or not expected:  # a hub or local checkpoint, or a pointer from before the digest
+        return
+    path = cached_base(texts, cfg.model.embedded, cfg.model.cache_dir) or resolve_base(cfg.model, texts=texts)
+    found = base_digest(path)
+    if found != expected:
+        raise ModelError(
+            f"{path}: this node's embedded base (sha256 {found[:12]}) is not the sweep driver's "
+            f"{driver_base.get('path')} (sha256 {expected[:12]}): a machine with another CPU builds other "
+            "weights from the same seed; set model.name_or_path to the driver's base on a file system every "
+            "node reads"
+        )
+    record_base(prepared.out_dir, path)

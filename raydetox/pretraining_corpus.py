@@ -22,7 +22,7 @@ from raydetox.cache import content_hash
 from raydetox.config import ConfigError, DataConfig, EmbeddedBaseConfig, ExperimentConfig
 from raydetox.data.io import DataError, load_pairs
 from raydetox.data.lexicon import Lexicon
-from raydetox.errors import ModelError, PretrainingLeakError
+from raydetox.errors import PretrainingLeakError
 from raydetox.judge import held_out_rows
 
 if TYPE_CHECKING:
@@ -342,26 +342,3 @@ def recorded_base(prepared_dir: str | Path) -> str | None:
     sweeps before the pointer existed)."""
     info = recorded_base_info(prepared_dir)
     return str(info["path"]) if info is not None else None
-
-
-def adopt_node_base(cfg: ExperimentConfig, prepared: PreparedData, driver_base: dict[str, str]) -> None:
-    """On a node that prepared its own copy of the data (not the sweep driver's): find or build this
-    node's embedded base and record it for the trial, refusing it unless its weights and tokenizer are
-    those of the driver's base (``driver_base``: the driver's pointer). Another CPU builds other weights
-    from the same seed, and trials started from different bases would not be comparable."""
-    texts = base_texts(cfg, prepared)
-    expected = driver_base.get("sha256")
-    if texts is None or not expected:  # a hub or local checkpoint, or a pointer from before the digest
-        return
-    from raydetox.modeling import resolve_base  # torch and transformers: only where a base may be built
-
-    path = cached_base(texts, cfg.model.embedded, cfg.model.cache_dir) or resolve_base(cfg.model, texts=texts)
-    found = base_digest(path)
-    if found != expected:
-        raise ModelError(
-            f"{path}: this node's embedded base (sha256 {found[:12]}) is not the sweep driver's "
-            f"{driver_base.get('path')} (sha256 {expected[:12]}): a machine with another CPU builds other "
-            "weights from the same seed; set model.name_or_path to the driver's base on a file system every "
-            "node reads"
-        )
-    record_base(prepared.out_dir, path)

@@ -30,7 +30,7 @@ from transformers import TrainerCallback
 from raydetox import results
 from raydetox.config import ExperimentConfig, StageConfig, config_from_dict
 from raydetox.data.prepare import load_prepared, prepare
-from raydetox.pretraining_corpus import adopt_node_base
+from raydetox.modeling import adopt_node_base
 from raydetox.trainer import STATE_FILE, CurriculumSeq2SeqTrainer, StageResult
 
 class Session:

@@ -495,9 +495,8 @@ def test_a_node_adopts_the_drivers_embedded_base_and_refuses_another(mpd_dir: Pa
     as another CPU's build of the same seed is."""
     from raydetox.data.prepare import prepare
     from raydetox.errors import ModelError
-    from raydetox.modeling import resolve_base
+    from raydetox.modeling import adopt_node_base, resolve_base
     from raydetox.pretraining_corpus import (
-        adopt_node_base,
         base_digest,
         base_texts,
         record_base,
